@@ -1,0 +1,56 @@
+"""The veza-canary command line: a thin layer over the library.
+
+Each module registers its commands on the root app; a command parses its
+options, builds ``Settings``, calls the library and lets ``_common`` map errors
+to exit codes. Heavy imports (paramiko, sqlglot, rich) happen inside commands.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from veza_canary import __version__
+from veza_canary.cli import deploy, lab, lint, oncall
+
+app = typer.Typer(
+    name="veza-canary",
+    help="Canary releases of backend-api behind HAProxy: drain, push, watch the SLI, roll back by itself.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"veza-canary {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: Optional[bool] = typer.Option(  # noqa: UP045
+        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    log_format: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--log-format", help="console or json (default: console on a TTY, JSON otherwise).",
+        metavar="console|json",
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging (every command run)."),
+) -> None:
+    """Canary releases of backend-api behind HAProxy."""
+    from veza_canary.log import configure
+
+    if log_format not in (None, "console", "json"):
+        raise typer.BadParameter("must be console or json", param_hint="--log-format")
+    configure(log_format, verbose=verbose)
+
+
+for _module in (deploy, lint, oncall, lab):
+    _module.register(app)
+
+
+def main() -> None:
+    app()
