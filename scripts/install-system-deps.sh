@@ -22,8 +22,7 @@ for pkg in incus-base dnsmasq-base debootstrap nftables socat openssh-server ope
 done
 [ ${#need[@]} -eq 0 ] && exit 0
 
-if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-   || grep -rqs "^Suites:.*bookworm-backports" /etc/apt/sources.list.d/veza-backports.sources 2>/dev/null; then
+if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null; then
   mirror=$(grep -rhs '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' \
            | grep -v security | head -n1)
   if [ -z "$mirror" ]; then
