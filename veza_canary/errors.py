@@ -25,7 +25,11 @@ boundary where they happen: ``raise HAProxyError(...) from exc``.
     |   +-- HAProxyError                  the runtime API answered an error or nonsense
     |   +-- PrometheusError               Prometheus unreachable or answered an error
     |   +-- PushError                     a binary push failed or arrived corrupted
-    +-- CheckFailed                   11  an on-call check (health, SLI) is red
+    +-- CheckFailed                   11  a check is red (on-call commands; inside a deploy
+    |   |                                 these are causes that trigger the rollback policy)
+    |   +-- DrainTimedOut                     sessions did not reach 0 before DRAIN_TIMEOUT
+    |   +-- HealthCheckFailed                 node/LB health or HAProxy UP not reached in time
+    |   +-- SLIBreached                       the SLI watch went red
     +-- DeployFailed                      outcomes of a deploy that changed things
     |   +-- CanaryRolledBack           5  canary rolled back; fleet consistent on the old binary
     |   +-- PeerRollFailed             6  a peer failed; fleet is mixed, roll stopped
@@ -159,6 +163,18 @@ class PushError(InfraError):
 
 class CheckFailed(VezaError):
     exit_code = ExitCode.CHECK_FAILED
+
+
+class DrainTimedOut(CheckFailed):
+    pass
+
+
+class HealthCheckFailed(CheckFailed):
+    pass
+
+
+class SLIBreached(CheckFailed):
+    pass
 
 
 class DeployFailed(VezaError):

@@ -1,9 +1,43 @@
-"""CLI: deploy commands."""
+"""CLI: ``veza-canary deploy``."""
 
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from veza_canary.cli._common import out, with_knobs
+from veza_canary.settings import KNOBS, Settings
+
+DEPLOY_KNOBS = tuple(k.name for k in KNOBS)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    app.command("deploy", help="Canary-deploy ARTIFACT: preflight, migration gate, drain, push, health, "
+                               "SLI watch with automatic rollback, then the peers one by one.")(deploy)
+
+
+@with_knobs(*DEPLOY_KNOBS)
+def deploy(
+    settings: Settings,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation on a TTY."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (steps, nodes, commands); change nothing."),
+    force: bool = typer.Option(False, "--force", help="Deploy an artifact that was rolled back before."),
+    report: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--report", help="Also write the JSON report here (a copy always goes under STATE_DIR/reports)."
+    ),
+) -> int:
+    from veza_canary.pipeline import plan
+
+    if dry_run:
+        for line in plan(settings):
+            out(line)
+        return 0
+    from veza_canary.runner import run_deploy
+
+    confirm = None if yes or not sys.stdin.isatty() else (lambda q: typer.confirm(q, default=False))
+    command_line = shlex.join(["veza-canary", *sys.argv[1:]])
+    return run_deploy(settings, force=force, confirm=confirm, report_path=report, command_line=command_line)

@@ -1,0 +1,76 @@
+"""The artifact and the rollback binary: validated, hashed, snapshotted.
+
+The bytes are copied once into a private temp directory and hashed there; every
+push reads that snapshot, so the bytes shipped are exactly the bytes hashed even
+if the original file changes during the deploy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from veza_canary.errors import ConfigError
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    original: Path
+    path: Path  # the private snapshot
+    sha256: str
+    size: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"path": str(self.original), "sha256": self.sha256, "size": self.size}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_binary(path: Path, knob: str) -> None:
+    """Refuse anything but a non-empty, executable regular file (not a symlink)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise ConfigError(knob, f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(knob, f"{path}: cannot stat ({exc.strerror})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(knob, f"{path}: is a symlink; pass the real file (its target could change mid-deploy)")
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(knob, f"{path}: is a directory, not a binary")
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(knob, f"{path}: is not a regular file")
+    if st.st_size == 0:
+        raise ConfigError(knob, f"{path}: is empty")
+    if not st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
+        raise ConfigError(knob, f"{path}: is not executable (chmod +x it if it is the right file)")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(knob, f"{path}: is not readable")
+
+
+def snapshot(path: Path, knob: str, workdir: Path) -> Artifact:
+    check_binary(path, knob)
+    dst = workdir / f"{knob.lower()}.bin"
+    try:
+        shutil.copyfile(path, dst)
+    except OSError as exc:
+        raise ConfigError(knob, f"{path}: cannot read ({exc.strerror})") from None
+    os.chmod(dst, 0o700)
+    return Artifact(original=path, path=dst, sha256=sha256_file(dst), size=dst.stat().st_size)
+
+
+def private_workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="veza-canary-"))

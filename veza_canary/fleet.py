@@ -1,0 +1,85 @@
+"""The fleet as the tool sees it: the I/O objects built once from Settings.
+
+``Fleet`` bundles one object per external system (HAProxy runtime API, each
+node, Prometheus, the LB, the shared state store) plus the clock. The pipeline
+and the on-call commands take a Fleet; tests build one from fakes that subclass
+the real seams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import httpx
+
+from veza_canary.clock import Clock
+from veza_canary.haproxy import HAProxy, IncusSocat, UnixSocket
+from veza_canary.lock import DEFAULT_STATE_DIR, BlockedReleases, FleetLock, StateStore
+from veza_canary.node import Node
+from veza_canary.prometheus import Prometheus, make_http_client
+from veza_canary.transport import IncusTransport, LocalTransport, Transport, host_transport
+
+if TYPE_CHECKING:
+    from veza_canary.settings import Settings
+
+
+@dataclass
+class Fleet:
+    settings: Settings
+    haproxy: HAProxy
+    nodes: dict[str, Node]
+    prom: Prometheus
+    lb_client: httpx.Client
+    store: StateStore
+    clock: Clock = field(default_factory=Clock)
+    host: Transport | None = None
+
+    @property
+    def canary(self) -> Node:
+        return self.nodes[self.settings.canary_node]
+
+    @property
+    def peers(self) -> list[Node]:
+        return [self.nodes[n] for n in self.settings.peer_nodes]
+
+    def lock(self) -> FleetLock:
+        return FleetLock(self.store, self.clock, stale_after=self.settings.lock_stale_after)
+
+    def blocked(self) -> BlockedReleases:
+        return BlockedReleases(self.store)
+
+    def close(self) -> None:
+        for c in (self.lb_client, self.prom.client):
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001,S110 - closing on the way out must not mask the outcome
+                pass
+        if self.host is not None:
+            self.host.close()
+
+
+def build_fleet(settings: Settings, *, clock: Clock | None = None) -> Fleet:
+    host = host_transport(settings)
+    if settings.haproxy_local_socket:
+        sock = UnixSocket(str(settings.haproxy_local_socket))
+        store = StateStore(LocalTransport(), str(settings.resolved_state_dir / "fleet"))
+    else:
+        hap_t = IncusTransport(settings.haproxy_container, host)
+        sock = IncusSocat(hap_t, settings.haproxy_socket)
+        store = StateStore(hap_t, DEFAULT_STATE_DIR)
+    nodes = {
+        name: Node(name, IncusTransport(name, host), install_dir=settings.install_dir,
+                   restart_argv=settings.restart_argv, health_url=settings.node_health_full_url)
+        for name in settings.nodes
+    }
+    return Fleet(
+        settings=settings,
+        haproxy=HAProxy(sock, settings.pool_backend),
+        nodes=nodes,
+        prom=Prometheus(make_http_client(settings), settings.prom_url),
+        lb_client=httpx.Client(timeout=settings.http_timeout, follow_redirects=False),
+        store=store,
+        clock=clock or Clock(),
+        host=host,
+    )
