@@ -19,7 +19,6 @@ import io
 import re
 import socket
 from dataclasses import dataclass
-from typing import Protocol
 
 from veza_canary.errors import HAProxyError, TransportError
 from veza_canary.log import get_logger
@@ -43,11 +42,14 @@ _DRAIN_MASK = ADMF_FDRAIN | ADMF_IDRAIN
 STATES = ("ready", "drain", "maint")
 
 
-class AdminSocket(Protocol):
-    def send(self, command: str) -> str: ...
+class AdminSocket:
+    """The seam: send one runtime-API command, return the raw reply."""
+
+    def send(self, command: str) -> str:
+        raise NotImplementedError
 
 
-class IncusSocat:
+class IncusSocat(AdminSocket):
     """Reach the admin socket with ``socat`` inside the HAProxy container (or host, via a transport)."""
 
     def __init__(self, transport: Transport, socket_path: str, *, timeout: float = 10.0) -> None:
@@ -69,7 +71,7 @@ class IncusSocat:
         return r.stdout
 
 
-class UnixSocket:
+class UnixSocket(AdminSocket):
     """Talk to a local admin socket directly (HAPROXY_LOCAL_SOCKET)."""
 
     def __init__(self, path: str, *, timeout: float = 10.0) -> None:

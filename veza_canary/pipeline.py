@@ -183,7 +183,6 @@ class Deploy:
         self.artifact: Artifact | None = None
         self.rollback: RollbackSource | None = None
         self.canary_sha_before: str | None = None
-        self.canary_touched = False
         self.drained: set[str] = set()
         self.lock = fleet.lock()
         self.done_peers: list[str] = []
@@ -215,7 +214,10 @@ class Deploy:
                     error = self._on_failure(exc, step)
             finally:
                 with self.guard.cleanup():
-                    self._finish(error)
+                    try:
+                        self._finish(error)
+                    except Exception:  # the end-of-run bookkeeping must never mask the outcome
+                        log.exception("deploy.finish_failed")
         if error is not None:
             error.report = rep  # type: ignore[attr-defined]
             raise error
@@ -363,7 +365,6 @@ class Deploy:
     def install_canary(self) -> None:
         assert self.artifact is not None
         node = self.fleet.canary
-        self.canary_touched = True  # from here on, a failure restores the known-good binary
         node.install(self.artifact.path, self.artifact.sha256)
         # Always restart the drained canary: a killed run may have renamed the file without restarting.
         node.restart()
@@ -523,8 +524,11 @@ class Deploy:
             live = node.sha256()
         except VezaError:
             live = None
-        touched = self.canary_touched or (self.artifact is not None and live == self.artifact.sha256)
-        if not touched and live is not None:
+        # Touched = runs (or may run) anything but what it ran before, or the artifact itself (a re-run).
+        # Decided from live state, not from memory, so a push that failed before its rename counts as untouched.
+        touched = live is None or live != self.canary_sha_before or (
+            self.artifact is not None and live == self.artifact.sha256)
+        if not touched:
             if node.name in self.drained:
                 try:
                     self._ready(node)
@@ -613,6 +617,8 @@ class Deploy:
         for n in self.s.nodes:
             entry: dict = {}
             try:
+                if n not in f.nodes:
+                    raise VezaError("not part of this fleet")
                 sha = f.nodes[n].sha256()
                 entry["sha256"] = sha
                 entry["binary"] = ("artifact" if self.artifact and sha == self.artifact.sha256 else

@@ -1,0 +1,374 @@
+"""The deploy pipeline's policy on a simulated fleet (fakes subclass the real seams; a fake clock)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from veza_canary.errors import (
+    CanaryRolledBack,
+    ConfigError,
+    ExitCode,
+    Interrupted,
+    LockHeld,
+    PeerRollFailed,
+    PreflightError,
+    ReleaseBlocked,
+    RollbackFailed,
+)
+from veza_canary.pipeline import STEPS, Deploy, DeployInterrupt, plan
+from veza_canary.report import Report
+from veza_canary.settings import settings_for_tests
+from veza_canary.testing import Behaviour, SimFleet, sha, sim_fleet
+
+NODES = ["backend-api-2", "backend-api-1", "backend-api-3"]
+OLD, PREV, NEW = b"old-binary", b"prev-binary", b"#!/bin/sh\nnew-binary v2\n"
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Path:
+    p = tmp_path / "veza-api-new"
+    p.write_bytes(NEW)
+    p.chmod(0o755)
+    return p
+
+
+def make(artifact: Path, tmp_path: Path, **overrides):
+    s = settings_for_tests(
+        artifact=artifact, canary_node="backend-api-2", peer_nodes=("backend-api-1", "backend-api-3"),
+        sli_window=300.0, sli_probe_interval=30.0, allow_short_window=True, state_dir=tmp_path / "state",
+        **overrides,
+    )
+    fleet, sim = sim_fleet(s, SimFleet(NODES, binary=OLD, previous=PREV))
+    return fleet, sim
+
+
+def run(fleet, tmp_path: Path, **kw):
+    report = Report()
+    d = Deploy(fleet, workdir=_workdir(tmp_path), report=report, repo_root=tmp_path, **kw)
+    try:
+        d.run()
+    except Exception as exc:
+        return report, exc
+    return report, None
+
+
+def _workdir(tmp_path: Path) -> Path:
+    w = tmp_path / "work"
+    w.mkdir(exist_ok=True)
+    return w
+
+
+def running(sim: SimFleet) -> dict[str, str]:
+    return {n: sim.nodes[n].running_sha for n in NODES}
+
+
+def assert_all_in_rotation(sim: SimFleet) -> None:
+    assert sim.admin == dict.fromkeys(NODES, 0), f"a node was left out of rotation: {sim.admin}"
+
+
+def test_steps_are_listed_in_runbook_order():
+    assert [s.name for s in STEPS] == [
+        "preflight", "migration-gate", "lock", "confirm", "drain-canary", "install-canary", "canary-health",
+        "ready-canary", "lb-health", "sli-watch", "peers",
+    ]
+
+
+def test_good_build_rolls_every_node_and_reports_success(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    rep, err = run(fleet, tmp_path)
+    assert err is None
+    assert running(sim) == dict.fromkeys(NODES, sha(NEW))
+    assert_all_in_rotation(sim)
+    assert rep.outcome == "success" and rep.exit_code == 0
+    assert len(rep.sli_samples) == 10 and all(s["verdict"] == "pass" for s in rep.sli_samples)
+    assert {n: st["binary"] for n, st in rep.final_state["nodes"].items()} == dict.fromkeys(NODES, "artifact")
+    assert not any(p.startswith("/var/lib/veza-canary/lock") for p in sim.state_files), "lock not released"
+    json.dumps(rep.to_dict())  # the report is JSON
+
+
+def test_health_500_build_is_rolled_back_and_blocked(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path, node_health_timeout=10.0)
+    sim.behaviours[sha(NEW)] = Behaviour(health_status=500)
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, CanaryRolledBack) and err.exit_code == ExitCode.ROLLED_BACK
+    assert sim.nodes["backend-api-2"].running_sha == sha(PREV)
+    assert sim.nodes["backend-api-1"].running_sha == sha(OLD) and sim.nodes["backend-api-1"].restarts == 0
+    assert_all_in_rotation(sim)
+    assert rep.exit_code == 5 and rep.final_state["nodes"]["backend-api-2"]["binary"] == "rollback"
+    assert f"/var/lib/veza-canary/blocked/{sha(NEW)}.json" in sim.state_files
+
+
+@pytest.mark.parametrize("behaviour,needle", [
+    (Behaviour(p95=0.9), "p95"),
+    (Behaviour(err_ratio=0.05), "5xx ratio"),
+])
+def test_sli_breach_rolls_the_canary_back(artifact, tmp_path, behaviour, needle):
+    fleet, sim = make(artifact, tmp_path)
+    sim.behaviours[sha(NEW)] = behaviour
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, CanaryRolledBack)
+    assert needle in str(err)
+    assert rep.sli_samples[0]["verdict"] == "fail", "first red probe must roll back"
+    assert len(rep.sli_samples) == 1
+    assert sim.nodes["backend-api-2"].running_sha == sha(PREV)
+    assert_all_in_rotation(sim)
+
+
+def test_binary_that_fails_to_start_is_rolled_back(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    sim.behaviours[sha(NEW)] = Behaviour(starts=False)
+    _, err = run(fleet, tmp_path)
+    assert isinstance(err, CanaryRolledBack)
+    assert sim.nodes["backend-api-2"].running_sha == sha(PREV)
+    assert_all_in_rotation(sim)
+
+
+def test_rollback_binary_given_locally_is_what_the_canary_ends_on(artifact, tmp_path):
+    rb = tmp_path / "veza-api-good"
+    rb.write_bytes(b"known-good")
+    rb.chmod(0o755)
+    fleet, sim = make(artifact, tmp_path, rollback_binary=rb)
+    sim.behaviours[sha(NEW)] = Behaviour(err_ratio=0.5)
+    _, err = run(fleet, tmp_path)
+    assert isinstance(err, CanaryRolledBack)
+    assert sim.nodes["backend-api-2"].running_sha == sha(b"known-good")
+    assert not [p for p in sim.nodes["backend-api-2"].files if ".veza-api.new-" in p], "temp file left behind"
+
+
+def test_no_data_during_the_watch_never_passes(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    sim.behaviours[sha(NEW)] = Behaviour(req_rate=0.0)
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, CanaryRolledBack)
+    assert "no-data" in str(err)
+    assert [s["verdict"] for s in rep.sli_samples] == ["no-data"] * 4
+
+
+def test_prometheus_down_during_the_watch_rolls_back_after_the_error_limit(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    calls = {"n": 0}
+
+    def kill_prom(sim_: SimFleet) -> None:
+        calls["n"] += 1
+        if calls["n"] > 9:  # after preflight's probes on three nodes
+            sim_.prom_down = True
+
+    sim.hooks["prom_query"] = kill_prom
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, CanaryRolledBack)
+    assert "Prometheus errors" in str(err)
+    assert sim.nodes["backend-api-2"].running_sha == sha(PREV)
+
+
+def test_corrupted_push_never_reaches_the_binary_path(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    sim.corrupt_next_push = True
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, CanaryRolledBack)
+    assert "corrupted" in str(err)
+    canary = sim.nodes["backend-api-2"]
+    assert canary.running_sha == sha(OLD) and canary.files["/opt/veza/backend-api/veza-api"] == OLD
+    assert not [p for p in canary.files if ".veza-api.new-" in p]
+    assert "untouched" in str(err)
+    assert_all_in_rotation(sim)
+
+
+def test_drain_timeout_fails_closed_and_re_enables_the_untouched_canary(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path, drain_timeout=5.0)
+    sim.sticky_sessions["backend-api-2"] = 3
+    _, err = run(fleet, tmp_path)
+    assert isinstance(err, CanaryRolledBack) and "drain" in str(err)
+    assert sim.nodes["backend-api-2"].running_sha == sha(OLD)
+    assert_all_in_rotation(sim)
+
+
+def test_drain_timeout_with_shutdown_sessions_goes_on(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path, drain_timeout=5.0, drain_timeout_action="shutdown-sessions")
+    sim.sticky_sessions["backend-api-2"] = 3
+    rep, err = run(fleet, tmp_path)
+    assert err is None
+    assert ("haproxy", "shutdown sessions server api_pool/backend-api-2") in sim.commands
+    assert any(e["kind"] == "shutdown_sessions" for e in rep.events)
+
+
+def test_peer_failure_stops_the_roll_and_leaves_the_peer_drained(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path, node_health_timeout=5.0)
+    sim.hooks["restart:backend-api-1"] = lambda s: s.broken_nodes.add("backend-api-1")
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, PeerRollFailed) and err.exit_code == ExitCode.PEER_FAILED
+    assert sim.admin["backend-api-1"] != 0, "an unhealthy peer must not be re-enabled"
+    assert sim.admin["backend-api-2"] == 0 and sim.admin["backend-api-3"] == 0
+    assert sim.nodes["backend-api-3"].running_sha == sha(OLD), "the roll must stop at the failed peer"
+    assert "DRAINED" in str(err) and "re-run" in (err.hint or "")
+    assert rep.resume
+
+
+def test_peer_push_failure_puts_the_unchanged_peer_back_in_rotation(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    sim.fail_push_on.add("backend-api-1")
+    _, err = run(fleet, tmp_path)
+    assert isinstance(err, PeerRollFailed)
+    assert sim.nodes["backend-api-1"].running_sha == sha(OLD)
+    assert_all_in_rotation(sim)
+
+
+def test_interrupt_during_the_sli_watch_rolls_the_canary_back(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    calls = {"n": 0}
+
+    def ctrl_c(sim_: SimFleet) -> None:
+        calls["n"] += 1
+        if calls["n"] == 15:
+            raise DeployInterrupt("SIGINT")
+
+    sim.hooks["prom_query"] = ctrl_c
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, Interrupted) and err.exit_code == ExitCode.INTERRUPTED
+    assert sim.nodes["backend-api-2"].running_sha == sha(PREV)
+    assert_all_in_rotation(sim)
+    assert any(s.outcome == "interrupted" for s in rep.steps)
+
+
+def test_interrupt_during_preflight_changes_nothing(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    sim.hooks["prom_query"] = lambda s: (_ for _ in ()).throw(DeployInterrupt("SIGTERM"))
+    _, err = run(fleet, tmp_path)
+    assert isinstance(err, Interrupted) and "nothing was changed" in str(err)
+    assert not [c for c in sim.commands if c[0] == "haproxy" and c[1].startswith("set ")]
+
+
+def test_second_deploy_is_refused_while_the_lock_is_held(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    sim.state_files["/var/lib/veza-canary/lock.json"] = json.dumps({
+        "holder": "alice", "host": "laptop-of-alice", "pid": 4242, "started_at": "2026-11-25T03:00:00+00:00",
+        "artifact_sha256": "ab" * 32, "command": "veza-canary deploy", "token": "t"}).encode()
+    _, err = run(fleet, tmp_path)
+    assert isinstance(err, LockHeld) and err.exit_code == ExitCode.LOCKED
+    assert "alice@laptop-of-alice" in str(err)
+    assert_all_in_rotation(sim)
+    assert "/var/lib/veza-canary/lock.json" in sim.state_files, "someone else's lock must not be removed"
+
+
+def test_a_lock_left_by_a_dead_local_process_is_taken_over(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    sim.state_files["/var/lib/veza-canary/lock.json"] = json.dumps({
+        "holder": "ci", "host": socket.gethostname(), "pid": 2**22 + 12345, "started_at": "2026-11-25T03:00:00+00:00",
+        "artifact_sha256": "ab" * 32, "command": "veza-canary deploy", "token": "t"}).encode()
+    _, err = run(fleet, tmp_path)
+    assert err is None
+
+
+def test_blocked_release_is_refused_without_force(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    sim.state_files[f"/var/lib/veza-canary/blocked/{sha(NEW)}.json"] = json.dumps(
+        {"sha256": sha(NEW), "reason": "sli-watch: p95", "at": "2026-11-24T10:00:00+00:00"}).encode()
+    _, err = run(fleet, tmp_path)
+    assert isinstance(err, ReleaseBlocked) and err.exit_code == ExitCode.RELEASE_BLOCKED
+    fleet2, sim2 = make(artifact, tmp_path)
+    sim2.state_files.update(sim.state_files)
+    _, err2 = run(fleet2, tmp_path, force=True)
+    assert err2 is None
+
+
+def test_rerun_after_a_killed_run_reconciles_and_finishes(artifact, tmp_path):
+    """A SIGKILLed run left the canary drained, the new file renamed in place but not restarted, and a temp."""
+    fleet, sim = make(artifact, tmp_path)
+    canary = sim.nodes["backend-api-2"]
+    canary.files["/opt/veza/backend-api/veza-api"] = NEW
+    canary.files["/opt/veza/backend-api/.veza-api.new-deadbeef"] = b"half"
+    sim.admin["backend-api-2"] = 0x08
+    rep, err = run(fleet, tmp_path)
+    assert err is None
+    assert running(sim) == dict.fromkeys(NODES, sha(NEW))
+    assert canary.restarts >= 1, "the renamed-but-not-restarted binary must be restarted"
+    assert not [p for p in canary.files if ".veza-api.new-" in p]
+    assert_all_in_rotation(sim)
+    assert any(e["kind"] == "reconcile" for e in rep.events)
+
+
+def test_rerun_skips_peers_already_on_the_artifact(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    for n in ("backend-api-2", "backend-api-1"):
+        sim.nodes[n].files["/opt/veza/backend-api/veza-api"] = NEW
+        sim.nodes[n].running_sha = sha(NEW)
+    rep, err = run(fleet, tmp_path)
+    assert err is None
+    assert sim.nodes["backend-api-1"].restarts == 0
+    assert [s.outcome for s in rep.steps if s.name == "peer"] == ["skipped", "ok"]
+
+
+def test_failed_rollback_leaves_the_canary_drained_and_says_so(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path, node_health_timeout=5.0)
+    sim.behaviours[sha(NEW)] = Behaviour(health_status=500)
+    sim.behaviours[sha(PREV)] = Behaviour(health_status=500)  # the rollback binary is broken too
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, RollbackFailed) and err.exit_code == ExitCode.ROLLBACK_FAILED
+    assert "DRAINED" in str(err)
+    assert sim.admin["backend-api-2"] == 0x08
+    assert rep.exit_code == 7
+
+
+def test_missing_rollback_source_is_a_preflight_failure(artifact, tmp_path):
+    s = settings_for_tests(artifact=artifact, canary_node="backend-api-2", peer_nodes=("backend-api-1",),
+                           state_dir=tmp_path / "state")
+    fleet, sim = sim_fleet(s, SimFleet(["backend-api-2", "backend-api-1"], binary=OLD, previous=None))
+    _, err = run(fleet, tmp_path)
+    assert isinstance(err, PreflightError) and err.exit_code == ExitCode.PREFLIGHT
+    assert "last-known-good" in str(err)
+    assert not [c for c in sim.commands if c[0] == "haproxy" and c[1].startswith("set ")]
+
+
+@pytest.mark.parametrize("setup,needle", [
+    (lambda sim: sim.admin.__setitem__("backend-api-3", 0x01), "MAINT"),
+    (lambda sim: sim.broken_nodes.add("backend-api-3"), "DOWN"),
+    (lambda sim: setattr(sim, "prom_down", True), "Prometheus"),
+    (lambda sim: setattr(sim, "haproxy_down", True), "admin socket"),
+    (lambda sim: sim.behaviours.__setitem__(sha(OLD), Behaviour(p95=2.0)), "already red"),
+])
+def test_preflight_refuses_and_changes_nothing(artifact, tmp_path, setup, needle):
+    fleet, sim = make(artifact, tmp_path)
+    setup(sim)
+    _, err = run(fleet, tmp_path)
+    assert isinstance(err, PreflightError), err
+    assert needle in str(err)
+    assert not [c for c in sim.commands if c[0] == "haproxy" and c[1].startswith("set ")]
+    assert all(n.restarts == 0 for n in sim.nodes.values())
+
+
+def test_unknown_node_is_refused_before_anything_changes(artifact, tmp_path):
+    s = settings_for_tests(artifact=artifact, canary_node="backend-api-2", peer_nodes=("backend-api-9",),
+                           state_dir=tmp_path / "state")
+    sim = SimFleet(NODES, binary=OLD, previous=PREV)
+    fleet, _ = sim_fleet(dataclasses.replace(s, peer_nodes=("backend-api-1",)), sim)
+    fleet.settings = s
+    _, err = run(fleet, tmp_path)
+    assert isinstance(err, PreflightError) and "backend-api-9" in str(err)
+
+
+def test_missing_artifact_is_a_config_error(tmp_path):
+    fleet, sim = make(tmp_path / "nope", tmp_path)
+    _, err = run(fleet, tmp_path)
+    assert isinstance(err, ConfigError) and err.exit_code == ExitCode.USAGE
+    assert "no such file" in str(err)
+
+
+def test_declined_confirmation_changes_nothing(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    _, err = run(fleet, tmp_path, confirm=lambda q: False)
+    assert isinstance(err, PreflightError) and "not confirmed" in str(err)
+    assert_all_in_rotation(sim)
+    assert not any(p.endswith("lock.json") for p in sim.state_files)
+
+
+def test_dry_run_plan_names_every_step_and_node():
+    s = settings_for_tests(peer_nodes=("backend-api-1", "backend-api-3"))
+    text = "\n".join(plan(s))
+    for step in STEPS:
+        assert step.name in text
+    for n in ("backend-api-2", "backend-api-1", "backend-api-3"):
+        assert f"set server api_pool/{n} state drain" in text

@@ -1,0 +1,351 @@
+"""A simulated fleet for unit tests and the fleet-scale benchmark.
+
+Every fake subclasses the real seam it stands in for (``Transport``,
+``AdminSocket``) or plugs into httpx's own (``httpx.MockTransport``), so an API
+change breaks the fakes, not silently the tests. The simulation models what the
+pipeline depends on: files and a service per node, HAProxy admin/op state and
+sessions, and a Prometheus whose answers follow the binary each node *runs*.
+
+A "binary" is any bytes; its behaviour is looked up by sha256 in
+``SimFleet.behaviours`` (default: healthy, fast, no errors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import httpx
+
+from veza_canary.clock import FakeClock
+from veza_canary.errors import IncusError
+from veza_canary.fleet import Fleet
+from veza_canary.haproxy import (
+    ADMF_FDRAIN,
+    ADMF_FMAINT,
+    AdminSocket,
+    HAProxy,
+)
+from veza_canary.lock import StateStore
+from veza_canary.node import Node
+from veza_canary.prometheus import Prometheus
+from veza_canary.settings import Settings
+from veza_canary.transport.base import Transport
+
+
+@dataclass
+class Behaviour:
+    health_status: int = 200
+    p95: float = 0.05
+    err_ratio: float = 0.0
+    starts: bool = True
+    req_rate: float = 10.0
+
+
+@dataclass
+class SimNode:
+    name: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    running_sha: str | None = None  # what the service runs (set at restart)
+    stopped: bool = False  # the container itself
+    restarts: int = 0
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class SimFleet:
+    """State shared by the fakes."""
+
+    def __init__(self, names: list[str], *, binary: bytes = b"old-binary", previous: bytes | None = b"prev-binary",
+                 install_dir: str = "/opt/veza/backend-api", clock: FakeClock | None = None) -> None:
+        self.install_dir = install_dir
+        self.clock = clock or FakeClock()
+        self.behaviours: dict[str, Behaviour] = {}
+        self.nodes: dict[str, SimNode] = {}
+        for n in names:
+            node = SimNode(n)
+            node.files[f"{install_dir}/veza-api"] = binary
+            if previous is not None:
+                node.files[f"{install_dir}/veza-api.previous"] = previous
+            node.running_sha = sha(binary)
+            self.nodes[n] = node
+        self.admin: dict[str, int] = dict.fromkeys(names, 0)
+        self.sessions: dict[str, int] = dict.fromkeys(names, 0)
+        self.sticky_sessions: dict[str, int] = {}  # sessions that never end on their own
+        self.state_files: dict[str, bytes] = {}
+        self.commands: list[tuple[str, str]] = []  # (where, command) for assertions
+        self.corrupt_next_push = False
+        self.fail_push_on: set[str] = set()
+        self.prom_down = False
+        self.haproxy_down = False
+        self.broken_nodes: set[str] = set()  # node-specific failures, whatever binary they run
+        self.hooks: dict[str, object] = {}  # name -> callable(SimFleet), fired at events (e.g. "restart:<node>")
+
+    def behaviour(self, node: str) -> Behaviour:
+        n = self.nodes[node]
+        if n.stopped or n.running_sha is None:
+            return Behaviour(health_status=0, starts=False, req_rate=0.0)
+        return self.behaviours.get(n.running_sha, Behaviour())
+
+    def healthy(self, node: str) -> bool:
+        if node in self.broken_nodes:
+            return False
+        b = self.behaviour(node)
+        return b.starts and b.health_status == 200
+
+    def fire(self, event: str) -> None:
+        hook = self.hooks.get(event)
+        if callable(hook):
+            hook(self)
+
+
+class SimNodeTransport(Transport):
+    """A node's container: the few commands the tool runs there, on an in-memory filesystem."""
+
+    def __init__(self, sim: SimFleet, node: str) -> None:
+        self.sim = sim
+        self.node = node
+        self.name = f"sim:{node}"
+
+    @property
+    def _n(self) -> SimNode:
+        return self.sim.nodes[self.node]
+
+    def _run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
+        self.sim.commands.append((self.node, shlex.join(argv)))
+        n = self._n
+        if n.stopped:
+            return 1, b"", b"Error: Instance is not running\n"
+        files = n.files
+        cmd = argv[0]
+        if cmd == "sha256sum":
+            path = argv[-1]
+            if path not in files:
+                return 1, b"", f"sha256sum: {path}: No such file or directory\n".encode()
+            return 0, f"{sha(files[path])}  {path}\n".encode(), b""
+        if cmd == "mv":
+            src, dst = argv[-2], argv[-1]
+            if src not in files:
+                return 1, b"", f"mv: cannot stat '{src}': No such file or directory\n".encode()
+            files[dst] = files.pop(src)
+            return 0, b"", b""
+        if cmd == "cp":
+            src, dst = argv[-2], argv[-1]
+            if src not in files:
+                return 1, b"", f"cp: cannot stat '{src}': No such file or directory\n".encode()
+            files[dst] = files[src]
+            return 0, b"", b""
+        if cmd == "rm":
+            files.pop(argv[-1], None)
+            return 0, b"", b""
+        if cmd == "chmod":
+            return 0, b"", b""
+        if cmd == "find":
+            for p in [p for p in files if "/.veza-api.new-" in p]:
+                del files[p]
+            return 0, b"", b""
+        if cmd == "systemctl" or argv == tuple(self.sim.hooks.get("restart_argv", ())):  # type: ignore[arg-type]
+            n.restarts += 1
+            n.running_sha = sha(files.get(f"{self.sim.install_dir}/veza-api", b""))
+            self.sim.sessions[self.node] = 0
+            self.sim.fire(f"restart:{self.node}")
+            if not self.sim.behaviour(self.node).starts:
+                return 1, b"", b"Job for veza-backend-api.service failed.\n"
+            return 0, b"", b""
+        if cmd == "curl":
+            b = self.sim.behaviour(self.node)
+            if not b.starts:
+                return 7, b"\n000", b"curl: (7) Failed to connect to 127.0.0.1 port 8080\n"
+            status = 500 if self.node in self.sim.broken_nodes else b.health_status
+            return 0, f'{{"status":"ok"}}\n{status}'.encode(), b""
+        return 127, b"", f"sim: unknown command {cmd}\n".encode()
+
+    def _push(self, local_path: Path, remote_path: str, mode: int, create_dirs: bool) -> None:
+        if self._n.stopped:
+            raise IncusError(f"[{self.node}] incus: Instance is not running")
+        if self.node in self.sim.fail_push_on:
+            raise IncusError(f"[{self.node}] incus file push: write failed: no space left on device")
+        data = Path(local_path).read_bytes()
+        if self.sim.corrupt_next_push:
+            self.sim.corrupt_next_push = False
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
+        self._n.files[remote_path] = data
+
+    def _pull(self, remote_path: str, local_path: Path) -> None:
+        Path(local_path).write_bytes(self._n.files[remote_path])
+
+
+class SimStateTransport(Transport):
+    """The HAProxy container's state directory (lock, blocked releases)."""
+
+    name = "sim:state"
+
+    def __init__(self, sim: SimFleet) -> None:
+        self.sim = sim
+
+    def _run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
+        f = self.sim.state_files
+        cmd = argv[0]
+        if cmd == "cat":
+            p = argv[-1]
+            return (0, f[p], b"") if p in f else (1, b"", f"cat: {p}: No such file or directory\n".encode())
+        if cmd == "ln":
+            src, dst = argv[-2], argv[-1]
+            if dst in f:
+                return 1, b"", f"ln: failed to create hard link '{dst}': File exists\n".encode()
+            f[dst] = f[src]
+            return 0, b"", b""
+        if cmd == "mv":
+            f[argv[-1]] = f.pop(argv[-2])
+            return 0, b"", b""
+        if cmd == "rm":
+            f.pop(argv[-1], None)
+            return 0, b"", b""
+        if cmd == "ls":
+            d = argv[-1].rstrip("/") + "/"
+            names = sorted(p[len(d):] for p in f if p.startswith(d) and "/" not in p[len(d):])
+            return (0, ("\n".join(names) + "\n").encode(), b"") if names else (2, b"", b"ls: no such dir\n")
+        return 127, b"", b"unknown"
+
+    def _push(self, local_path: Path, remote_path: str, mode: int, create_dirs: bool) -> None:
+        self.sim.state_files[remote_path] = Path(local_path).read_bytes()
+
+
+class SimHAProxy(AdminSocket):
+    """HAProxy's runtime API over the simulated fleet (2.6 reply formats)."""
+
+    def __init__(self, sim: SimFleet, backend: str = "api_pool") -> None:
+        self.sim = sim
+        self.backend = backend
+
+    def _status(self, n: str) -> str:
+        adm = self.sim.admin[n]
+        if adm & ADMF_FMAINT:
+            return "MAINT"
+        if not self.sim.healthy(n):
+            return "DOWN"
+        if adm & ADMF_FDRAIN:
+            return "DRAIN"
+        return "UP"
+
+    def send(self, command: str) -> str:
+        self.sim.commands.append(("haproxy", command))
+        if self.sim.haproxy_down:
+            from veza_canary.errors import HAProxyError
+
+            raise HAProxyError("HAProxy admin socket /run/haproxy/admin.sock unreachable: Connection refused")
+        # Sessions on a drained server end by themselves unless sticky.
+        for n in self.sim.nodes:
+            if self.sim.admin[n] & (ADMF_FDRAIN | ADMF_FMAINT):
+                self.sim.sessions[n] = self.sim.sticky_sessions.get(n, 0)
+        parts = command.split()
+        if parts[:2] == ["show", "stat"]:
+            if parts[2] != self.backend:
+                return "No such proxy.\n"
+            rows = ["# pxname,svname,qcur,qmax,scur,smax,status,weight,check_status,"]
+            for n in self.sim.nodes:
+                w = 0 if self.sim.admin[n] else 1
+                rows.append(f"{self.backend},{n},0,0,{self.sim.sessions[n]},5,{self._status(n)},{w},L7OK,")
+            rows.append(f"{self.backend},BACKEND,0,0,0,5,UP,3,,")
+            return "\n".join(rows) + "\n\n"
+        if parts[:3] == ["show", "servers", "state"]:
+            if parts[3] != self.backend:
+                return "Can't find backend.\n"
+            lines = ["1", "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight"]
+            for i, n in enumerate(self.sim.nodes, 1):
+                op = 2 if self.sim.healthy(n) else 0
+                lines.append(f"3 {self.backend} {i} {n} 10.0.0.{i} {op} {self.sim.admin[n]} 1")
+            return "\n".join(lines) + "\n\n"
+        m = re.match(r"^set server (\S+)/(\S+) state (ready|drain|maint)$", command)
+        if m:
+            be, srv, state = m.groups()
+            if be != self.backend:
+                return "No such backend.\n"
+            if srv not in self.sim.nodes:
+                return "No such server.\n"
+            self.sim.admin[srv] = {"ready": 0, "drain": ADMF_FDRAIN, "maint": ADMF_FMAINT}[state]
+            return "\n"
+        m = re.match(r"^shutdown sessions server (\S+)/(\S+)$", command)
+        if m:
+            self.sim.sticky_sessions.pop(m.group(2), None)
+            self.sim.sessions[m.group(2)] = 0
+            return "\n"
+        return "Unknown command. Please enter one of the following commands only :\n"
+
+
+class SimPrometheus:
+    """An httpx handler answering the SLI queries from the nodes' running binaries."""
+
+    def __init__(self, sim: SimFleet) -> None:
+        self.sim = sim
+        self.queries: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.sim.prom_down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/-/ready":
+            return httpx.Response(200, text="Prometheus Server is Ready.")
+        q = parse_qs(request.url.query.decode())["query"][0]
+        self.queries.append(q)
+        self.sim.fire("prom_query")
+        m = re.search(r'node="([^"]+)"', q)
+        nodes = [m.group(1)] if m else list(self.sim.nodes)
+        bs = [self.sim.behaviour(n) for n in nodes if n in self.sim.nodes]
+        rate = sum(b.req_rate for b in bs)
+        if "histogram_quantile" in q:
+            value = max((b.p95 for b in bs if b.req_rate > 0), default=math.nan) if rate > 0 else math.nan
+            result = [{"metric": {}, "value": [0, _fmt(value)]}]
+        elif 'status=~"5.."' in q:
+            errs = sum(b.req_rate * b.err_ratio for b in bs)
+            result = [{"metric": {}, "value": [0, _fmt(errs)]}] if errs > 0 else [{"metric": {}, "value": [0, "0"]}]
+        else:
+            result = [{"metric": {}, "value": [0, _fmt(rate)]}] if bs else []
+        body = {"status": "success", "data": {"resultType": "vector", "result": result}}
+        return httpx.Response(200, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+
+
+def _fmt(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(v)
+
+
+class SimLB:
+    """An httpx handler for the LB: 200 when some ready server is healthy."""
+
+    def __init__(self, sim: SimFleet) -> None:
+        self.sim = sim
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        ok = any(self.sim.admin[n] == 0 and self.sim.healthy(n) for n in self.sim.nodes)
+        return httpx.Response(200 if ok else 503, text="ok" if ok else "no server available")
+
+
+def sim_fleet(settings: Settings, sim: SimFleet | None = None) -> tuple[Fleet, SimFleet]:
+    """A Fleet wired to a SimFleet (created from the settings' nodes when not given)."""
+    sim = sim or SimFleet(list(settings.nodes), install_dir=settings.install_dir)
+    nodes = {
+        n: Node(n, SimNodeTransport(sim, n), install_dir=settings.install_dir, restart_argv=settings.restart_argv,
+                health_url=settings.node_health_full_url)
+        for n in settings.nodes
+    }
+    fleet = Fleet(
+        settings=settings,
+        haproxy=HAProxy(SimHAProxy(sim, settings.pool_backend), settings.pool_backend),
+        nodes=nodes,
+        prom=Prometheus(httpx.Client(transport=httpx.MockTransport(SimPrometheus(sim))), settings.prom_url),
+        lb_client=httpx.Client(transport=httpx.MockTransport(SimLB(sim))),
+        store=StateStore(SimStateTransport(sim), "/var/lib/veza-canary"),
+        clock=sim.clock,
+    )
+    return fleet, sim
