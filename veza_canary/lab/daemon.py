@@ -81,7 +81,7 @@ def is_incusd_pid(pid: int | None) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+    if _is_zombie(Path(f"/proc/{pid}")):
         return False
     return exe.removesuffix(" (deleted)") == INCUSD and b"waitready" not in cmdline
 
@@ -166,7 +166,7 @@ def leftover_processes() -> list[tuple[int, str]]:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
         except OSError:
             continue
-        if not cmd:
+        if not cmd or _is_zombie(d):
             continue
         if (
             (cmd.startswith(INCUSD) and "waitready" not in cmd)
@@ -176,6 +176,13 @@ def leftover_processes() -> list[tuple[int, str]]:
         ):
             found.append((int(d.name), cmd[:200]))
     return found
+
+
+def _is_zombie(proc_dir: Path) -> bool:
+    try:
+        return (proc_dir / "stat").read_text().rsplit(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
 
 
 # --- preseed ------------------------------------------------------------------------------

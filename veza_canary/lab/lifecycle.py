@@ -135,15 +135,17 @@ def up(cfg: LabConfig | None = None, *, progress: Progress = _quiet) -> LabInfo:
     step("preseed", daemon.apply_preseed)
     step("image", lambda: image.ensure_image(progress))
     step("containers", lambda: fleet.ensure_containers(cfg, progress))
-    step("nodes", lambda: _setup_nodes(cfg, progress))
     if state.haproxy_exporter is None:
         state.haproxy_exporter = fleet.haproxy_has_exporter(cfg.haproxy)
         if not state.haproxy_exporter:
             progress("HAProxy has no Prometheus exporter in this build: HAProxy metrics are not scraped")
     exporter = bool(state.haproxy_exporter)
-    progress("configuring HAProxy and Prometheus")
-    step("haproxy", lambda: fleet.setup_haproxy(cfg, exporter=exporter))
+    # Prometheus first: its first samples land ~6 s after start, so let that overlap the rest.
+    progress("configuring Prometheus, the nodes and HAProxy")
     step("prometheus", lambda: fleet.setup_prometheus(cfg, exporter=exporter))
+    step("nodes", lambda: _setup_nodes(cfg, progress))
+    # HAProxy after the nodes: its first checks must pass, or servers start DOWN for `rise` checks.
+    step("haproxy", lambda: fleet.setup_haproxy(cfg, exporter=exporter))
     step("servers_up", lambda: _wait_servers_up(cfg, progress))
     step("loadgen", lambda: fleet.setup_loadgen(cfg))
     step("prom_targets", lambda: _wait_targets(cfg, exporter, progress))
@@ -152,6 +154,7 @@ def up(cfg: LabConfig | None = None, *, progress: Progress = _quiet) -> LabInfo:
     state.save()
     timings["total"] = round(time.monotonic() - t_start, 2)
     info = _info(cfg, state, timings)
+    log.info("lab up timings", **timings)
     progress(f"lab is up in {timings['total']:.1f}s: {len(cfg.nodes)} nodes UP in HAProxy, "
              f"Prometheus at {info.prom_url}, traffic through {info.lb_url}")
     return info
