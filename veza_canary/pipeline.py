@@ -36,6 +36,7 @@ from veza_canary.errors import (
     CanaryRolledBack,
     ConfigError,
     DrainTimedOut,
+    HAProxyError,
     HealthCheckFailed,
     InfraError,
     Interrupted,
@@ -52,7 +53,7 @@ from veza_canary.lock import LockInfo
 from veza_canary.log import get_logger, redact_text
 from veza_canary.node import Node
 from veza_canary.report import Report, now_iso
-from veza_canary.sli import Queries, Verdict, WatchPolicy, probe, thresholds_from_settings, watch
+from veza_canary.sli import Queries, Sample, Verdict, WatchPolicy, probe, thresholds_from_settings, watch
 
 if TYPE_CHECKING:
     from veza_canary.settings import Settings
@@ -387,7 +388,23 @@ class Deploy:
         queries, t = Queries.from_settings(s), thresholds_from_settings(s)
         policy = WatchPolicy(window_s=s.sli_window, interval_s=s.sli_probe_interval,
                              max_nodata=s.sli_max_nodata, max_errors=s.sli_max_errors)
-        result = watch(lambda at: probe(f.prom, queries, t, at=at), policy, f.clock,
+        canary = s.canary_node
+
+        def take(at: float) -> Sample:
+            # A canary HAProxy has marked DOWN serves nothing: that is red now, not no-data later.
+            try:
+                stat = f.haproxy.stat(canary)
+            except HAProxyError as exc:
+                log.warning("sli.haproxy_unreadable", error=str(exc))
+            else:
+                if not stat.is_up:
+                    smp = Sample(Verdict.FAIL, f"canary {canary} is {stat.status} in HAProxy "
+                                               f"({stat.check_status or 'no check'})", at=round(at, 3))
+                    log.info("sli.probe", verdict=str(smp.verdict), reason=smp.reason, at=smp.at)
+                    return smp
+            return probe(f.prom, queries, t, at=at)
+
+        result = watch(take, policy, f.clock,
                        on_sample=lambda smp, _r: self.report.sli_samples.append(smp.to_dict()))
         if not result.ok:
             raise SLIBreached(result.reason)
@@ -624,7 +641,7 @@ class Deploy:
                 entry["binary"] = ("artifact" if self.artifact and sha == self.artifact.sha256 else
                                    "rollback" if self.rollback and sha == self.rollback.sha256 else "other")
             except VezaError as exc:
-                entry["sha256"], entry["binary"] = None, f"unknown ({exc})"
+                entry["sha256"], entry["binary"], entry["error"] = None, "unknown", str(exc)[:300]
             entry["admin"] = states[n].admin if n in states else "unknown"
             entry["status"] = stats[n].status if n in stats else "unknown"
             out["nodes"][n] = entry

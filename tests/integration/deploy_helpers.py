@@ -1,0 +1,147 @@
+"""Shared helpers for tests that run real deploys against the lab.
+
+A deploy runs as a real subprocess (``veza-canary deploy``), so signals and
+exit codes are the real ones. Every test ends by putting the lab back to its
+baseline (1.0.0 on every node, all ready and UP, no lock, no blocked release).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from veza_canary.haproxy import HAProxy, IncusSocat
+from veza_canary.transport import IncusTransport
+
+VC = [sys.executable, "-m", "veza_canary"]
+LOCK_PATH = "/run/veza-canary-lab.test-lock"
+
+
+@contextmanager
+def exclusive_lab() -> Iterator[None]:
+    """Serialise tests (and engineers) that change the shared lab."""
+    with open(LOCK_PATH, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass
+class DeployRun:
+    code: int
+    stdout: str
+    stderr: str
+    report: dict
+
+    def node(self, name: str) -> dict:
+        return self.report["final_state"]["nodes"][name]
+
+
+def deploy_env(lab_env: dict[str, str], **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _KNOB_ENV}
+    env.update(lab_env)
+    env.update(overrides)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _knob_envs() -> set[str]:
+    from veza_canary.settings import KNOBS
+
+    return {k.env for k in KNOBS}
+
+
+_KNOB_ENV = _knob_envs()
+
+
+def start_deploy(env: dict[str, str], artifact: Path, report: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*VC, "--log-format", "json", "deploy", "--yes", "--artifact", str(artifact), "--report", str(report), *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finish(proc: subprocess.Popen, report: Path, timeout: float = 300) -> DeployRun:
+    out, err = proc.communicate(timeout=timeout)
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return DeployRun(proc.returncode, out, err, data)
+
+
+def run_deploy(env: dict[str, str], artifact: Path, report: Path, *extra: str, timeout: float = 300) -> DeployRun:
+    return finish(start_deploy(env, artifact, report, *extra), report, timeout)
+
+
+def wait_for_log(proc_stderr_lines: list[str], needle: str) -> bool:
+    return any(needle in ln for ln in proc_stderr_lines)
+
+
+def signal_when(proc: subprocess.Popen, needle: str, sig: int, timeout: float = 120) -> list[str]:
+    """Read the deploy's JSON log lines until one contains ``needle``, then send ``sig``. Returns lines read."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stderr is not None
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            proc.send_signal(sig)
+            return lines
+    raise AssertionError(f"never saw {needle!r} in the deploy's log; last lines: {lines[-5:]}")
+
+
+def haproxy(lab_env: dict[str, str]) -> HAProxy:
+    t = IncusTransport(lab_env["HAPROXY_CONTAINER"])
+    return HAProxy(IncusSocat(t, lab_env.get("HAPROXY_SOCKET", "/run/haproxy/admin.sock")),
+                   lab_env.get("POOL_BACKEND", "api_pool"))
+
+
+def live_state(lab_env: dict[str, str]) -> dict[str, dict]:
+    """Each node's admin state, HAProxy status and binary sha256, read live."""
+    h = haproxy(lab_env)
+    states, stats = h.states(), h.stats()
+    nodes = [lab_env["CANARY_NODE"], *lab_env["PEER_NODES"].split()]
+    out = {}
+    for n in nodes:
+        r = IncusTransport(n).run(("sha256sum", "/opt/veza/backend-api/veza-api"))
+        out[n] = {"admin": states[n].admin, "status": stats[n].status, "sha256": r.stdout.split()[0]}
+    return out
+
+
+def wait_all_up(lab_env: dict[str, str], timeout: float = 60) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = live_state(lab_env)
+        if all(s["admin"] == "ready" and s["status"].startswith("UP") for s in st.values()):
+            return st
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fleet not all ready and UP: {st}")
+        time.sleep(0.5)
+
+
+def temp_files_in_install_dir(node: str) -> list[str]:
+    r = IncusTransport(node).run(("find", "/opt/veza/backend-api", "-maxdepth", "1", "-name", ".veza-api.new-*"))
+    return r.stdout.split()
+
+
+def reset_state_dir(lab_env: dict[str, str]) -> None:
+    """Remove the fleet lock and the blocked releases from the HAProxy container."""
+    IncusTransport(lab_env["HAPROXY_CONTAINER"]).run(
+        ("rm", "-rf", "--", "/var/lib/veza-canary/lock.json", "/var/lib/veza-canary/blocked"), check=False)
+
+
+def sigkill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
