@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from veza_canary import __version__
-from veza_canary.cli import deploy, lab, lint, oncall
+from veza_canary.cli import acceptance, deploy, lab, lint, oncall
 
 app = typer.Typer(
     name="veza-canary",
@@ -48,7 +48,7 @@ def root(
     configure(log_format, verbose=verbose)
 
 
-for _module in (deploy, lint, oncall, lab):
+for _module in (deploy, lint, oncall, lab, acceptance):
     _module.register(app)
 
 
