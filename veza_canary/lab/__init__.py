@@ -21,12 +21,12 @@ backend), ``traffic`` (load generator), ``probe`` (HAProxy/Prometheus reads),
 
 from __future__ import annotations
 
-from veza_canary.lab.config import LabConfig, LabError
+from veza_canary.lab.config import LabConfig, LabError, LabUnavailable
 from veza_canary.lab.lifecycle import LabInfo, LabStatus, missing_components
 from veza_canary.lab.standin import Faults, build_standin, render_standin
 
 __all__ = [
-    "Faults", "LabConfig", "LabError", "LabInfo", "LabStatus", "build_standin", "install_build", "lab_down",
+    "Faults", "LabConfig", "LabError", "LabInfo", "LabUnavailable", "LabStatus", "build_standin", "install_build", "lab_down",
     "lab_env", "lab_info", "lab_status", "lab_up", "missing_components", "render_standin", "restore_node",
 ]
 

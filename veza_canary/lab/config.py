@@ -17,12 +17,16 @@ from veza_canary.errors import InfraError
 
 __all__ = [
     "BRIDGE", "CACHE_DIR", "GUARD_TABLE", "HAPROXY_SOCKET", "IMAGE_ALIAS", "LAB_MARK", "POOL_BACKEND",
-    "STATE_DIR", "STORAGE_POOL", "SUBNET", "LabConfig", "LabError",
+    "STATE_DIR", "STORAGE_POOL", "SUBNET", "LabConfig", "LabError", "LabUnavailable",
 ]
 
 
 class LabError(InfraError):
     """The local lab could not be brought up, inspected or torn down."""
+
+
+class LabUnavailable(LabError):
+    """This machine cannot run the lab (not root, packages missing and not installable)."""
 
 
 #: The lab's bridge and its /24 (host side is .1). Chosen to be unlikely to clash; checked at ``up``.

@@ -31,6 +31,7 @@ from veza_canary.lab.config import (
     SUBNET,
     LabConfig,
     LabError,
+    LabUnavailable,
 )
 from veza_canary.lab.configs import prometheus_targets
 from veza_canary.lab.state import LabState
@@ -105,10 +106,10 @@ def preflight(cfg: LabConfig, progress: Progress) -> None:
         progress(f"installing system packages ({', '.join(missing)} missing): bash {INSTALL_SCRIPT}")
         r = daemon.host().run(("bash", str(INSTALL_SCRIPT)), check=False, timeout=900)
         if not r.ok:
-            raise LabError(f"installing system packages failed: {r.describe()}", hint=INSTALL_HINT)
+            raise LabUnavailable(f"installing system packages failed: {r.describe()}", hint=INSTALL_HINT)
         missing = missing_components()
     if missing:
-        raise LabError(f"the lab cannot run here: missing {', '.join(missing)}", hint=INSTALL_HINT)
+        raise LabUnavailable(f"the lab cannot run here: missing {', '.join(missing)}", hint=INSTALL_HINT)
     conflict = daemon.subnet_conflict()
     if conflict:
         raise LabError(f"the lab subnet {SUBNET} is already used on this host: {conflict}",

@@ -39,7 +39,7 @@ __all__ = ["DEFAULT_BUCKETS", "Faults", "build_standin", "render_standin"]
 #: Histogram buckets (seconds): fine enough around 0.5 s for the default p95 threshold.
 DEFAULT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 
-_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$")
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -74,10 +74,16 @@ class Faults:
 def render_standin(version: str, faults: Faults | None = None, *,
                    buckets: tuple[float, ...] = DEFAULT_BUCKETS) -> str:
     """The program text for ``version`` with ``faults`` baked in."""
-    if not _VERSION_RE.match(version):
+    if not _VERSION_RE.fullmatch(version):
         raise ValueError(f"version {version!r} must be 1-64 chars of letters, digits and . _ + ~ -")
     faults = faults or Faults()
-    config = {"version": version, "faults": asdict(faults), "buckets": list(buckets)}
+    # Normalised types, so Faults(latency=1) and Faults(latency=1.0) give the same bytes.
+    f = asdict(faults)
+    for k in ("latency", "error_rate", "onset"):
+        f[k] = float(f[k])
+    f["crash_after"] = None if f["crash_after"] is None else float(f["crash_after"])
+    f["health_status"], f["fail_start"] = int(f["health_status"]), bool(f["fail_start"])
+    config = {"version": version, "faults": f, "buckets": [float(b) for b in buckets]}
     # The config goes in as a JSON string literal, which is also a valid Python string literal.
     return _TEMPLATE.replace("@CONFIG@", json.dumps(json.dumps(config, sort_keys=True)))
 
