@@ -9,6 +9,7 @@ strings built from input.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class Result:
     def describe(self) -> str:
         """One line: where, argv, exit code and the last stderr line."""
         err = (self.stderr.strip().splitlines() or [""])[-1][:300]
-        cmd = redact_text(" ".join(self.argv))
+        cmd = redact_text(shlex.join(self.argv))
         where = f"[{self.where}] " if self.where else ""
         return f"{where}{cmd!s} exited {self.exit_code}" + (f": {err}" if err else "")
 
@@ -48,6 +49,9 @@ class Transport:
 
     #: Short description for logs, e.g. ``local`` or ``ssh://deploy@host:22``.
     name: str = "transport"
+    #: True when paths given to ``push``/``pull``/``run`` are on this very machine
+    #: (IncusTransport then needs no staging copy on the Incus host).
+    is_local: bool = False
 
     def run(
         self,
@@ -63,7 +67,9 @@ class Transport:
             raise ValueError("empty argv")
         data = input.encode() if isinstance(input, str) else input
         start = time.monotonic()
-        log.debug("run", where=self.name, argv=list(argv))
+        # NOTE: argv is redacted here as well as by the log processor: a library user
+        # who never configured structlog must not get secrets printed either.
+        log.debug("run", where=self.name, argv=_redacted(argv))
         code, out, err = self._run(argv, data, timeout)
         result = Result(
             argv=argv,
@@ -73,7 +79,7 @@ class Transport:
             duration=time.monotonic() - start,
             where=self.name,
         )
-        log.debug("ran", where=self.name, argv=list(argv), exit_code=code, duration=round(result.duration, 4))
+        log.debug("ran", where=self.name, argv=_redacted(argv), exit_code=code, duration=round(result.duration, 4))
         self._check_transport_error(result)
         if check and not result.ok:
             raise CommandFailed(result.describe(), result=result)
@@ -114,4 +120,9 @@ class Transport:
 
     @staticmethod
     def _timed_out(argv: Sequence[str], timeout: float | None, where: str) -> CommandTimedOut:
-        return CommandTimedOut(f"[{where}] {redact_text(' '.join(argv))} did not finish within {timeout:g}s")
+        limit = f"{timeout:g}s" if timeout is not None else "its deadline"
+        return CommandTimedOut(f"[{where}] {redact_text(shlex.join(argv))} did not finish within {limit}")
+
+
+def _redacted(argv: Sequence[str]) -> list[str]:
+    return [redact_text(a) for a in argv]

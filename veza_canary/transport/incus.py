@@ -1,7 +1,11 @@
 """IncusTransport: a container, reached through ``incus`` on a host transport.
 
 ``run`` becomes ``incus exec CT -- argv`` on the host transport (local, or SSH
-when ``INCUS_HOST`` is ``ssh://...``); ``push`` becomes ``incus -q file push``.
+when ``INCUS_HOST`` is ``ssh://...``); ``push`` becomes ``incus -q file push`` to
+a temporary name next to the target, then ``mv`` over it inside the container
+(``incus file push`` truncates and rewrites the target in place: a reader could
+see half a file, and a running binary refuses the write with "text file busy").
+
 Incus's own failures (no such instance, instance stopped, daemon unreachable)
 exit 1 with ``Error:`` on stderr, the same code as a command that exits 1; they
 are told apart by stderr and raised as ``IncusError``.
@@ -9,21 +13,30 @@ are told apart by stderr and raised as ``IncusError``.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import secrets
 from pathlib import Path
 
 from veza_canary.errors import IncusError
+from veza_canary.log import get_logger
 from veza_canary.transport.base import Result, Transport
 from veza_canary.transport.local import LocalTransport
 
-#: stderr lines that only Incus itself prints (checked on exit code 1, last stderr line).
+log = get_logger(__name__)
+
+#: The one ``Error: ...`` line the incus client prints for its own failures (exit 1, no stdout).
+#: Kept narrow on purpose: a command inside the container may print "Error: ..." and exit 1
+#: too, and that must stay a plain CommandFailed.
 _INCUS_ERROR_RE = re.compile(
-    r"^Error: (Instance not found|Instance is not running|Failed to connect to local daemon|"
-    r"The remote \".*\" doesn't exist|not found|Failed getting instance|"
-    r"Failed to retrieve PID of executing child process|.*unix\.socket.*|Forbidden|"
-    r"Instance is frozen|.*No such file or directory.*incus.*)",
-    re.IGNORECASE,
+    r"^Error: ("
+    r"Instance not found|Instance is not running|Instance is frozen|Project not found"
+    r"|Failed getting instance.*|Failed to retrieve PID of executing child process.*"
+    r"|The remote \"[^\"]*\" doesn't exist"
+    r"|Failed to connect to local daemon.*|The incus daemon doesn't appear to be started.*"
+    r"|Get \"http://unix\.socket/.*|.*dial unix .*incus.*unix\.socket.*"
+    r"|Forbidden.*|not authorized.*"
+    r")$",
 )
 
 
@@ -32,7 +45,7 @@ class IncusTransport(Transport):
         self.container = container
         self.host = host or LocalTransport()
         self.incus = incus
-        self.name = f"incus:{container}" if isinstance(self.host, LocalTransport) else f"{self.host.name}/{container}"
+        self.name = f"incus:{container}" if self.host.is_local else f"{self.host.name}/{container}"
 
     def _run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
         full = (self.incus, "exec", self.container, "--", *argv)
@@ -44,7 +57,7 @@ class IncusTransport(Transport):
             return
         lines = result.stderr.strip().splitlines()
         if lines and _INCUS_ERROR_RE.match(lines[-1].strip()):
-            raise IncusError(f"[{self.container}] incus: {lines[-1].strip()[len('Error: '):]}")
+            raise IncusError(f"[{self.container}] incus: {lines[-1].strip().removeprefix('Error: ')}")
 
     def _incus_file(self, *args: str, timeout: float = 300.0) -> None:
         r = self.host.run((self.incus, "-q", "file", *args), timeout=timeout, check=False)
@@ -52,24 +65,39 @@ class IncusTransport(Transport):
             line = (r.stderr.strip().splitlines() or ["incus file failed"])[-1].strip()
             raise IncusError(f"[{self.container}] incus file {args[0]}: {line.removeprefix('Error: ')}")
 
+    def _target(self, path: str) -> str:
+        return f"{self.container}{path}" if path.startswith("/") else f"{self.container}/{path}"
+
     def _push(self, local_path: Path, remote_path: str, mode: int, create_dirs: bool) -> None:
-        dirs = ("--create-dirs",) if create_dirs else ()
-        target = f"{self.container}{remote_path}" if remote_path.startswith("/") else f"{self.container}/{remote_path}"
-        if isinstance(self.host, LocalTransport):
-            self._incus_file("push", "--mode", f"{mode:04o}", "--uid", "0", "--gid", "0", *dirs,
-                             str(local_path), target)
-            return
-        # Over SSH: stage the file on the Incus host first, then push it into the container.
-        staged = f"/tmp/veza-canary-{secrets.token_hex(8)}"
-        self.host.push(local_path, staged, mode=0o600)
+        directory, base = posixpath.split(remote_path)
+        if not base:
+            raise ValueError(f"push target {remote_path!r} names a directory, not a file")
+        tmp = posixpath.join(directory, f".{base}.veza-tmp-{secrets.token_hex(6)}")
+        push = ("push", "--mode", f"{mode:04o}", "--uid", "0", "--gid", "0",
+                *(("--create-dirs",) if create_dirs else ()))
+        if self.host.is_local:
+            self._incus_file(*push, str(local_path), self._target(tmp))
+        else:
+            # Over SSH: stage the file on the Incus host first, then push it into the container.
+            staged = f"/tmp/veza-canary-{secrets.token_hex(8)}"
+            self.host.push(local_path, staged, mode=0o600)
+            try:
+                self._incus_file(*push, staged, self._target(tmp))
+            finally:
+                self._cleanup_host(staged)
         try:
-            self._incus_file("push", "--mode", f"{mode:04o}", "--uid", "0", "--gid", "0", *dirs, staged, target)
-        finally:
-            self.host.run(("rm", "-f", "--", staged), check=False, timeout=30)
+            # Same directory, so mv is a rename(2): readers see the old file or the new one.
+            self.run(("mv", "-f", "--", tmp, remote_path), timeout=60)
+        except BaseException:
+            try:
+                self.run(("rm", "-f", "--", tmp), timeout=60, check=False)
+            except Exception:  # noqa: BLE001 - keep the original error
+                log.warning("push cleanup failed", where=self.name, path=tmp)
+            raise
 
     def _pull(self, remote_path: str, local_path: Path) -> None:
-        source = f"{self.container}{remote_path}"
-        if isinstance(self.host, LocalTransport):
+        source = self._target(remote_path)
+        if self.host.is_local:
             self._incus_file("pull", source, str(local_path))
             return
         staged = f"/tmp/veza-canary-{secrets.token_hex(8)}"
@@ -77,7 +105,14 @@ class IncusTransport(Transport):
             self._incus_file("pull", source, staged)
             self.host.pull(staged, local_path)
         finally:
+            self._cleanup_host(staged)
+
+    def _cleanup_host(self, staged: str) -> None:
+        # Best effort: a failed cleanup must not hide the error that brought us here.
+        try:
             self.host.run(("rm", "-f", "--", staged), check=False, timeout=30)
+        except Exception:  # noqa: BLE001
+            log.warning("staging cleanup failed", where=self.host.name, path=staged)
 
     def close(self) -> None:
         self.host.close()

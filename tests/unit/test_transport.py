@@ -1,0 +1,401 @@
+"""Transports without a network: LocalTransport for real, IncusTransport over a recording fake host."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from veza_canary.errors import CommandFailed, CommandTimedOut, ConfigError, IncusError, TransportError
+from veza_canary.transport import IncusTransport, LocalTransport, Result, Transport
+
+# -- LocalTransport ------------------------------------------------------------------
+
+
+@pytest.fixture
+def local() -> LocalTransport:
+    return LocalTransport()
+
+
+def test_local_run_returns_a_result(local: LocalTransport) -> None:
+    r = local.run(["echo", "hello"])
+    assert isinstance(r, Result)
+    assert (r.argv, r.exit_code, r.stdout, r.stderr, r.where, r.ok) == (("echo", "hello"), 0, "hello\n", "", "local",
+                                                                       True)
+    assert r.duration >= 0
+
+
+def test_local_argv_items_are_stringified(local: LocalTransport, tmp_path: Path) -> None:
+    assert local.run(["echo", 3, tmp_path]).stdout == f"3 {tmp_path}\n"  # type: ignore[list-item]
+
+
+def test_local_empty_argv_is_refused(local: LocalTransport) -> None:
+    with pytest.raises(ValueError, match="empty argv"):
+        local.run([])
+
+
+@pytest.mark.parametrize(("argv", "code"), [
+    (["true"], 0),
+    (["sh", "-c", "exit 3"], 3),
+    (["no-such-command-veza-canary"], 127),
+    (["sh", "-c", "kill -9 $$"], 137),
+])
+def test_local_exit_codes_follow_the_shell_convention(local: LocalTransport, argv: list[str], code: int) -> None:
+    """Same numbers as over SSH and ``incus exec``: 127 not found, 128+N killed by signal N."""
+    assert local.run(argv, check=False).exit_code == code
+
+
+def test_local_not_executable_is_126(local: LocalTransport, tmp_path: Path) -> None:
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)  # no x bit at all: refused even for root
+    assert local.run([str(script)], check=False).exit_code == 126
+
+
+def test_local_check_false_returns_failures(local: LocalTransport) -> None:
+    r = local.run(["sh", "-c", "echo out; echo err >&2; exit 4"], check=False)
+    assert (r.exit_code, r.stdout, r.stderr, r.ok) == (4, "out\n", "err\n", False)
+
+
+def test_local_command_failed_message_and_result(local: LocalTransport) -> None:
+    with pytest.raises(CommandFailed) as info:
+        local.run(["sh", "-c", "echo first >&2; echo 'last line' >&2; exit 3"])
+    assert str(info.value) == "[local] sh -c 'echo first >&2; echo '\"'\"'last line'\"'\"' >&2; exit 3' exited 3: last line"
+    assert info.value.result.exit_code == 3
+
+
+def test_local_missing_command_is_command_failed_when_checked(local: LocalTransport) -> None:
+    with pytest.raises(CommandFailed, match="no-such-command-veza-canary exited 127: .*command not found"):
+        local.run(["no-such-command-veza-canary"])
+
+
+def test_command_failed_message_redacts_secrets(local: LocalTransport) -> None:
+    with pytest.raises(CommandFailed) as info:
+        local.run(["sh", "-c", "exit 1", "password=hunter2", "https://user:pw@example.com/x"])
+    assert "hunter2" not in str(info.value) and ":pw@" not in str(info.value)
+
+
+@pytest.mark.parametrize("data", ["text in\n", b"bytes\x00in"])
+def test_local_stdin(local: LocalTransport, data: str | bytes) -> None:
+    out = local.run(["cat"], input=data).stdout
+    assert out == (data if isinstance(data, str) else data.decode())
+
+
+def test_local_no_input_means_eof_not_a_hang(local: LocalTransport) -> None:
+    assert local.run(["cat"], timeout=5).stdout == ""
+
+
+def test_local_timeout_raises_command_timed_out(local: LocalTransport) -> None:
+    start = time.monotonic()
+    with pytest.raises(CommandTimedOut, match=r"^\[local\] sleep 30 did not finish within 0.3s$"):
+        local.run(["sleep", "30"], timeout=0.3)
+    assert time.monotonic() - start < 3
+
+
+def test_local_timeout_kills_grandchildren_holding_the_pipes(local: LocalTransport, tmp_path: Path) -> None:
+    """``sh -c 'sleep 30; ...'``: killing only sh would leave sleep holding stdout for 30 s."""
+    pidfile = tmp_path / "pid"
+    start = time.monotonic()
+    with pytest.raises(CommandTimedOut):
+        local.run(["sh", "-c", f"sleep 30 & echo $! > {pidfile}; wait; echo done"], timeout=0.5)
+    assert time.monotonic() - start < 3
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 3
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(pid)
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o644, 0o600])
+def test_local_push_sets_mode(local: LocalTransport, tmp_path: Path, mode: int) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"\x7fELF...")
+    dst = tmp_path / "dst"
+    local.push(src, str(dst), mode=mode)
+    assert dst.read_bytes() == b"\x7fELF..."
+    assert dst.stat().st_mode & 0o7777 == mode
+
+
+def test_local_push_is_atomic(local: LocalTransport, tmp_path: Path) -> None:
+    """The target is replaced by rename: an open reader keeps the old bytes, no temp file stays."""
+    d = tmp_path / "install"
+    d.mkdir()
+    dst = d / "veza-api"
+    dst.write_bytes(b"old")
+    inode = dst.stat().st_ino
+    src = tmp_path / "src"
+    src.write_bytes(b"new" * 10000)
+    with open(dst, "rb") as reader:
+        local.push(src, str(dst), mode=0o755)
+        assert reader.read() == b"old"
+    assert dst.read_bytes() == src.read_bytes()
+    assert dst.stat().st_ino != inode
+    assert [p.name for p in d.iterdir()] == ["veza-api"]
+
+
+def test_local_push_create_dirs(local: LocalTransport, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_text("x")
+    local.push(src, str(tmp_path / "a" / "b" / "f"), create_dirs=True)
+    assert (tmp_path / "a" / "b" / "f").read_text() == "x"
+
+
+def test_local_push_into_a_missing_dir_is_a_transport_error(local: LocalTransport, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_text("x")
+    with pytest.raises(TransportError, match=r"^\[local\] push .*: No such file or directory$"):
+        local.push(src, str(tmp_path / "missing" / "f"))
+
+
+def test_local_push_of_a_missing_source_leaves_no_temp(local: LocalTransport, tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    with pytest.raises(TransportError):
+        local.push(tmp_path / "nope", str(d / "f"))
+    assert list(d.iterdir()) == []
+
+
+def test_local_create_dirs_failure_is_a_transport_error(local: LocalTransport, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_text("x")
+    (tmp_path / "file").write_text("not a dir")
+    with pytest.raises(TransportError, match="push"):
+        local.push(src, str(tmp_path / "file" / "sub" / "f"), create_dirs=True)
+
+
+def test_local_pull(local: LocalTransport, tmp_path: Path) -> None:
+    (tmp_path / "remote").write_bytes(b"data")
+    local.pull(str(tmp_path / "remote"), tmp_path / "local")
+    assert (tmp_path / "local").read_bytes() == b"data"
+    with pytest.raises(TransportError, match="pull"):
+        local.pull(str(tmp_path / "missing"), tmp_path / "local2")
+
+
+def test_close_is_idempotent_and_transports_are_context_managers() -> None:
+    with LocalTransport() as t:
+        t.close()
+    t.close()
+
+
+# -- IncusTransport over a fake host ---------------------------------------------------
+
+
+Reply = tuple[int, str, str]
+
+
+class FakeHost(Transport):
+    """A host transport that records every argv and answers from a handler (invoke's _Dummy(Runner))."""
+
+    def __init__(self, handler: Callable[[tuple[str, ...]], Reply] | None = None, *, local: bool = False) -> None:
+        self.name = "fake-local" if local else "ssh://deploy@incus-host:22"
+        self.is_local = local
+        self.handler = handler or (lambda argv: (0, "", ""))
+        self.calls: list[tuple[str, ...]] = []
+        self.inputs: list[bytes | None] = []
+        self.timeouts: list[float | None] = []
+        self.pushes: list[tuple[Path, str, int, bool]] = []
+        self.pulls: list[tuple[str, Path]] = []
+        self.closed = 0
+
+    def _run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
+        self.calls.append(argv)
+        self.inputs.append(input)
+        self.timeouts.append(timeout)
+        code, out, err = self.handler(argv)
+        return code, out.encode(), err.encode()
+
+    def _push(self, local_path: Path, remote_path: str, mode: int, create_dirs: bool) -> None:
+        self.pushes.append((local_path, remote_path, mode, create_dirs))
+
+    def _pull(self, remote_path: str, local_path: Path) -> None:
+        self.pulls.append((remote_path, local_path))
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_incus_run_wraps_argv_in_incus_exec() -> None:
+    host = FakeHost(lambda argv: (0, "hi\n", ""))
+    r = IncusTransport("backend-api-1", host).run(["echo", "a b; c"], input="in", timeout=7)
+    assert host.calls == [("incus", "exec", "backend-api-1", "--", "echo", "a b; c")]
+    assert host.inputs == [b"in"] and host.timeouts == [7]
+    assert (r.argv, r.stdout, r.where) == (("echo", "a b; c"), "hi\n", "ssh://deploy@incus-host:22/backend-api-1")
+
+
+def test_incus_name_on_a_local_host() -> None:
+    assert IncusTransport("haproxy", FakeHost(local=True)).name == "incus:haproxy"
+    assert IncusTransport("haproxy").name == "incus:haproxy"
+
+
+@pytest.mark.parametrize("code", [0, 3, 127, 137])
+def test_incus_exit_codes_pass_through(code: int) -> None:
+    t = IncusTransport("ct", FakeHost(lambda argv: (code, "", "")))
+    assert t.run(["x"], check=False).exit_code == code
+
+
+@pytest.mark.parametrize("stderr", [
+    "Error: Instance not found\n",
+    "Error: Instance is not running\n",
+    'Error: The remote "nope" doesn\'t exist\n',
+    "Error: The incus daemon doesn't appear to be started (socket path: /var/lib/incus/unix.socket)\n",
+    "Error: Failed to connect to local daemon: x\n",
+    "Error: Forbidden\n",
+])
+def test_incus_own_errors_are_incus_errors_even_unchecked(stderr: str) -> None:
+    t = IncusTransport("backend-api-9", FakeHost(lambda argv: (1, "", stderr)))
+    with pytest.raises(IncusError, match=r"^\[backend-api-9\] incus: "):
+        t.run(["true"], check=False)
+    with pytest.raises(IncusError):
+        t.run(["true"])
+
+
+@pytest.mark.parametrize(("code", "stdout", "stderr"), [
+    (1, "", "grep: nothing matched\n"),
+    (1, "", "Error: connection refused by the API\n"),      # the command's own "Error:" line
+    (1, "partial output\n", "Error: Instance not found\n"),  # stdout: the command ran
+    (2, "", "Error: Instance not found\n"),                 # incus itself exits 1, never 2
+])
+def test_a_commands_own_failure_is_a_plain_command_failed(code: int, stdout: str, stderr: str) -> None:
+    t = IncusTransport("ct", FakeHost(lambda argv: (code, stdout, stderr)))
+    with pytest.raises(CommandFailed) as info:
+        t.run(["thing"])
+    assert not isinstance(info.value, IncusError)
+    assert t.run(["thing"], check=False).exit_code == code
+
+
+def test_incus_timeout_is_passed_to_the_host_and_its_timeout_surfaces() -> None:
+    class SlowHost(FakeHost):
+        def _run(self, argv, input, timeout):  # type: ignore[override]
+            raise self._timed_out(argv, timeout, self.name)
+
+    with pytest.raises(CommandTimedOut, match="incus exec ct -- sleep 9 did not finish within 2s"):
+        IncusTransport("ct", SlowHost()).run(["sleep", "9"], timeout=2)
+
+
+def _tmp_of(argv: tuple[str, ...]) -> str:
+    return argv[-1]
+
+
+def test_incus_push_on_a_local_host_pushes_to_a_temp_name_then_renames(tmp_path: Path) -> None:
+    host = FakeHost(local=True)
+    src = tmp_path / "veza-api"
+    src.write_bytes(b"bin")
+    IncusTransport("backend-api-2", host).push(src, "/opt/veza/backend-api/veza-api", mode=0o755)
+    push, mv = host.calls
+    assert push[:-1] == ("incus", "-q", "file", "push", "--mode", "0755", "--uid", "0", "--gid", "0", str(src))
+    m = re.fullmatch(r"backend-api-2(/opt/veza/backend-api/\.veza-api\.veza-tmp-[0-9a-f]{12})", push[-1])
+    assert m, push[-1]
+    assert mv == ("incus", "exec", "backend-api-2", "--", "mv", "-f", "--", m.group(1), "/opt/veza/backend-api/veza-api")
+    assert host.pushes == []  # nothing staged on a local host
+
+
+def test_incus_push_create_dirs_and_mode() -> None:
+    host = FakeHost(local=True)
+    IncusTransport("ct", host).push("/src", "/etc/app/conf", mode=0o600, create_dirs=True)
+    assert host.calls[0][4:11] == ("--mode", "0600", "--uid", "0", "--gid", "0", "--create-dirs")
+
+
+def test_incus_push_over_a_remote_host_stages_and_cleans_up() -> None:
+    host = FakeHost()
+    IncusTransport("ct", host).push("/local/bin", "/opt/x/bin", mode=0o755)
+    [(local, staged, mode, dirs)] = host.pushes
+    assert (str(local), mode, dirs) == ("/local/bin", 0o600, False)
+    assert re.fullmatch(r"/tmp/veza-canary-[0-9a-f]{16}", staged)
+    push, rm, mv = host.calls
+    assert push[:4] == ("incus", "-q", "file", "push") and push[-2] == staged
+    assert push[-1].startswith("ct/opt/x/.bin.veza-tmp-")
+    assert rm == ("rm", "-f", "--", staged)
+    assert mv[:6] == ("incus", "exec", "ct", "--", "mv", "-f")
+
+
+def test_incus_push_failure_is_an_incus_error_and_the_staged_copy_is_removed() -> None:
+    def handler(argv: tuple[str, ...]) -> Reply:
+        return (1, "", "Error: Instance not found\n") if argv[:4] == ("incus", "-q", "file", "push") else (0, "", "")
+
+    host = FakeHost(handler)
+    with pytest.raises(IncusError, match=r"^\[gone\] incus file push: Instance not found$"):
+        IncusTransport("gone", host).push("/local/bin", "/opt/x/bin")
+    assert host.calls[-1][:3] == ("rm", "-f", "--")
+    assert not any("mv" in c for c in host.calls)
+
+
+def test_incus_push_rename_failure_removes_the_temp_in_the_container() -> None:
+    def handler(argv: tuple[str, ...]) -> Reply:
+        return (1, "", "mv: cannot move: Is a directory\n") if "mv" in argv else (0, "", "")
+
+    host = FakeHost(handler, local=True)
+    with pytest.raises(CommandFailed, match="mv"):
+        IncusTransport("ct", host).push("/src", "/opt/x/bin")
+    tmp = host.calls[0][-1].removeprefix("ct")
+    assert host.calls[-1] == ("incus", "exec", "ct", "--", "rm", "-f", "--", tmp)
+
+
+def test_incus_pull_local_and_remote(tmp_path: Path) -> None:
+    host = FakeHost(local=True)
+    IncusTransport("ct", host).pull("/etc/hosts", tmp_path / "h")
+    assert host.calls == [("incus", "-q", "file", "pull", "ct/etc/hosts", str(tmp_path / "h"))]
+
+    remote = FakeHost()
+    IncusTransport("ct", remote).pull("/etc/hosts", tmp_path / "h")
+    pull, rm = remote.calls
+    staged = pull[-1]
+    assert pull[:5] == ("incus", "-q", "file", "pull", "ct/etc/hosts") and staged.startswith("/tmp/veza-canary-")
+    assert remote.pulls == [(staged, tmp_path / "h")]
+    assert rm == ("rm", "-f", "--", staged)
+
+
+def test_incus_pull_error_is_an_incus_error() -> None:
+    host = FakeHost(lambda argv: (1, "", "Error: Instance is not running\n"), local=True)
+    with pytest.raises(IncusError, match="Instance is not running"):
+        IncusTransport("ct", host).pull("/x", Path("/tmp/never"))
+
+
+def test_incus_close_closes_the_host() -> None:
+    host = FakeHost()
+    IncusTransport("ct", host).close()
+    assert host.closed == 1
+
+
+# -- ssh:// URL parsing (no network) ---------------------------------------------------
+
+
+def test_parse_ssh_url() -> None:
+    from veza_canary.transport.ssh import parse_ssh_url
+
+    assert parse_ssh_url("ssh://deploy@10.0.0.5") == ("deploy", "10.0.0.5", 22)
+    assert parse_ssh_url("ssh://deploy@incus.example:2222/") == ("deploy", "incus.example", 2222)
+    assert parse_ssh_url("ssh://host") == (None, "host", 22)
+    assert parse_ssh_url("ssh://d@[::1]:2200") == ("d", "::1", 2200)
+
+
+@pytest.mark.parametrize("url", ["http://h", "ssh://u:secret@h", "ssh://u@h/path", "ssh://u@h:99999", "ssh://u@"])
+def test_parse_ssh_url_refuses_bad_urls_without_echoing_passwords(url: str) -> None:
+    from veza_canary.transport.ssh import parse_ssh_url
+
+    with pytest.raises(ConfigError, match="^INCUS_HOST: ") as info:
+        parse_ssh_url(url)
+    assert "secret" not in str(info.value)
+
+
+def test_ssh_transport_name_and_host_transport_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from veza_canary.settings import settings_for_tests
+    from veza_canary.transport import host_transport
+    from veza_canary.transport.ssh import SSHTransport
+
+    assert isinstance(host_transport(settings_for_tests()), LocalTransport)
+    assert isinstance(host_transport(settings_for_tests(incus_host="local")), LocalTransport)
+    t = host_transport(settings_for_tests(incus_host="ssh://deploy@10.0.0.5:2222"))
+    assert isinstance(t, SSHTransport) and t.name == "ssh://deploy@10.0.0.5:2222" and not t.is_local
+    t.close()
+    t.close()  # idempotent, and never connected
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
