@@ -8,11 +8,13 @@ servers back, restarts stopped traffic) in a few seconds.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from veza_canary.lab.config import (
     NODE_PORT,
     POOL_BACKEND,
     SERVICE_NAME,
+    STATE_DIR,
     STORAGE_POOL,
     SUBNET,
     LabConfig,
@@ -118,9 +121,30 @@ def preflight(cfg: LabConfig, progress: Progress) -> None:
 
 # --- up -------------------------------------------------------------------------------------------------
 
+@contextmanager
+def _lifecycle_lock(progress: Progress) -> Iterator[None]:
+    """One ``up``/``down`` at a time on this machine (a second one waits)."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(STATE_DIR / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("another lab up/down is running; waiting for it")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def up(cfg: LabConfig | None = None, *, progress: Progress = _quiet) -> LabInfo:
     """Bring the lab up (or reconcile it); return when HAProxy, Prometheus and traffic all work."""
     cfg = cfg or LabConfig()
+    with _lifecycle_lock(progress):
+        return _up(cfg, progress)
+
+
+def _up(cfg: LabConfig, progress: Progress) -> LabInfo:
     timings: dict[str, float] = {}
     t_start = time.monotonic()
 
@@ -216,8 +240,9 @@ def _wait_targets(cfg: LabConfig, exporter: bool, progress: Progress) -> None:
 
 def _wait_traffic(cfg: LabConfig, progress: Progress) -> None:
     def per_node() -> bool:
-        result = probe.prom_query(cfg, 'sum by (node) (veza_gin_http_request_duration_seconds_count'
-                                       '{job="veza-backend-api",path!="/api/v1/health"})')
+        # A short rate window: only samples taken since this `up` count (not pre-restart data).
+        result = probe.prom_query(cfg, 'sum by (node) (rate(veza_gin_http_request_duration_seconds_count'
+                                       '{job="veza-backend-api",path!="/api/v1/health"}[5s]))')
         return len({r["metric"].get("node") for r in result if float(r["value"][1]) > 0}) == len(cfg.nodes)
 
     wait_until(per_node, 60, "API traffic on every node in Prometheus", interval=0.5, retry_on=(VezaError,))
@@ -228,6 +253,11 @@ def _wait_traffic(cfg: LabConfig, progress: Progress) -> None:
 
 def down(*, purge: bool = False, progress: Progress = _quiet) -> None:
     """Delete everything the lab created; stop incusd and drop the guard only if the lab set them up."""
+    with _lifecycle_lock(progress):
+        _down(purge, progress)
+
+
+def _down(purge: bool, progress: Progress) -> None:
     state = LabState.load()
     started_here = False
     if not daemon.incusd_answers() and _incus_has_lab_leftovers() and os.access(daemon.INCUSD, os.X_OK):

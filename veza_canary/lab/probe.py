@@ -116,6 +116,11 @@ def prom_targets(cfg: LabConfig) -> list[Target]:
                    health=t.get("health", ""), last_error=t.get("lastError", "")) for t in data]
 
 
-def targets_up(cfg: LabConfig) -> int:
-    v = prom_scalar(cfg, "count(up == 1)")
+def targets_up(cfg: LabConfig, *, fresh_within: float = 5.0) -> int:
+    """Targets whose latest ``up`` sample is 1 and recent.
+
+    After a hard kill Prometheus still returns pre-kill samples for up to 5 min (no staleness
+    markers were written), so a bare ``count(up == 1)`` can count dead targets.
+    """
+    v = prom_scalar(cfg, f"count(time() - timestamp(up == 1) < {fresh_within:g})")
     return int(v) if v is not None else 0
