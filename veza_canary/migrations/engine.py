@@ -1,0 +1,394 @@
+"""The lint run: read, analyse (cached, in parallel), replay the history, judge the new files.
+
+::
+
+    read files --> analyse each (content-hash cache; process pool when many)
+               --> replay history (every non-new .up.sql, in version order) into a Schema
+               --> for each new file, in version order:
+                       each change: rules judge it against the schema, then it is applied
+                       end of file: drop findings cancelled by a re-creation in the same file
+                       suppressions, severities
+               --> LintResult
+
+Only reading files touches the disk (and the cache); judgement is pure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from veza_canary.errors import ConfigError, LintInputError
+from veza_canary.log import get_logger
+from veza_canary.migrations.cache import Cache, cache_key
+from veza_canary.migrations.changes import AnalyzedFile
+from veza_canary.migrations.rules import (
+    SEVERITIES,
+    Finding,
+    Hit,
+    Rule,
+    RuleContext,
+    load_rules,
+    resolve,
+    rules_for,
+)
+from veza_canary.migrations.schema import NewObjects, Schema
+
+log = get_logger(__name__)
+
+#: Below this many files to parse, a process pool costs more than it saves.
+PARALLEL_THRESHOLD = 48
+
+
+@dataclass(frozen=True, slots=True)
+class LintOptions:
+    dialect: str = "postgres"
+    severities: Mapping[str, str] = field(default_factory=dict)  # rule code or name -> block|warn|off
+    force: bool = False
+    cache: bool = True
+    cache_dir: Path | None = None
+    jobs: int | None = None
+
+
+@dataclass(slots=True)
+class LintResult:
+    """What a lint run found. ``blocking`` keeps blocking findings even when bypassed."""
+
+    files: list[str]
+    findings: list[Finding]
+    bypassed: bool = False
+    history: int = 0
+    notes: list[str] = field(default_factory=list)
+    dialect: str = "postgres"
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.blocking]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warn" and f.suppressed is None]
+
+    @property
+    def suppressed(self) -> list[Finding]:
+        return [f for f in self.findings if f.suppressed is not None]
+
+    @property
+    def ok(self) -> bool:
+        return not self.blocking or self.bypassed
+
+    def summary(self) -> str:
+        n = len(self.files)
+        b, w, s = len(self.blocking), len(self.warnings), len(self.suppressed)
+        head = f"migration lint: {n} file{'s' if n != 1 else ''}, {b} blocking, {w} warning{'s' if w != 1 else ''}"
+        if s:
+            head += f", {s} suppressed"
+        if b and self.bypassed:
+            head += " -- BYPASSED by FORCE_MIGRATE"
+        elif b:
+            head += " -- would break the old binary"
+        elif not n:
+            head += " (nothing new to lint)"
+        return head
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "bypassed": self.bypassed,
+            "dialect": self.dialect,
+            "files": list(self.files),
+            "history_files": self.history,
+            "summary": self.summary(),
+            "counts": {"blocking": len(self.blocking), "warnings": len(self.warnings),
+                       "suppressed": len(self.suppressed)},
+            "findings": [f.to_dict() for f in self.findings],
+            "notes": list(self.notes),
+        }
+
+
+# --- reading ---------------------------------------------------------------------
+
+
+def version_key(path: Path) -> tuple[int, int, str]:
+    """golang-migrate order: the numeric version prefix, then the name."""
+    m = re.match(r"^(\d+)", path.name)
+    return (0, int(m.group(1)), path.name) if m else (1, 0, path.name)
+
+
+def read_sql(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise LintInputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise LintInputError(f"{path}: is a directory") from None
+    except OSError as exc:
+        raise LintInputError(f"{path}: cannot read ({exc.strerror})") from None
+    if b"\0" in data[:8192]:
+        raise LintInputError(f"{path}: is a binary file, not SQL")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise LintInputError(f"{path}:{line}: is not UTF-8 text") from None
+    return data
+
+
+def up_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise LintInputError(f"{directory}: migrations directory does not exist")
+    return sorted((p for p in directory.iterdir() if p.name.endswith(".up.sql") and p.is_file()), key=version_key)
+
+
+# --- analysis (cached, parallel) ------------------------------------------------------
+
+
+def _analyze_batch(batch: list[tuple[str, str]]) -> list[AnalyzedFile]:
+    from veza_canary.migrations.analyze import analyze_text
+
+    return [analyze_text(text, dialect) for text, dialect in batch]
+
+
+def analyze_all(datas: Sequence[bytes], opts: LintOptions) -> list[AnalyzedFile]:
+    import sqlglot
+
+    from veza_canary.migrations.analyze import ANALYZER_VERSION
+
+    cache = Cache(opts.cache_dir, enabled=opts.cache)
+    keys = [cache_key(d, opts.dialect, ANALYZER_VERSION, sqlglot.__version__) for d in datas]
+    results: list[AnalyzedFile | None] = [cache.get(k) for k in keys]
+    todo = [i for i, r in enumerate(results) if r is None]
+    # Identical contents are analysed once.
+    first: dict[str, int] = {}
+    unique_todo = []
+    for i in todo:
+        if keys[i] not in first:
+            first[keys[i]] = i
+            unique_todo.append(i)
+    texts = [(datas[i].decode("utf-8"), opts.dialect) for i in unique_todo]
+    jobs = opts.jobs if opts.jobs is not None else (os.cpu_count() or 1)
+    if len(texts) >= PARALLEL_THRESHOLD and jobs > 1:
+        analysed = _parallel(texts, jobs)
+    else:
+        analysed = _analyze_batch(texts)
+    for i, af in zip(unique_todo, analysed, strict=True):
+        results[i] = af
+        cache.put(keys[i], af)
+    for i in todo:
+        if results[i] is None:
+            results[i] = results[first[keys[i]]]
+    log.debug("lint.analysed", files=len(datas), cache_hits=cache.hits, parsed=len(unique_todo))
+    return [r for r in results if r is not None]
+
+
+def _parallel(texts: list[tuple[str, str]], jobs: int) -> list[AnalyzedFile]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = min(jobs, len(texts))
+    # Interleaved batches balance big and small files; fork keeps sqlglot already imported.
+    batches = [texts[i::jobs * 4] for i in range(jobs * 4)]
+    try:
+        ctx = multiprocessing.get_context("fork")
+    except ValueError:
+        return _analyze_batch(texts)
+    out: list[AnalyzedFile | None] = [None] * len(texts)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        for b, res in enumerate(pool.map(_analyze_batch, batches)):
+            for j, af in enumerate(res):
+                out[b + j * jobs * 4] = af
+    return [a for a in out if a is not None]
+
+
+# --- judgement ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Input:
+    path: Path
+    shown: str
+    data: bytes
+
+
+def run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOptions, *,
+        each_own_set: bool = False, modified: Iterable[Path] = (), root: Path | None = None) -> LintResult:
+    """Lint ``new_files`` against the schema built from ``history_files``.
+
+    ``each_own_set``: every new file is judged against all files before it (``--all``),
+    instead of the new files forming one set whose creations are exempt.
+    """
+    load_rules()
+    severities = _severity_map(opts.severities)
+    new_sorted = sorted(dict.fromkeys(new_files), key=version_key)
+    new_set = {p.resolve() for p in new_sorted}
+    hist_sorted = sorted((p for p in dict.fromkeys(history_files) if p.resolve() not in new_set), key=version_key)
+    inputs = [_Input(p, _shown(p, root), read_sql(p)) for p in [*hist_sorted, *new_sorted]]
+    analysed = analyze_all([i.data for i in inputs], opts)
+    n_hist = len(hist_sorted)
+
+    schema = Schema(opts.dialect)
+    notes: list[str] = []
+    for inp, af in zip(inputs[:n_hist], analysed[:n_hist], strict=True):
+        if af.error is not None:
+            line, _col, reason = af.error
+            notes.append(f"{inp.shown}:{line}: history file not understood ({reason}); the schema model "
+                         "may be incomplete (judgements on what it touched fail closed)")
+            continue
+        for st in af.statements:
+            for ch in st.changes:
+                schema.apply(ch)
+
+    rules = _dispatch(opts.dialect)
+    ctx = RuleContext(schema, opts.dialect)
+    findings: list[Finding] = []
+    mod_resolved = {p.resolve() for p in modified}
+    schema.new = NewObjects()
+    for inp, af in zip(inputs[n_hist:], analysed[n_hist:], strict=True):
+        if af.error is not None:
+            line, _col, reason = af.error
+            raise LintInputError(f"{inp.shown}:{line}: cannot parse SQL: {reason}")
+        if each_own_set:
+            schema.new = NewObjects()
+        findings.extend(_judge_file(inp.shown, af, schema, ctx, rules, severities))
+    for p in sorted(mod_resolved, key=version_key):
+        f = _engine_finding("VC209", _shown(p, root), 1, 1, "an already-merged migration was edited: databases "
+                            "that ran it will not see the change", severities)
+        if f is not None:
+            findings.append(f)
+    bypassed = bool(opts.force and any(f.blocking for f in findings))
+    result = LintResult([i.shown for i in inputs[n_hist:]], findings, bypassed, n_hist, notes, opts.dialect)
+    if bypassed:
+        log.warning("lint.bypassed", force_migrate=True, blocking=len(result.blocking),
+                    codes=sorted({f.code for f in result.blocking}),
+                    message="FORCE_MIGRATE=1: blocking migration findings IGNORED")
+    return result
+
+
+def _shown(p: Path, root: Path | None) -> str:
+    for base in (root, Path.cwd()):
+        if base is None:
+            continue
+        try:
+            return str(p.resolve().relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(p)
+
+
+def _dispatch(dialect: str) -> dict[str, list[Rule]]:
+    out: dict[str, list[Rule]] = {}
+    for cls in rules_for(dialect):
+        r = cls()
+        for k in cls.kinds:
+            out.setdefault(k, []).append(r)
+    return out
+
+
+def _severity_map(cfg: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, sev in cfg.items():
+        code = resolve(str(key))
+        if code is None:
+            raise ConfigError("lint.severity", f"unknown rule {key!r}", hint="see veza-canary lint-migrations --list")
+        s = str(sev).lower()
+        if s not in SEVERITIES:
+            raise ConfigError(f"lint.severity.{key}", f"must be one of {', '.join(SEVERITIES)}, not {sev!r}")
+        if code in ("VC001", "VC002") and s != "block":
+            raise ConfigError(f"lint.severity.{key}", f"{code} cannot be relaxed: the linter fails closed")
+        out[code] = s
+    return out
+
+
+def _engine_finding(code: str, path: str, line: int, col: int, message: str, severities: Mapping[str, str],
+                    snippet: str = "") -> Finding | None:
+    rule = load_rules()[code]
+    sev = severities.get(code, rule.severity)
+    if sev == "off":
+        return None
+    return Finding(code, rule.name, sev, path, line, col, message, rule.why(), rule.fix(), snippet)
+
+
+def _judge_file(path: str, af: AnalyzedFile, schema: Schema, ctx: RuleContext, rules: dict[str, list[Rule]],
+                severities: Mapping[str, str]) -> list[Finding]:
+    schema.begin_file()
+    raw: list[tuple[Finding, Any]] = []  # (finding, statement directives)
+    for st in af.statements:
+        for ch in st.changes:
+            for rule in rules.get(ch.kind, ()):
+                for hit in rule.check(ch, ctx):
+                    h = hit if isinstance(hit, Hit) else Hit(hit)
+                    sev = severities.get(rule.code, rule.severity)
+                    if sev == "off":
+                        continue
+                    f = Finding(rule.code, rule.name, sev, path, ch.line or st.line, ch.col or st.col,
+                                h.message, rule.why(), rule.fix(), st.snippet, cancel_if=h.cancel_if)
+                    raw.append((f, st.directives))
+            schema.apply(ch)
+    out: list[Finding] = []
+    for f, _dirs in raw:
+        if f.cancel_if is not None and f.cancel_if(schema):
+            continue
+        out.append(f)
+    # Suppressions.
+    file_allow: dict[str, str] = {}
+    for d in af.file_directives:
+        codes, bad = _directive_codes(d)
+        out.extend(_bad_directive(path, d, bad, severities))
+        if d.valid and not bad:
+            for c in codes:
+                file_allow[c] = d.reason
+    for d in af.bad_directives:
+        out.extend(_bad_directive(path, d, [], severities, unattached=bool(d.rules)))
+    seen_dirs: set[int] = set()
+    kept = {id(f) for f in out}
+    for f, dirs in raw:
+        if id(f) not in kept:
+            continue
+        for d in dirs:
+            codes, bad = _directive_codes(d)
+            if id(d) not in seen_dirs:
+                seen_dirs.add(id(d))
+                out.extend(_bad_directive(path, d, bad, severities))
+            if d.valid and not bad and f.code in codes and f.code not in ("VC002",):
+                f.suppressed = d.reason
+        if f.suppressed is None and f.code in file_allow and f.code != "VC002":
+            f.suppressed = file_allow[f.code]
+    # Directives on statements without findings still need checking.
+    for st in af.statements:
+        for d in st.directives:
+            if id(d) not in seen_dirs:
+                seen_dirs.add(id(d))
+                _codes, bad = _directive_codes(d)
+                out.extend(_bad_directive(path, d, bad, severities))
+    out.sort(key=lambda f: (f.line, f.col, f.code))
+    return out
+
+
+def _directive_codes(d: Any) -> tuple[list[str], list[str]]:
+    codes, bad = [], []
+    for r in d.rules:
+        c = resolve(r)
+        (codes.append(c) if c else bad.append(r))
+    return codes, bad
+
+
+def _bad_directive(path: str, d: Any, unknown: list[str], severities: Mapping[str, str], *,
+                   unattached: bool = False) -> list[Finding]:
+    problems = []
+    if not d.rules:
+        problems.append("names no rule")
+    if unknown:
+        problems.append(f"names unknown rule(s) {', '.join(unknown)}")
+    if d.rules and not d.reason.strip():
+        problems.append("has no reason ('because ...' is required)")
+    if unattached and not problems:
+        problems.append("is not attached to any statement")
+    if not problems:
+        return []
+    f = _engine_finding("VC002", path, d.line, d.col, f"suppression comment {' and '.join(problems)}: "
+                        "it suppresses nothing", severities, d.text[:120])
+    return [f] if f else []

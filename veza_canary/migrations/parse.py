@@ -1,0 +1,403 @@
+"""Lexing a migration file: statements, comments, strings, suppression directives, DO bodies.
+
+sqlglot parses one statement at a time; this module decides where statements start
+and end, with the quoting rules of each dialect, so that a ``;`` or a scary word
+inside a comment, a string or a dollar-quoted body never splits or triggers
+anything. Every statement keeps its offsets in the file (for ``file:line:col``) and
+two views of its text:
+
+* ``code``: comments blanked (same length, newlines kept) -- what sqlglot parses;
+* ``skeleton``: comments *and* string/dollar-quoted contents blanked -- what the
+  keyword recognizers look at, so ``COMMENT ON t IS 'drop table'`` has no DROP.
+
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from dataclasses import dataclass, field
+
+#: A suppression directive: ``-- veza-canary: allow <rule>[, <rule>] because <reason>``
+#: (``allow-file`` for the whole file).
+_DIRECTIVE_RE = re.compile(
+    r"veza-canary\s*:\s*(?P<scope>allow-file|allow)\b\s*(?P<rules>[A-Za-z0-9_,\s-]*?)"
+    r"(?:\s+because\b\s*(?P<reason>.*?))?\s*(?:\*/)?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_DIRECTIVE_HINT_RE = re.compile(r"veza-canary\s*:", re.IGNORECASE)
+
+_PG_SPECIAL = re.compile(r"--|/\*|'|\"|\$|;")
+_MY_SPECIAL = re.compile(r"--|#|/\*|'|\"|`|;")
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
+_IDENT_CHAR = re.compile(r"[A-Za-z0-9_$\x80-\U0010ffff]")
+_WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+
+class LexError(ValueError):
+    """The file cannot be split into statements (unterminated string, comment or body)."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+@dataclass(slots=True)
+class Directive:
+    """One suppression comment."""
+
+    line: int
+    col: int
+    file_level: bool
+    rules: tuple[str, ...]
+    reason: str
+    text: str
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.rules) and bool(self.reason.strip())
+
+
+@dataclass(slots=True)
+class Statement:
+    """One statement of a file, with its position and two masked views of its text."""
+
+    start: int
+    end: int
+    line: int
+    col: int
+    code: str
+    skeleton: str
+    directives: list[Directive] = field(default_factory=list)
+
+    def words(self, n: int = 8) -> list[str]:
+        """The first ``n`` bare words of the skeleton, upper-cased."""
+        out: list[str] = []
+        for m in _WORD_RE.finditer(self.skeleton):
+            out.append(m.group(0).upper())
+            if len(out) >= n:
+                break
+        return out
+
+
+@dataclass(slots=True)
+class LexedFile:
+    text: str
+    statements: list[Statement]
+    file_directives: list[Directive]
+    bad_directives: list[Directive]
+    line_starts: list[int]
+
+    def position(self, offset: int) -> tuple[int, int]:
+        return position(self.line_starts, offset)
+
+
+def normalize_text(text: str) -> str:
+    """Drop a BOM and turn CRLF/CR line ends into LF (columns stay right)."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def line_starts_of(text: str) -> list[int]:
+    starts = [0]
+    find = text.find
+    i = find("\n")
+    while i != -1:
+        starts.append(i + 1)
+        i = find("\n", i + 1)
+    return starts
+
+
+def position(line_starts: list[int], offset: int) -> tuple[int, int]:
+    """1-based (line, column) of an offset."""
+    i = bisect_right(line_starts, offset) - 1
+    return i + 1, offset - line_starts[i] + 1
+
+
+def _blank(s: str) -> str:
+    """Same length, newlines kept, everything else a space."""
+    if "\n" not in s:
+        return " " * len(s)
+    return "".join("\n" if c == "\n" else " " for c in s)
+
+
+def lex(text: str, dialect: str = "postgres", *, base: int = 0, plpgsql: bool = False) -> tuple[
+        list[tuple[int, int, str, str]], list[tuple[int, int, str]]]:
+    """Split ``text`` at top-level semicolons.
+
+    Returns ``(statements, comments)``: statements as ``(start, end, code, skeleton)``
+    with offsets relative to ``text`` plus ``base``; comments as ``(start, end, body)``.
+    Empty statements are dropped. Raises LexError on an unterminated construct.
+    """
+    mysql = dialect == "mysql"
+    special = _MY_SPECIAL if mysql else _PG_SPECIAL
+    n = len(text)
+    code_parts: list[str] = []
+    skel_parts: list[str] = []
+    stmts: list[tuple[int, int, str, str]] = []
+    comments: list[tuple[int, int, str]] = []
+    stmt_start = 0
+    pos = 0
+    search = special.search
+
+    def flush(end: int) -> None:
+        code = "".join(code_parts)
+        skel = "".join(skel_parts)
+        code_parts.clear()
+        skel_parts.clear()
+        if skel.strip():
+            # Trim leading whitespace so the statement's position is its first real character.
+            lead = len(skel) - len(skel.lstrip())
+            stmts.append((base + stmt_start + lead, base + end, code[lead:], skel[lead:]))
+
+    while True:
+        m = search(text, pos)
+        if m is None:
+            chunk = text[pos:]
+            code_parts.append(chunk)
+            skel_parts.append(chunk)
+            flush(n)
+            break
+        i = m.start()
+        tok = m.group(0)
+        if i > pos:
+            chunk = text[pos:i]
+            code_parts.append(chunk)
+            skel_parts.append(chunk)
+        if tok == ";":
+            flush(i)
+            code_parts.clear()
+            skel_parts.clear()
+            stmt_start = i + 1
+            pos = i + 1
+            continue
+        if tok == "--" or tok == "#":
+            if mysql and tok == "--" and i + 2 < n and text[i + 2] not in " \t\n":
+                # MySQL needs whitespace after "--" for a comment; "--x" is two minus signs.
+                code_parts.append("-")
+                skel_parts.append("-")
+                pos = i + 1
+                continue
+            j = text.find("\n", i)
+            j = n if j == -1 else j
+            comments.append((base + i, base + j, text[i + len(tok):j]))
+            blank = " " * (j - i)
+            code_parts.append(blank)
+            skel_parts.append(blank)
+            pos = j
+            continue
+        if tok == "/*":
+            if mysql and text.startswith("/*!", i):
+                # MySQL executable comment: its body is code. Keep it, blank the markers.
+                k = i + 3
+                while k < n and text[k].isdigit():
+                    k += 1
+                j = text.find("*/", k)
+                if j == -1:
+                    raise LexError("unterminated /*! comment", base + i)
+                marker = " " * (k - i)
+                code_parts.append(marker)
+                skel_parts.append(marker)
+                # Re-lex the inside as part of the statement by splicing: simplest is to
+                # treat it as plain code (MySQL versioned comments hold single statements).
+                inner = text[k:j]
+                code_parts.append(inner)
+                skel_parts.append(inner)
+                code_parts.append("  ")
+                skel_parts.append("  ")
+                pos = j + 2
+                continue
+            j = _block_comment_end(text, i, nested=not mysql)
+            if j == -1:
+                raise LexError("unterminated /* comment", base + i)
+            comments.append((base + i, base + j, text[i + 2:j - 2]))
+            blank = _blank(text[i:j])
+            code_parts.append(blank)
+            skel_parts.append(blank)
+            pos = j
+            continue
+        if tok == "'":
+            backslash = mysql or (i > 0 and text[i - 1] in "eE" and (i < 2 or not _IDENT_CHAR.match(text[i - 2])))
+            j = _string_end(text, i, "'", backslash)
+            if j == -1:
+                raise LexError("unterminated string literal", base + i)
+            code_parts.append(text[i:j])
+            skel_parts.append("'" + _blank(text[i + 1:j - 1]) + "'")
+            pos = j
+            continue
+        if tok == '"':
+            j = _string_end(text, i, '"', mysql)
+            if j == -1:
+                raise LexError("unterminated quoted identifier", base + i)
+            chunk = text[i:j]
+            code_parts.append(chunk)
+            # A MySQL "string" is a string; a Postgres "identifier" stays visible.
+            skel_parts.append('"' + _blank(chunk[1:-1]) + '"' if mysql else chunk)
+            pos = j
+            continue
+        if tok == "`":
+            j = _string_end(text, i, "`", False)
+            if j == -1:
+                raise LexError("unterminated quoted identifier", base + i)
+            chunk = text[i:j]
+            code_parts.append(chunk)
+            skel_parts.append(chunk)
+            pos = j
+            continue
+        # "$": a dollar-quote opener, unless part of an identifier or a $1 parameter.
+        dm = _DOLLAR_TAG.match(text, i)
+        if dm is None or (i > 0 and _IDENT_CHAR.match(text[i - 1])):
+            code_parts.append("$")
+            skel_parts.append("$")
+            pos = i + 1
+            continue
+        tag = dm.group(0)
+        j = text.find(tag, dm.end())
+        if j == -1:
+            raise LexError(f"unterminated dollar-quoted string {tag}", base + i)
+        j += len(tag)
+        code_parts.append(text[i:j])
+        skel_parts.append(tag + _blank(text[dm.end():j - len(tag)]) + tag)
+        pos = j
+    return stmts, comments
+
+
+def _block_comment_end(text: str, i: int, *, nested: bool) -> int:
+    """Offset just past the comment opened at ``i`` (Postgres comments nest), or -1."""
+    if not nested:
+        j = text.find("*/", i + 2)
+        return -1 if j == -1 else j + 2
+    depth = 0
+    k = i
+    n = len(text)
+    while k < n:
+        if text.startswith("/*", k):
+            depth += 1
+            k += 2
+        elif text.startswith("*/", k):
+            depth -= 1
+            k += 2
+            if depth == 0:
+                return k
+        else:
+            nxt = min((x for x in (text.find("/*", k), text.find("*/", k)) if x != -1), default=-1)
+            if nxt == -1:
+                return -1
+            k = nxt
+    return -1
+
+
+def _string_end(text: str, i: int, q: str, backslash: bool) -> int:
+    """Offset just past the quoted token opened at ``i`` (doubled quotes escape), or -1."""
+    k = i + 1
+    n = len(text)
+    while True:
+        j = text.find(q, k)
+        if j == -1:
+            return -1
+        if backslash:
+            # Count the backslashes right before the quote.
+            b = j - 1
+            while b >= k and text[b] == "\\":
+                b -= 1
+            if (j - 1 - b) % 2 == 1:
+                k = j + 1
+                continue
+        if j + 1 < n and text[j + 1] == q:
+            k = j + 2
+            continue
+        return j + 1
+
+
+def parse_directive(body: str) -> tuple[bool, tuple[str, ...], str] | None:
+    """``(file_level, rules, reason)`` of a suppression comment body, or None if it is not one."""
+    if not _DIRECTIVE_HINT_RE.search(body):
+        return None
+    m = _DIRECTIVE_RE.search(body.strip())
+    if m is None:
+        return (False, (), "")
+    rules = tuple(r.strip().lower() for r in re.split(r"[,\s]+", m.group("rules") or "") if r.strip())
+    reason = (m.group("reason") or "").strip()
+    return (m.group("scope").lower() == "allow-file", rules, reason)
+
+
+def lex_file(text: str, dialect: str = "postgres") -> LexedFile:
+    """Split a normalized file into statements and attach suppression directives."""
+    raw, comments = lex(text, dialect)
+    starts = line_starts_of(text)
+    statements = []
+    for s, e, code, skel in raw:
+        line, col = position(starts, s)
+        statements.append(Statement(s, e, line, col, code, skel))
+    file_dirs: list[Directive] = []
+    bad: list[Directive] = []
+    for cs, _ce, body in comments:
+        parsed = parse_directive(body)
+        if parsed is None:
+            continue
+        file_level, rules, reason = parsed
+        line, col = position(starts, cs)
+        d = Directive(line, col, file_level, rules, reason, body.strip())
+        if not rules:
+            bad.append(d)
+            continue
+        if file_level:
+            file_dirs.append(d)
+            continue
+        target = _attach(statements, cs, text, starts)
+        if target is None:
+            bad.append(d)
+        else:
+            target.directives.append(d)
+    return LexedFile(text, statements, file_dirs, bad, starts)
+
+
+def _attach(statements: list[Statement], offset: int, text: str, starts: list[int]) -> Statement | None:
+    """The statement a comment at ``offset`` belongs to.
+
+    Inside a statement: that one. On the same line right after a statement's ``;``:
+    that one. Otherwise: the next statement.
+    """
+    prev = None
+    for st in statements:
+        if st.start <= offset < st.end:
+            return st
+        if offset < st.start:
+            if prev is not None:
+                tail = text[prev.end:offset]
+                if "\n" not in tail:
+                    return prev
+            return st
+        prev = st
+    if prev is not None and "\n" not in text[prev.end:offset]:
+        return prev
+    return None
+
+
+def word_spans(skeleton: str) -> list[tuple[str, int, int]]:
+    """Bare words of a skeleton with their offsets (upper-cased)."""
+    return [(m.group(0).upper(), m.start(), m.end()) for m in _WORD_RE.finditer(skeleton)]
+
+
+def dollar_bodies(code: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of the inside of each dollar-quoted string in ``code``."""
+    out = []
+    pos = 0
+    while True:
+        i = code.find("$", pos)
+        if i == -1:
+            return out
+        dm = _DOLLAR_TAG.match(code, i)
+        if dm is None or (i > 0 and _IDENT_CHAR.match(code[i - 1])):
+            pos = i + 1
+            continue
+        tag = dm.group(0)
+        j = code.find(tag, dm.end())
+        if j == -1:
+            return out
+        out.append((dm.end(), j))
+        pos = j + len(tag)

@@ -1,0 +1,87 @@
+"""Shared judgement helpers for the rule modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from veza_canary.migrations.changes import Change, ColumnSpec, ConstraintSpec, QName
+from veza_canary.migrations.rules import RuleContext
+
+
+def fq(qn: QName | None, col: str | None = None) -> str:
+    """Display name: ``schema.name[.col]``, without the default schema."""
+    if qn is None:
+        return "?"
+    s, n = qn
+    base = n if s in ("", "public") else f"{s}.{n}"
+    return f"{base}.{col}" if col else base
+
+
+def constraints_added(ch: Change, kinds: set[str]) -> Iterator[tuple[ConstraintSpec, ColumnSpec | None]]:
+    """Constraints a change adds, with the inline column they sit on (for ADD COLUMN)."""
+    if ch.kind == "add_constraint" and ch.constraint is not None and ch.constraint.kind in kinds:
+        yield ch.constraint, None
+    elif ch.kind == "add_column" and ch.column_spec is not None:
+        for c in ch.column_spec.constraints:
+            if c.kind in kinds:
+                yield c, ch.column_spec
+    elif ch.kind == "create_index" and ch.unique and "unique" in kinds:
+        yield ConstraintSpec("unique", ch.name[1] if ch.name else None, ch.index_columns), None
+
+
+def old_binary_writes_null(ctx: RuleContext, table: QName | None, cols: tuple[str, ...],
+                           inline: ColumnSpec | None) -> bool:
+    """True when every column is brand new and an INSERT from the old binary leaves it NULL.
+
+    The old binary never names a new column, so its rows get the column's default;
+    with no default that is NULL, which passes UNIQUE, FOREIGN KEY and NULL-propagating
+    CHECK constraints.
+    """
+    if not cols:
+        return False
+    for c in cols:
+        if inline is not None and c == inline.name:
+            spec: ColumnSpec | None = inline
+        elif ctx.is_new("column", table, c):
+            spec = ctx.column(table, c)
+        else:
+            return False
+        if spec is None or not spec.old_binary_writes_null:
+            return False
+    return True
+
+
+def had_unique(ctx: RuleContext, table: QName | None, cols: tuple[str, ...], *, pk: bool = False) -> bool:
+    """Did the table already enforce this uniqueness before the current file?"""
+    if table is None:
+        return False
+    sch = ctx.schema
+    t = sch.pre_file(("table", table), sch.table(table))
+    if t is None:
+        return False
+    want = tuple(sorted(cols))
+    for c in t.constraints.values():
+        if (c.kind == "pk" if pk else c.kind in ("unique", "pk")) and tuple(sorted(c.columns)) == want:
+            return True
+    if not pk:
+        for key, idx in sch.indexes.items():
+            pre = sch.pre_file(("index", key), idx)
+            if pre is not None and pre.table == table and pre.unique and tuple(sorted(pre.columns)) == want:
+                return True
+    return False
+
+
+def unique_still_there(table: QName | None, cols: tuple[str, ...]):  # noqa: ANN201
+    """Cancel test for a dropped unique constraint re-created later in the same file."""
+    want = tuple(sorted(cols))
+
+    def test(schema) -> bool:  # noqa: ANN001
+        t = schema.table(table)
+        if t is None or not cols:
+            return False
+        if want in {tuple(sorted(c.columns)) for c in t.constraints.values() if c.kind in ("unique", "pk")}:
+            return True
+        return any(i.table == table and i.unique and tuple(sorted(i.columns)) == want
+                   for i in schema.indexes.values())
+
+    return test

@@ -1,0 +1,32 @@
+"""Dropping a column that the old binary may read or write.
+
+Anti-pattern:
+    ALTER TABLE users DROP COLUMN email;
+
+Safe pattern:
+    Expand/contract: ship a binary that no longer reads or writes the column,
+    let it run everywhere, and drop the column in a later release.
+
+Why it breaks the old binary:
+    The old binary's SELECT, INSERT and UPDATE statements still name the column;
+    they fail with "column does not exist" the moment the migration commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from veza_canary.migrations.changes import Change
+from veza_canary.migrations.rules import Rule, RuleContext, register
+from veza_canary.migrations.rules._helpers import fq
+
+
+@register
+class DropColumn(Rule):
+    code = "VC101"
+    name = "drop-column"
+    kinds = frozenset({"drop_column"})
+
+    def check(self, ch: Change, ctx: RuleContext) -> Iterator[str]:
+        if not ctx.column_is_new(ch.name, ch.column):
+            yield f"drops column {fq(ch.name, ch.column)}"
