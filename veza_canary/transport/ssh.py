@@ -151,19 +151,21 @@ class SSHTransport(Transport):
     def _run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
         if any("\x00" in a for a in argv):
             raise ValueError("argv contains a NUL byte")
-        command = shlex.join(argv)
         chan = self._open(lambda client: _transport_of(client).open_session(timeout=self.connect_timeout),
                           "open a session")
         try:
-            return self._exec(chan, command, argv, input, timeout)
+            return self._exec(chan, argv, input, timeout)
         finally:
             try:
                 chan.close()
             except _NETWORK_ERRORS:
                 pass
 
-    def _exec(self, chan: paramiko.Channel, command: str, argv: tuple[str, ...], input: bytes | None,
+    def _exec(self, chan: paramiko.Channel, argv: tuple[str, ...], input: bytes | None,
               timeout: float | None) -> tuple[int, bytes, bytes]:
+        # The remote login shell splits this back into exactly argv (tests/unit/test_no_shell.py
+        # insists that whatever reaches exec_command comes straight from shlex.join).
+        command = shlex.join(argv)
         deadline = None if timeout is None else time.monotonic() + timeout
         out, err = bytearray(), bytearray()
         # From here on the command may have started: whatever happens, it is never sent again.
