@@ -61,6 +61,9 @@ HEALTH_PATH = "/api/v1/health"
 GOOD_VERSION = "1.0.0"
 PREVIOUS_VERSION = "0.9.0"
 
+#: A canary needs at least one peer; 2 cores do not carry many more than 20 nodes.
+MIN_NODES, MAX_NODES = 2, 20
+
 _NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 # Host numbers inside SUBNET: .1 is the bridge, .10 HAProxy, .11 Prometheus, .101.. the nodes.
@@ -87,10 +90,9 @@ class LabConfig:
 
     def __post_init__(self) -> None:
         names = (*self.nodes, self.haproxy, self.prom)
-        if not self.nodes:
-            raise LabError("the lab needs at least one backend node")
-        if len(self.nodes) > 100:
-            raise LabError("the lab supports at most 100 backend nodes")
+        if not MIN_NODES <= len(self.nodes) <= MAX_NODES:
+            raise LabError(f"the lab needs {MIN_NODES} to {MAX_NODES} backend nodes (a canary and its peers), "
+                           f"got {len(self.nodes)}")
         for n in names:
             if not _NAME_RE.match(n):
                 raise LabError(f"{n!r} is not a valid container name (lowercase letters, digits, hyphens)")
@@ -103,11 +105,11 @@ class LabConfig:
 
     @classmethod
     def with_nodes(cls, count: int, *, prefix: str = "backend-api", **kw: object) -> LabConfig:
-        if not 1 <= count <= 100:
-            raise LabError(f"--nodes {count}: must be between 1 and 100")
+        if not MIN_NODES <= count <= MAX_NODES:
+            raise LabError(f"--nodes {count}: must be between {MIN_NODES} and {MAX_NODES}")
         nodes = tuple(f"{prefix}-{i}" for i in range(1, count + 1))
         if "canary" not in kw:
-            kw["canary"] = nodes[1] if len(nodes) > 1 else nodes[0]
+            kw["canary"] = nodes[1]
         return cls(nodes=nodes, **kw)  # type: ignore[arg-type]
 
     @property
@@ -117,7 +119,7 @@ class LabConfig:
 
     @property
     def canary_node(self) -> str:
-        return self.canary if self.canary in self.nodes else self.nodes[min(1, len(self.nodes) - 1)]
+        return self.canary if self.canary in self.nodes else self.nodes[1]
 
     @property
     def peers(self) -> tuple[str, ...]:
