@@ -237,12 +237,14 @@ def test_incus_exit_codes_pass_through(code: int) -> None:
 
 
 @pytest.mark.parametrize("stderr", [
+    'Error: Failed to fetch instance "backend-api-9" in project "default": Instance not found\n',
     "Error: Instance not found\n",
     "Error: Instance is not running\n",
     'Error: The remote "nope" doesn\'t exist\n',
     "Error: The incus daemon doesn't appear to be started (socket path: /var/lib/incus/unix.socket)\n",
     "Error: Failed to connect to local daemon: x\n",
     "Error: Forbidden\n",
+    "Error: You don't have the needed permissions to talk to the incus daemon (socket path: /x)\n",
 ])
 def test_incus_own_errors_are_incus_errors_even_unchecked(stderr: str) -> None:
     t = IncusTransport("backend-api-9", FakeHost(lambda argv: (1, "", stderr)))
@@ -257,6 +259,8 @@ def test_incus_own_errors_are_incus_errors_even_unchecked(stderr: str) -> None:
     (1, "", "Error: connection refused by the API\n"),      # the command's own "Error:" line
     (1, "partial output\n", "Error: Instance not found\n"),  # stdout: the command ran
     (2, "", "Error: Instance not found\n"),                 # incus itself exits 1, never 2
+    (127, "", "Error: Command not found\n"),                # missing inside the container
+    (1, "", "Error: file does not exist\n"),
 ])
 def test_a_commands_own_failure_is_a_plain_command_failed(code: int, stdout: str, stderr: str) -> None:
     t = IncusTransport("ct", FakeHost(lambda argv: (code, stdout, stderr)))
@@ -264,6 +268,14 @@ def test_a_commands_own_failure_is_a_plain_command_failed(code: int, stdout: str
         t.run(["thing"])
     assert not isinstance(info.value, IncusError)
     assert t.run(["thing"], check=False).exit_code == code
+
+
+@pytest.mark.parametrize("stderr", ["incus: command not found\n", "bash: line 1: incus: command not found\n",
+                                    "sh: 1: incus: not found\n"])
+def test_incus_missing_on_the_host_is_an_incus_error(stderr: str) -> None:
+    t = IncusTransport("ct", FakeHost(lambda argv: (127, "", stderr)))
+    with pytest.raises(IncusError, match=r"^\[ct\] incus is not installed on ssh://deploy@incus-host:22$"):
+        t.run(["true"], check=False)
 
 
 def test_incus_timeout_is_passed_to_the_host_and_its_timeout_surfaces() -> None:
@@ -329,8 +341,19 @@ def test_incus_push_rename_failure_removes_the_temp_in_the_container() -> None:
     host = FakeHost(handler, local=True)
     with pytest.raises(CommandFailed, match="mv"):
         IncusTransport("ct", host).push("/src", "/opt/x/bin")
-    tmp = host.calls[0][-1].removeprefix("ct")
-    assert host.calls[-1] == ("incus", "exec", "ct", "--", "rm", "-f", "--", tmp)
+    tmp_target = host.calls[0][-1]
+    # incus file delete, not exec rm: it also works when the container is stopped.
+    assert host.calls[-1] == ("incus", "-q", "file", "delete", tmp_target)
+
+
+def test_incus_push_into_a_stopped_container_is_an_incus_error_and_leaves_no_temp() -> None:
+    def handler(argv: tuple[str, ...]) -> Reply:
+        return (1, "", "Error: Instance is not running\n") if argv[1] == "exec" else (0, "", "")
+
+    host = FakeHost(handler, local=True)
+    with pytest.raises(IncusError, match=r"^\[ct\] incus: Instance is not running$"):
+        IncusTransport("ct", host).push("/src", "/opt/x/bin")
+    assert host.calls[-1][:4] == ("incus", "-q", "file", "delete")
 
 
 def test_incus_pull_local_and_remote(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@
 when ``INCUS_HOST`` is ``ssh://...``); ``push`` becomes ``incus -q file push`` to
 a temporary name next to the target, then ``mv`` over it inside the container
 (``incus file push`` truncates and rewrites the target in place: a reader could
-see half a file, and a running binary refuses the write with "text file busy").
+see half a file, and over a running binary it fails with ``text file busy``).
+A push to a stopped container therefore fails like ``run`` does (IncusError).
 
 Incus's own failures (no such instance, instance stopped, daemon unreachable)
 exit 1 with ``Error:`` on stderr, the same code as a command that exits 1; they
@@ -27,14 +28,17 @@ log = get_logger(__name__)
 
 #: The one ``Error: ...`` line the incus client prints for its own failures (exit 1, no stdout).
 #: Kept narrow on purpose: a command inside the container may print "Error: ..." and exit 1
-#: too, and that must stay a plain CommandFailed.
+#: too, and that must stay a plain CommandFailed. Messages as Incus 6.0 prints them, e.g.
+#: ``Error: Failed to fetch instance "x" in project "default": Instance not found``.
 _INCUS_ERROR_RE = re.compile(
-    r"^Error: ("
-    r"Instance not found|Instance is not running|Instance is frozen|Project not found"
+    r"^Error: (?:"
+    r"(?:Failed to fetch instance \"[^\"]*\"(?: in project \"[^\"]*\")?: )?"
+    r"(?:Instance not found|Instance is not running|Instance is frozen|Project not found)"
     r"|Failed getting instance.*|Failed to retrieve PID of executing child process.*"
     r"|The remote \"[^\"]*\" doesn't exist"
     r"|Failed to connect to local daemon.*|The incus daemon doesn't appear to be started.*"
-    r"|Get \"http://unix\.socket/.*|.*dial unix .*incus.*unix\.socket.*"
+    r"|You don't have the needed permissions to talk to the incus daemon.*"
+    r"|Get \"http://unix\.socket/.*|.*dial unix .*unix\.socket.*"
     r"|Forbidden.*|not authorized.*"
     r")$",
 )
@@ -53,11 +57,13 @@ class IncusTransport(Transport):
         return r.exit_code, r.stdout.encode(), r.stderr.encode()
 
     def _check_transport_error(self, result: Result) -> None:
-        if result.exit_code != 1 or result.stdout:
-            return
-        lines = result.stderr.strip().splitlines()
-        if lines and _INCUS_ERROR_RE.match(lines[-1].strip()):
-            raise IncusError(f"[{self.container}] incus: {lines[-1].strip().removeprefix('Error: ')}")
+        last = (result.stderr.strip().splitlines() or [""])[-1].strip()
+        if result.exit_code == 127 and re.search(rf"(?:^|: ){re.escape(self.incus)}: (?:command )?not found$", last):
+            # The host's shell (or LocalTransport) could not find incus itself; a command missing
+            # inside the container is "Error: Command not found" instead.
+            raise IncusError(f"[{self.container}] {self.incus} is not installed on {self.host.name}")
+        if result.exit_code == 1 and not result.stdout and _INCUS_ERROR_RE.match(last):
+            raise IncusError(f"[{self.container}] incus: {last.removeprefix('Error: ')}")
 
     def _incus_file(self, *args: str, timeout: float = 300.0) -> None:
         r = self.host.run((self.incus, "-q", "file", *args), timeout=timeout, check=False)
@@ -89,8 +95,11 @@ class IncusTransport(Transport):
             # Same directory, so mv is a rename(2): readers see the old file or the new one.
             self.run(("mv", "-f", "--", tmp, remote_path), timeout=60)
         except BaseException:
+            # ``incus file delete`` works on a stopped container too (``file push`` does, exec does not).
             try:
-                self.run(("rm", "-f", "--", tmp), timeout=60, check=False)
+                r = self.host.run((self.incus, "-q", "file", "delete", self._target(tmp)), timeout=60, check=False)
+                if not r.ok:
+                    log.warning("push cleanup failed", where=self.name, path=tmp, error=r.stderr.strip()[-200:])
             except Exception:  # noqa: BLE001 - keep the original error
                 log.warning("push cleanup failed", where=self.name, path=tmp)
             raise
