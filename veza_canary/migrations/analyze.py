@@ -708,6 +708,10 @@ def _create_table(e: exp.Create, ctx: Ctx) -> Change:
                 cons.extend(spec.constraints)
             elif isinstance(node, exp.LikeProperty):
                 extra["like"] = ctx.qname(node.this)
+            elif isinstance(node, exp.IndexColumnConstraint):
+                icols = ctx.names(node.expressions)
+                iname = ctx.ident(node.this) if node.this is not None else (icols[0] if icols else "")
+                extra.setdefault("indexes", []).append((iname, icols))
             else:
                 c = _table_constraint(node, ctx, table, None, False)
                 if c is not None:

@@ -172,6 +172,8 @@ class Schema:
                 t.complete = False
         if ch.extra.get("as_query"):
             t.complete = False
+        for iname, icols in ch.extra.get("indexes", []):
+            self.indexes[(qn[0], iname)] = Index(qn, False, tuple(icols))
         self.tables[qn] = t
         self._mark("table", qn)
 

@@ -24,6 +24,7 @@ class DropSchema(Rule):
     code = "VC103"
     name = "drop-schema"
     kinds = frozenset({"drop"})
+    dialects = ("postgres",)
     obj_kinds = frozenset({"schema"})
 
     def check(self, ch: Change, ctx: RuleContext) -> Iterator[Hit]:

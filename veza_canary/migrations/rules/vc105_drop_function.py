@@ -24,6 +24,7 @@ class DropFunction(Rule):
     code = "VC105"
     name = "drop-function"
     kinds = frozenset({"drop"})
+    dialects = ("postgres",)
     obj_kinds = frozenset({"function", "cast", "operator"})
 
     def check(self, ch: Change, ctx: RuleContext) -> Iterator[Hit]:

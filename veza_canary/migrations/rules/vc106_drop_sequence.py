@@ -24,6 +24,7 @@ class DropSequence(Rule):
     code = "VC106"
     name = "drop-sequence"
     kinds = frozenset({"drop"})
+    dialects = ("postgres",)
     obj_kinds = frozenset({"sequence"})
 
     def check(self, ch: Change, ctx: RuleContext) -> Iterator[Hit]:

@@ -24,6 +24,7 @@ class DropType(Rule):
     code = "VC107"
     name = "drop-type"
     kinds = frozenset({"drop"})
+    dialects = ("postgres",)
     obj_kinds = frozenset({"type"})
 
     def check(self, ch: Change, ctx: RuleContext) -> Iterator[Hit]:

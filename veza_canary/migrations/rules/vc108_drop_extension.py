@@ -24,6 +24,7 @@ class DropExtension(Rule):
     code = "VC108"
     name = "drop-extension"
     kinds = frozenset({"drop"})
+    dialects = ("postgres",)
     obj_kinds = frozenset({"extension"})
 
     def check(self, ch: Change, ctx: RuleContext) -> Iterator[Hit]:

@@ -25,6 +25,7 @@ class ViewColumnsChanged(Rule):
     code = "VC152"
     name = "view-columns-changed"
     kinds = frozenset({"create_view"})
+    dialects = ("postgres",)
 
     def check(self, ch: Change, ctx: RuleContext) -> Iterator[str]:
         sch = ctx.schema
