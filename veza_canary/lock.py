@@ -83,9 +83,14 @@ class StateStore:
             return {"corrupt": r.stdout[:200]}
         return data if isinstance(data, dict) else {"corrupt": r.stdout[:200]}
 
-    def write_staged(self, data: dict[str, Any]) -> str:
-        """Write ``data`` to a fresh private temp name in the state dir; return that path."""
-        staged = self._path(f".staged-{secrets.token_hex(8)}.json")
+    @staticmethod
+    def staged_name() -> str:
+        """A fresh private temp name in the state dir (pass it to ``write_staged``)."""
+        return f".staged-{secrets.token_hex(8)}.json"
+
+    def write_staged(self, data: dict[str, Any], name: str | None = None) -> str:
+        """Write ``data`` to a fresh private temp name (or ``name``) in the state dir; return that path."""
+        staged = self._path(name or self.staged_name())
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(data, f, indent=2, sort_keys=True)
             local = f.name
@@ -97,7 +102,9 @@ class StateStore:
 
     def write(self, name: str, data: dict[str, Any]) -> None:
         staged = self.write_staged(data)
-        self.transport.run(("mv", "-f", "--", staged, self._path(name)), timeout=30)
+        target = self._path(name)
+        self.transport.run(("mkdir", "-p", "--", target.rsplit("/", 1)[0]), timeout=30)
+        self.transport.run(("mv", "-f", "--", staged, target), timeout=30)
 
     def link_exclusive(self, staged: str, name: str) -> bool:
         """Atomically create ``name`` from ``staged``; False if ``name`` exists."""
@@ -125,6 +132,8 @@ class FleetLock:
         self.clock = clock or Clock()
         self.stale_after = stale_after
         self.held: LockInfo | None = None
+        #: The staged copy of our lock file while it may exist (an interrupt can leave it behind).
+        self._staged: str | None = None
 
     def current(self) -> LockInfo | None:
         data = self.store.read(self.NAME)
@@ -142,11 +151,16 @@ class FleetLock:
     def acquire(self, mine: LockInfo, *, wait: float = 0.0, poll: float = 2.0) -> None:
         start = self.clock.monotonic()
         while True:
-            staged = self.store.write_staged(asdict(mine))
+            # NOTE: ``held`` and ``_staged`` are set *before* the I/O: a SIGINT that lands after the link
+            # (or after the staging push) but before we learn of it must still let release() clean up.
+            # release() only removes a lock whose token is ours, so a lost race removes nothing.
+            self.held, self._staged = mine, self.store.staged_name()
+            staged = self.store.write_staged(asdict(mine), self._staged)
             if self.store.link_exclusive(staged, self.NAME):
-                self.held = mine
+                self._staged = None
                 log.info("lock.acquired", holder=mine.describe())
                 return
+            self.held = self._staged = None
             other = self.current()
             if other is None:
                 continue  # released between our attempt and our read
@@ -163,6 +177,12 @@ class FleetLock:
             self.clock.sleep(poll)
 
     def release(self) -> None:
+        if self._staged is not None:
+            try:
+                self.store.remove(self._staged)
+            except VezaError as exc:
+                log.error("lock.release_failed", error=str(exc))
+            self._staged = None
         if self.held is None:
             return
         try:

@@ -314,21 +314,28 @@ class Deploy:
                              hint="set ROLLBACK_BINARY=/path/to/old/veza-api (or --allow-no-rollback)")
 
     def _preflight_sli(self, states: dict) -> None:
+        """Refuse to start into a red SLI or a blind one; a node with no data yet is only a warning."""
         s, f = self.s, self.fleet
         t = thresholds_from_settings(s)
         scoped = "{node}" in s.sli_selector
         targets = [n for n in s.nodes if not states[n].drained and not states[n].in_maint] if scoped else [None]
+        nodata = []
         for n in targets:
             sample = probe(f.prom, Queries.from_settings(s, n or s.canary_node), t)
             where = f" on {n}" if n else ""
             if sample.verdict is Verdict.ERROR:
                 raise PreflightError(f"Prometheus: {sample.reason}")
-            if sample.verdict is Verdict.NODATA:
-                raise PreflightError(f"SLI has no data{where} ({sample.reason})",
-                                     hint="check PROM_URL, SLI_SELECTOR and that the node gets traffic")
             if sample.verdict is Verdict.FAIL:
                 raise PreflightError(f"SLI already red{where} before any change: {sample.reason}",
                                      hint="a canary started into a red SLI would roll back for nothing")
+            if sample.verdict is Verdict.NODATA:
+                nodata.append(f"{n or 'fleet'} ({sample.reason})")
+        if nodata and len(nodata) == len(targets):
+            raise PreflightError(f"SLI has no data: {'; '.join(nodata)}",
+                                 hint="check PROM_URL, SLI_SELECTOR and that the fleet gets traffic")
+        if nodata:
+            log.warning("preflight.sli_nodata", nodes=nodata, msg="judged green on the nodes that have data")
+            self.report.event("sli_nodata_at_preflight", nodes=nodata)
 
     def migration_gate(self) -> None:
         try:
@@ -466,11 +473,12 @@ class Deploy:
     def _drain(self, node: Node) -> None:
         s, f = self.s, self.fleet
         state = f.haproxy.state(node.name)
+        # Recorded before the command: a signal while it runs (or just after) must still re-enable the node.
+        self.drained.add(node.name)
         if state.admin != "drain":
             f.haproxy.set_state(node.name, "drain")
         else:
             log.info("drain.noop", node=node.name, reason="already drained")
-        self.drained.add(node.name)
         try:
             wait_drained(f.haproxy, node.name, timeout=s.drain_timeout, interval=s.poll_interval, clock=f.clock)
         except WaitTimedOut as exc:
