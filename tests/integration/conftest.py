@@ -10,13 +10,16 @@ reason, or fails them under ``CI=true``, where nothing may be skipped silently.
 
 Tests that change the shared lab hold ``exclusive_lab()`` (a flock on
 ``/run/veza-canary-lab.test-lock``, the same lock the deploy tests take), and put what they
-changed back before releasing it.
+changed back before releasing it. Each session also holds a shared flock on
+``/run/veza-canary-lab.users``: the teardown and the down/up cycle test run only when no
+other session uses the lab.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 import pytest
 
 LOCK_PATH = "/run/veza-canary-lab.test-lock"
+#: Every test session using the lab holds a shared flock here; only the last one may take it down.
+USERS_LOCK_PATH = "/run/veza-canary-lab.users"
 LAST_MARK = "lab_last"
 
 
@@ -49,6 +54,41 @@ def exclusive_lab() -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+class LabUsers:
+    """A shared flock held by each test session that uses the lab (several may run at once)."""
+
+    def __init__(self) -> None:
+        self._fh = open(USERS_LOCK_PATH, "w")  # noqa: SIM115 - held for the whole session
+        fcntl.flock(self._fh, fcntl.LOCK_SH)
+
+    def try_sole(self) -> bool:
+        """Upgrade to exclusive without waiting; False (shared lock kept) if another session uses the lab."""
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            # A failed conversion drops the old lock (flock(2)): take the shared one back.
+            fcntl.flock(self._fh, fcntl.LOCK_SH)
+            return False
+
+    @contextmanager
+    def sole(self, timeout: float = 600.0) -> Iterator[bool]:
+        """Be the only session using the lab for a while (yields False if that never happened)."""
+        deadline = time.monotonic() + timeout
+        got = self.try_sole()
+        while not got and time.monotonic() < deadline:
+            time.sleep(2)
+            got = self.try_sole()
+        try:
+            yield got
+        finally:
+            if got:
+                fcntl.flock(self._fh, fcntl.LOCK_SH)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 @dataclass(frozen=True)
 class LabHandle:
     """What the ``lab`` fixture yields."""
@@ -63,6 +103,7 @@ class LabHandle:
     lb_url: str                     # http://<haproxy-ip>
     env: dict[str, str]             # `veza-canary lab env` as a dict: feed it to load_settings(env=...)
     started_by_fixture: bool        # True: this session brought the lab up (and will take it down)
+    users: LabUsers                 # the session's share of the lab (see LabUsers.sole)
 
 
 def _unavailable(reason: str) -> None:
@@ -86,6 +127,7 @@ def lab() -> Iterator[LabHandle]:
     missing = missing_components()
     if missing and not (os.geteuid() == 0 and INSTALL_SCRIPT.is_file()):
         _unavailable("missing " + ", ".join(missing) + " (run: bash scripts/install-system-deps.sh as root)")
+    users = LabUsers()
     was_running = _lab_running()
     with exclusive_lab():
         try:
@@ -94,8 +136,14 @@ def lab() -> Iterator[LabHandle]:
             _unavailable(f"{exc} ({exc.hint})")
     handle = LabHandle(nodes=info.nodes, canary=info.canary, peers=info.peers, haproxy=info.haproxy,
                        prom=info.prom, ips=dict(info.ips), prom_url=info.prom_url, lb_url=info.lb_url,
-                       env=dict(info.env), started_by_fixture=not was_running)
-    yield handle
-    if handle.started_by_fixture and not os.environ.get("VEZA_LAB_KEEP"):
-        with exclusive_lab():
-            lab_down()
+                       env=dict(info.env), started_by_fixture=not was_running, users=users)
+    try:
+        yield handle
+        if handle.started_by_fixture and not os.environ.get("VEZA_LAB_KEEP"):
+            if users.try_sole():
+                with exclusive_lab():
+                    lab_down()
+            else:
+                print("lab: left up: another test session is using it", flush=True)
+    finally:
+        users.close()

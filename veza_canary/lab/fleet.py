@@ -64,6 +64,13 @@ def list_lab_containers() -> dict[str, dict]:
     return out
 
 
+def foreign_instances() -> list[str]:
+    """Instances (any project) that the lab did not create; they would block deleting its pool/network."""
+    r = incus("list", "--all-projects", "--format", "json", timeout=60)
+    return sorted(i["name"] for i in json.loads(r.stdout or "[]")
+                  if (i.get("config") or {}).get(LAB_MARK) != "true")
+
+
 def ipv4_of(inst: dict) -> str | None:
     net = ((inst.get("state") or {}).get("network") or {}).get("eth0") or {}
     for a in net.get("addresses") or []:

@@ -267,6 +267,11 @@ def _down(purge: bool, progress: Progress) -> None:
         state.incusd_pid, state.incusd_started, started_here = daemon.start_incusd(), True, True
         state.save()
     if daemon.incusd_answers():
+        others = fleet.foreign_instances()
+        if others:
+            raise LabError(
+                f"instances the lab did not create use its Incus: {', '.join(others)}; nothing was deleted",
+                hint="delete them first (incus delete --force NAME), then run `veza-canary lab down` again")
         fleet.delete_lab_containers(progress)
         progress("deleting image, profile devices, network and storage pool")
         image.delete_image()
