@@ -240,6 +240,8 @@ def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = F
         if rec is not None:
             return rec
         return _unverifiable(base, ctx, str(u))
+    except Exception as exc:  # noqa: BLE001 - a bug here must fail closed, not crash the gate
+        return _unverifiable(base, ctx, f"internal error while analysing ({type(exc).__name__}: {exc})")
     return changes
 
 
@@ -676,9 +678,9 @@ def view_columns(query: Any, ctx: Ctx) -> tuple[tuple[str, ...] | None, tuple[QN
     for proj in query.expressions:
         if isinstance(proj, exp.Star) or (isinstance(proj, exp.Column) and isinstance(proj.this, exp.Star)):
             cols.append("*")
+            qual = proj.table.lower() if isinstance(proj, exp.Column) else ""
             for t in query.find_all(exp.Table):
-                if proj.table and ctx.ident(t.alias_or_name) != proj.table.lower() and \
-                        ctx.ident(t.this) != proj.table.lower():
+                if qual and ctx.ident(t.alias_or_name) != qual and ctx.ident(t.this) != qual:
                     continue
                 star.append(ctx.qname(t))
             continue
