@@ -523,6 +523,9 @@ class Deploy:
                 return exc
             return VezaError(f"internal error during {step.name}: {why}")
         if step.phase == "peers":
+            if interrupted:  # between two peers (a peer being rolled is settled and re-raised in roll_peers)
+                return Interrupted(f"interrupted ({exc.signame}) between peers; no peer was being changed "  # type: ignore[attr-defined]
+                                   f"(done: {', '.join(self.done_peers) or 'none'})", hint=self._resume_hint())
             if isinstance(exc, VezaError):
                 return exc
             return VezaError(f"internal error during the peer roll: {why}", hint=self._resume_hint())
