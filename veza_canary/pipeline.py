@@ -430,18 +430,20 @@ class Deploy:
                     rec.outcome, rec.detail = "skipped", "already on the artifact and UP"
                 self.skipped_peers.append(peer.name)
                 continue
+            restarted = False
             try:
                 with self.report.step("peer", node=peer.name):
                     self._drain(peer)
                     peer.install(self.artifact.path, self.artifact.sha256)
                     peer.restart()
+                    restarted = True
                     self._node_health(peer)
                     self._ready(peer)
                     self.lb_health()
                 self.done_peers.append(peer.name)
             except DeployInterrupt as exc:
                 with self.guard.cleanup():
-                    where = self._settle_peer(peer, before, interrupted=True)
+                    where = self._settle_peer(peer, before, interrupted=True, restarted=restarted)
                 raise Interrupted(f"interrupted ({exc.signame}) while rolling peer {peer.name}; {where}",
                                   hint=self._resume_hint()) from None
             except Exception as exc:  # every failure settles the peer before the roll stops
@@ -450,8 +452,12 @@ class Deploy:
                 raise PeerRollFailed(f"peer {peer.name} failed: {_why(exc)}; {where}",
                                      hint=self._resume_hint()) from exc
 
-    def _settle_peer(self, peer: Node, before: str | None, *, interrupted: bool) -> str:
-        """Unchanged binary: back in rotation. Changed: drained, unless interrupted and healthy."""
+    def _settle_peer(self, peer: Node, before: str | None, *, interrupted: bool, restarted: bool = True) -> str:
+        """Unchanged binary: back in rotation. Changed: drained, unless interrupted after its restart and healthy.
+
+        A binary renamed into place but not restarted is not what the node runs: re-enabling it would
+        leave a node in rotation on the old binary that a re-run then skips as "already on the artifact".
+        """
         f = self.fleet
         try:
             live = peer.sha256()
@@ -459,12 +465,15 @@ class Deploy:
             live = None
         changed = live is None or live != before
         try:
-            if not changed or (interrupted and peer.health().ok):
+            if not changed or (interrupted and restarted and peer.health().ok):
                 if peer.name in self.drained:
                     self._ready(peer)
                 return f"{peer.name} is in rotation" + (" on the new binary" if changed else " on its old binary")
             f.haproxy.set_state(peer.name, "drain")
             self.drained.add(peer.name)
+            if interrupted and not restarted:
+                return (f"{peer.name} left DRAINED (out of rotation): its new binary is in place but the service "
+                        "was not restarted")
             return f"{peer.name} left DRAINED (out of rotation) on a binary that did not pass its checks"
         except Exception as exc:  # noqa: BLE001 - report, never mask the original failure
             return f"{peer.name} state uncertain ({_why(exc)}): check it with veza-canary status"
