@@ -101,7 +101,6 @@ def lint(
         return engine.LintResult([], [], notes=[f"{directory}: no migrations directory; nothing to lint"],
                                  dialect=dialect)
     everything = engine.up_files(directory)
-    modified: list[Path] = []
     if paths:
         new = []
         for p in paths:

@@ -58,7 +58,7 @@ _DYNAMIC_FIRST = frozenset({"EXECUTE", "PREPARE", "DELIMITER", "USE", "HANDLER",
 #: Objects whose creation cannot affect the old binary.
 _CREATE_OTHER = frozenset({"EXTENSION", "COLLATION", "CAST", "OPERATOR", "TEXT", "STATISTICS", "ROLE", "USER",
                            "GROUP", "CONVERSION", "PUBLICATION", "SUBSCRIPTION", "SERVER", "FOREIGN",
-                           "TABLESPACE", "ACCESS", "LANGUAGE", "TRANSFORM", "DATABASE", "USER"})
+                           "TABLESPACE", "ACCESS", "LANGUAGE", "TRANSFORM", "DATABASE"})
 
 #: Functions a migration may call at top level without it being unverifiable.
 SAFE_FUNCTIONS = frozenset({
