@@ -40,6 +40,19 @@ def other_public_key(tmp_path: Path) -> str:
     return generate_key(tmp_path / "other_host_key")
 
 
+# -- the fixture itself -------------------------------------------------------------
+
+
+def test_missing_sshd_fails_under_ci_and_skips_otherwise(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sshd_fixture, "SSHD", tmp_path / "no-sshd")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        sshd_fixture.require_sshd()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        sshd_fixture.require_sshd()
+
+
 # -- commands ---------------------------------------------------------------------
 
 

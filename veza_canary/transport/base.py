@@ -5,6 +5,12 @@ shares (argv logging with secrets redacted, timeouts, building the ``Result``,
 raising ``CommandFailed``/``CommandTimedOut``); subclasses implement three
 primitives (``_run``, ``_push``, ``_pull``). Commands are argv lists, never shell
 strings built from input.
+
+Every transport reports exit codes the way a shell does, so callers branch on
+one convention: 127 command not found, 126 not executable, 128+N killed by
+signal N (SIGKILL is 137). ``push`` is atomic on every transport: the new file
+gets its mode under a temporary name in the target's directory and is renamed
+over the target.
 """
 
 from __future__ import annotations

@@ -345,7 +345,8 @@ class SSHTransport(Transport):
                 timeout=t, banner_timeout=t, auth_timeout=t, channel_timeout=t,
                 transport_factory=_ParamikoTransport,
             )
-            _transport_of(client).set_keepalive(max(1, round(self.keepalive)))
+            if self.keepalive > 0:
+                _transport_of(client).set_keepalive(max(1, round(self.keepalive)))
         except SSHError:
             client.close()
             raise
