@@ -88,7 +88,7 @@ class Node:
                                 f"{sha256[:12]}; not installed")
             self._rename_into_place(tmp)
         except BaseException:
-            self._remove(tmp)
+            self._remove_temps(tmp)
             raise
         log.info("node.install.done", node=self.name, sha256=sha256[:12])
         return True
@@ -109,7 +109,7 @@ class Node:
                 raise PushError(f"[{self.name}] copy of veza-api.previous is corrupted; not installed")
             self._rename_into_place(tmp)
         except BaseException:
-            self._remove(tmp)
+            self._remove_temps(tmp)
             raise
         return want
 
@@ -117,15 +117,22 @@ class Node:
         # mv within one directory is rename(2): the service sees the old or the new file, never a mix.
         self.transport.run(("mv", "-f", "--", tmp, self.binary_path), timeout=60)
 
-    def _remove(self, path: str) -> None:
+    def _remove_temps(self, tmp: str) -> None:
+        """Remove ``tmp`` and whatever the transport staged for it (``incus file push`` that fails half-way,
+        e.g. on a full disk, leaves its partial file under its own name ``.<tmp>.veza-tmp-XXXX``)."""
+        name = tmp.rsplit("/", 1)[-1]
         try:
-            self.transport.run(("rm", "-f", "--", path), timeout=30, check=False)
+            self.transport.run(("find", self.install_dir, "-maxdepth", "1", "-name", f"*{name}*", "-type", "f",
+                                "-delete"), timeout=30, check=False)
         except Exception as exc:  # noqa: BLE001 - best-effort cleanup must not hide the real error
-            log.warning("node.cleanup_failed", node=self.name, path=path, error=str(exc))
+            log.warning("node.cleanup_failed", node=self.name, path=tmp, error=str(exc))
 
     def remove_stale_temps(self) -> None:
-        """Delete temp files a killed earlier run may have left in INSTALL_DIR."""
-        self.transport.run(("find", self.install_dir, "-maxdepth", "1", "-name", f"{TMP_PREFIX}*",
+        """Delete temp files an earlier run left in INSTALL_DIR (ours and the transport's staging names).
+
+        Only while holding the fleet lock: another deploy's push in flight uses the same names.
+        """
+        self.transport.run(("find", self.install_dir, "-maxdepth", "1", "-name", f"*{TMP_PREFIX}*",
                             "-type", "f", "-delete"), timeout=60, check=False)
 
     def restart(self) -> None:

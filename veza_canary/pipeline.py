@@ -186,6 +186,7 @@ class Deploy:
         self.canary_sha_before: str | None = None
         self.drained: set[str] = set()
         self.lock = fleet.lock()
+        self.locked = False
         self.done_peers: list[str] = []
         self.skipped_peers: list[str] = []
 
@@ -273,12 +274,11 @@ class Deploy:
                                      hint="fix the fleet first, or pass --allow-degraded to deploy anyway")
             log.warning("preflight.degraded_allowed", problems=bad)
 
-        # Nodes: reachable, current binary known; clean temp files a killed run left behind.
+        # Nodes: reachable, current binary known (temp files of a killed run are removed once the lock is held).
         shas = {}
         for n in s.nodes:
             node = f.nodes[n]
             shas[n] = node.sha256()
-            node.remove_stale_temps()
         self.canary_sha_before = shas[s.canary_node]
         self.report.event("fleet_before", shas={n: (v or "missing") for n, v in shas.items()})
 
@@ -357,6 +357,10 @@ class Deploy:
     def take_lock(self) -> None:
         mine = LockInfo.mine(self._sha(), redact_text(self.command_line))
         self.lock.acquire(mine, wait=self.s.lock_wait)
+        self.locked = True
+        # Only now, holding the lock: a refused concurrent run must not delete the temp file of a push in flight.
+        for n in self.s.nodes:
+            self.fleet.nodes[n].remove_stale_temps()
 
     def confirm(self) -> None:
         if self._confirm is None:
@@ -631,6 +635,8 @@ class Deploy:
 
     def _finish(self, error: VezaError | None) -> None:
         rep = self.report
+        if self.locked:
+            self._remove_temps()
         self.lock.release()
         rep.final_state = self.fleet_state()
         rep.ended_at = now_iso()
@@ -642,6 +648,14 @@ class Deploy:
                 rep.resume = self._resume_hint()
         for name, st in rep.final_state.get("nodes", {}).items():
             log.info("fleet.node", node=name, **st)
+
+    def _remove_temps(self) -> None:
+        """No temp file outlives the run, even when a second Ctrl-C cut a cleanup short (SIGKILL: next run)."""
+        for n in self.s.nodes:
+            try:
+                self.fleet.nodes[n].remove_stale_temps()
+            except Exception as exc:  # noqa: BLE001 - bookkeeping must not mask the outcome
+                log.warning("temps.cleanup_failed", node=n, error=str(exc))
 
     def fleet_state(self) -> dict:
         f = self.fleet
