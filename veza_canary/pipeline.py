@@ -262,12 +262,15 @@ class Deploy:
             st, stat = states[n], stats[n]
             if st.in_maint:
                 bad.append(f"{n} is in MAINT")
-            elif stat.is_down:
+            elif stat.is_down and not st.drained:
                 bad.append(f"{n} is DOWN ({stat.check_status or 'no check'})")
             elif st.drained:
+                # Drained (and maybe DOWN: a run killed after restarting a bad binary) means left by an earlier
+                # run: out of rotation already, and this run reinstalls and checks it before re-enabling it.
+                found = "drained and DOWN" if stat.is_down else "drained"
                 log.warning("preflight.reconcile", node=n,
-                            msg="node is drained (left by an earlier run?); this run will re-enable it")
-                self.report.event("reconcile", node=n, found="drained")
+                            msg=f"node is {found} (left by an earlier run?); this run will reinstall and re-enable it")
+                self.report.event("reconcile", node=n, found=found)
         if bad:
             if not s.allow_degraded:
                 raise PreflightError(f"fleet is degraded: {'; '.join(bad)}",
