@@ -12,11 +12,15 @@ A "binary" is any bytes; its behaviour is looked up by sha256 in
 
 from __future__ import annotations
 
+import copy
+import fnmatch
 import hashlib
 import json
 import math
 import re
+import secrets
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -46,6 +50,7 @@ class Behaviour:
     err_ratio: float = 0.0
     starts: bool = True
     req_rate: float = 10.0
+    version: str | None = None  # served in the health body and by `veza-api --version` when set
 
 
 @dataclass
@@ -78,16 +83,27 @@ class SimFleet:
             node.running_sha = sha(binary)
             self.nodes[n] = node
         self.admin: dict[str, int] = dict.fromkeys(names, 0)
+        self.weights: dict[str, int] = dict.fromkeys(names, 1)  # runtime weight (show stat says 0 when drained)
         self.sessions: dict[str, int] = dict.fromkeys(names, 0)
         self.sticky_sessions: dict[str, int] = {}  # sessions that never end on their own
         self.state_files: dict[str, bytes] = {}
         self.commands: list[tuple[str, str]] = []  # (where, command) for assertions
         self.corrupt_next_push = False
         self.fail_push_on: set[str] = set()
+        #: Pushes to these nodes fail half-way like ``incus file push`` on a full disk: a partial file
+        #: is left under the transport's own temp name (``.NAME.veza-tmp-XXXX`` next to the target).
+        self.partial_push_on: set[str] = set()
         self.prom_down = False
+        #: Prometheus answers but wrongly: "garbage" (200, not JSON), "http-error" (503 with a JSON error),
+        #: "wrong-shape" (200, JSON of the wrong shape), "multi-series" (two series per query).
+        self.prom_fault: str | None = None
         self.haproxy_down = False
         self.broken_nodes: set[str] = set()  # node-specific failures, whatever binary they run
         self.hooks: dict[str, object] = {}  # name -> callable(SimFleet), fired at events (e.g. "restart:<node>")
+        #: Called with the name of every I/O event, before and after it ("node:backend-api-2:mv",
+        #: "done:node:backend-api-2:mv", "haproxy:set server ...", "prom", "lb", "state:ln", ...).
+        #: Fault-injection tests raise from here (a signal) or snapshot the fleet (a SIGKILL).
+        self.observers: list[Callable[[str], None]] = []
 
     def behaviour(self, node: str) -> Behaviour:
         n = self.nodes[node]
@@ -106,6 +122,26 @@ class SimFleet:
         if callable(hook):
             hook(self)
 
+    def io(self, event: str) -> None:
+        for observer in list(self.observers):
+            observer(event)
+
+    def snapshot(self) -> SimFleet:
+        """A deep copy of the fleet's state (files, services, HAProxy, state dir), without hooks or observers.
+
+        What a SIGKILL leaves behind: take it at an I/O event, then run the next deploy against it.
+        """
+        clone = SimFleet.__new__(SimFleet)
+        clone.__dict__.update(copy.deepcopy({k: v for k, v in self.__dict__.items()
+                                             if k not in ("hooks", "observers")}))
+        clone.hooks, clone.observers = {}, []
+        return clone
+
+    def temp_files(self, node: str) -> list[str]:
+        """Files in the install dir other than the binary and veza-api.previous."""
+        keep = {f"{self.install_dir}/veza-api", f"{self.install_dir}/veza-api.previous"}
+        return sorted(p for p in self.nodes[node].files if p not in keep and p.startswith(self.install_dir + "/"))
+
 
 class SimNodeTransport(Transport):
     """A node's container: the few commands the tool runs there, on an in-memory filesystem."""
@@ -120,17 +156,28 @@ class SimNodeTransport(Transport):
         return self.sim.nodes[self.node]
 
     def _run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
+        event = f"node:{self.node}:{argv[0]}"
+        self.sim.io(event)
+        result = self._do(argv)
+        self.sim.io("done:" + event)
+        return result
+
+    def _do(self, argv: tuple[str, ...]) -> tuple[int, bytes, bytes]:
         self.sim.commands.append((self.node, shlex.join(argv)))
         n = self._n
         if n.stopped:
             return 1, b"", b"Error: Instance is not running\n"
         files = n.files
         cmd = argv[0]
-        if cmd == "sha256sum":
-            path = argv[-1]
-            if path not in files:
-                return 1, b"", f"sha256sum: {path}: No such file or directory\n".encode()
-            return 0, f"{sha(files[path])}  {path}\n".encode(), b""
+        if cmd == "sha256sum":  # like coreutils: a line per file, exit 1 if any is missing
+            paths = argv[2:] if argv[1:2] == ("--",) else argv[1:]
+            out, err = b"", b""
+            for path in paths:
+                if path in files:
+                    out += f"{sha(files[path])}  {path}\n".encode()
+                else:
+                    err += f"sha256sum: {path}: No such file or directory\n".encode()
+            return (1 if err else 0), out, err
         if cmd == "mv":
             src, dst = argv[-2], argv[-1]
             if src not in files:
@@ -149,7 +196,11 @@ class SimNodeTransport(Transport):
         if cmd == "chmod":
             return 0, b"", b""
         if cmd == "find":
-            for p in [p for p in files if "/.veza-api.new-" in p]:
+            # find DIR -maxdepth 1 -name PATTERN ... -delete
+            pattern = argv[argv.index("-name") + 1] if "-name" in argv else "*"
+            directory = argv[1].rstrip("/") + "/"
+            for p in [p for p in files if p.startswith(directory) and "/" not in p[len(directory):]
+                      and fnmatch.fnmatchcase(p[len(directory):], pattern)]:
                 del files[p]
             return 0, b"", b""
         if cmd == "systemctl" or argv == tuple(self.sim.hooks.get("restart_argv", ())):  # type: ignore[arg-type]
@@ -165,15 +216,31 @@ class SimNodeTransport(Transport):
             if not b.starts:
                 return 7, b"\n000", b"curl: (7) Failed to connect to 127.0.0.1 port 8080\n"
             status = 500 if self.node in self.sim.broken_nodes else b.health_status
-            return 0, f'{{"status":"ok"}}\n{status}'.encode(), b""
+            body = json.dumps({"status": "ok", "version": b.version}) if b.version else '{"status":"ok"}'
+            return 0, f"{body}\n{status}".encode(), b""
+        if argv[1:] == ("--version",) and argv[0] in files:
+            version = self.sim.behaviours.get(sha(files[argv[0]]), Behaviour()).version
+            if version is None:
+                return 2, b"", b"veza-api: unknown argument '--version'\n"
+            return 0, f"{version}\n".encode(), b""
         return 127, b"", f"sim: unknown command {cmd}\n".encode()
 
     def _push(self, local_path: Path, remote_path: str, mode: int, create_dirs: bool) -> None:
+        event = f"push:{self.node}"
+        self.sim.io(event)
+        self._do_push(local_path, remote_path)
+        self.sim.io("done:" + event)
+
+    def _do_push(self, local_path: Path, remote_path: str) -> None:
         if self._n.stopped:
             raise IncusError(f"[{self.node}] incus: Instance is not running")
         if self.node in self.sim.fail_push_on:
             raise IncusError(f"[{self.node}] incus file push: write failed: no space left on device")
         data = Path(local_path).read_bytes()
+        if self.node in self.sim.partial_push_on:
+            directory, _, base = remote_path.rpartition("/")
+            self._n.files[f"{directory}/.{base}.veza-tmp-{secrets.token_hex(6)}"] = data[: len(data) // 2]
+            raise IncusError(f'[{self.node}] incus file push: sftp: "write {remote_path}": no space left on device')
         if self.sim.corrupt_next_push:
             self.sim.corrupt_next_push = False
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
@@ -192,6 +259,12 @@ class SimStateTransport(Transport):
         self.sim = sim
 
     def _run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
+        self.sim.io(f"state:{argv[0]}")
+        result = self._do(argv)
+        self.sim.io(f"done:state:{argv[0]}")
+        return result
+
+    def _do(self, argv: tuple[str, ...]) -> tuple[int, bytes, bytes]:
         f = self.sim.state_files
         cmd = argv[0]
         if cmd == "cat":
@@ -209,6 +282,8 @@ class SimStateTransport(Transport):
         if cmd == "rm":
             f.pop(argv[-1], None)
             return 0, b"", b""
+        if cmd == "mkdir":
+            return 0, b"", b""
         if cmd == "ls":
             d = argv[-1].rstrip("/") + "/"
             names = sorted(p[len(d):] for p in f if p.startswith(d) and "/" not in p[len(d):])
@@ -216,7 +291,9 @@ class SimStateTransport(Transport):
         return 127, b"", b"unknown"
 
     def _push(self, local_path: Path, remote_path: str, mode: int, create_dirs: bool) -> None:
+        self.sim.io("state:push")
         self.sim.state_files[remote_path] = Path(local_path).read_bytes()
+        self.sim.io("done:state:push")
 
 
 class SimHAProxy(AdminSocket):
@@ -237,6 +314,12 @@ class SimHAProxy(AdminSocket):
         return "UP"
 
     def send(self, command: str) -> str:
+        self.sim.io(f"haproxy:{command}")
+        reply = self._send(command)
+        self.sim.io(f"done:haproxy:{command}")
+        return reply
+
+    def _send(self, command: str) -> str:
         self.sim.commands.append(("haproxy", command))
         if self.sim.haproxy_down:
             from veza_canary.errors import HAProxyError
@@ -252,7 +335,7 @@ class SimHAProxy(AdminSocket):
                 return "No such proxy.\n"
             rows = ["# pxname,svname,qcur,qmax,scur,smax,status,weight,check_status,"]
             for n in self.sim.nodes:
-                w = 0 if self.sim.admin[n] else 1
+                w = 0 if self.sim.admin[n] else self.sim.weights[n]
                 rows.append(f"{self.backend},{n},0,0,{self.sim.sessions[n]},5,{self._status(n)},{w},L7OK,")
             rows.append(f"{self.backend},BACKEND,0,0,0,5,UP,3,,")
             return "\n".join(rows) + "\n\n"
@@ -273,6 +356,20 @@ class SimHAProxy(AdminSocket):
                 return "No such server.\n"
             self.sim.admin[srv] = {"ready": 0, "drain": ADMF_FDRAIN, "maint": ADMF_FMAINT}[state]
             return "\n"
+        m = re.match(r"^set server (\S+)/(\S+) weight (\d+)$", command)
+        if m:
+            be, srv, weight = m.groups()
+            if be != self.backend:
+                return "No such backend.\n"
+            if srv not in self.sim.nodes:
+                return "No such server.\n"
+            self.sim.weights[srv] = int(weight)
+            return "\n"
+        m = re.match(r"^get weight (\S+)/(\S+)$", command)
+        if m:
+            if m.group(2) not in self.sim.nodes:
+                return "No such server.\n"
+            return f"{self.sim.weights[m.group(2)]} (initial 1)\n"
         m = re.match(r"^shutdown sessions server (\S+)/(\S+)$", command)
         if m:
             self.sim.sticky_sessions.pop(m.group(2), None)
@@ -289,8 +386,16 @@ class SimPrometheus:
         self.queries: list[str] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.sim.io("prom")
         if self.sim.prom_down:
             raise httpx.ConnectError("connection refused", request=request)
+        fault = self.sim.prom_fault
+        if fault == "garbage":
+            return httpx.Response(200, content=b"\x00\xffnot json<html>", headers={"content-type": "text/html"})
+        if fault == "http-error":
+            return httpx.Response(503, json={"status": "error", "errorType": "unavailable", "error": "overloaded"})
+        if fault == "wrong-shape":
+            return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": []}})
         if request.url.path == "/-/ready":
             return httpx.Response(200, text="Prometheus Server is Ready.")
         q = parse_qs(request.url.query.decode())["query"][0]
@@ -308,6 +413,8 @@ class SimPrometheus:
             result = [{"metric": {}, "value": [0, _fmt(errs)]}] if errs > 0 else [{"metric": {}, "value": [0, "0"]}]
         else:
             result = [{"metric": {}, "value": [0, _fmt(rate)]}] if bs else []
+        if fault == "multi-series":
+            result = result * 2
         body = {"status": "success", "data": {"resultType": "vector", "result": result}}
         return httpx.Response(200, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
 
@@ -327,6 +434,7 @@ class SimLB:
         self.sim = sim
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.sim.io("lb")
         ok = any(self.sim.admin[n] == 0 and self.sim.healthy(n) for n in self.sim.nodes)
         return httpx.Response(200 if ok else 503, text="ok" if ok else "no server available")
 
