@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -76,6 +77,13 @@ def poll(cond, timeout: float, what: str, interval: float = 0.5):
 
 
 @pytest.fixture
+def baseline(lab: LabHandle) -> Iterator[None]:
+    """Hold the lab lock: other sessions' deploy tests cannot change the fleet while we look at it."""
+    with exclusive_lab():
+        yield
+
+
+@pytest.fixture
 def faulty(lab: LabHandle, tmp_path: Path):
     """Install a faulty build on VICTIM; restore 1.0.0 (ready, UP) afterwards, under the lab lock."""
     with exclusive_lab():
@@ -92,7 +100,7 @@ def faulty(lab: LabHandle, tmp_path: Path):
 
 # --- the lab as `lab up` leaves it -----------------------------------------------------------------
 
-def test_every_container_runs_systemd_in_running_state(lab: LabHandle) -> None:
+def test_every_container_runs_systemd_in_running_state(lab: LabHandle, baseline: None) -> None:
     for name in (*lab.nodes, lab.haproxy, lab.prom):
         r = IncusTransport(name).run(("systemctl", "is-system-running"), check=False)
         if r.stdout.strip() != "running":
@@ -111,7 +119,7 @@ def test_nft_guard_is_loaded(lab: LabHandle) -> None:
     assert daemon.guard_loaded()
 
 
-def test_show_servers_state_answers_for_the_pool(lab: LabHandle) -> None:
+def test_show_servers_state_answers_for_the_pool(lab: LabHandle, baseline: None) -> None:
     reply = probe.haproxy_command(LabConfig(), "show servers state api_pool")
     lines = reply.strip().splitlines()
     assert lines[0] == "1"
@@ -120,12 +128,12 @@ def test_show_servers_state_answers_for_the_pool(lab: LabHandle) -> None:
     assert names == set(lab.nodes)
 
 
-def test_all_servers_are_up(lab: LabHandle) -> None:
+def test_all_servers_are_up(lab: LabHandle, baseline: None) -> None:
     stats = probe.server_stats(LabConfig())
     assert {s.name: s.status for s in stats} == {n: "UP" for n in lab.nodes}
 
 
-def test_every_node_serves_version_1_0_0_with_0_9_0_as_previous(lab: LabHandle) -> None:
+def test_every_node_serves_version_1_0_0_with_0_9_0_as_previous(lab: LabHandle, baseline: None) -> None:
     for n in lab.nodes:
         t = IncusTransport(n)
         assert t.run(("/opt/veza/backend-api/veza-api", "--version")).stdout.strip() == "1.0.0"
@@ -133,7 +141,7 @@ def test_every_node_serves_version_1_0_0_with_0_9_0_as_previous(lab: LabHandle) 
         assert t.run(("systemctl", "is-active", "veza-backend-api")).stdout.strip() == "active"
 
 
-def test_lb_url_routes_to_the_pool(lab: LabHandle) -> None:
+def test_lb_url_routes_to_the_pool(lab: LabHandle, baseline: None) -> None:
     r = httpx.get(f"{lab.lb_url}/api/v1/health", timeout=5)
     assert r.status_code == 200
     assert r.json()["version"] == "1.0.0"
@@ -146,18 +154,19 @@ def test_prometheus_scrapes_every_target(lab: LabHandle) -> None:
     assert value(lab, "count(up == 1)") == len(targets)
 
 
-def test_prometheus_has_p95_and_error_ratio_for_the_traffic(lab: LabHandle) -> None:
-    latency = value(lab, p95())
-    ratio = value(lab, error_ratio())
-    assert latency is not None and 0 < latency < 0.5
-    assert ratio == 0.0
+def test_prometheus_has_p95_and_error_ratio_for_the_traffic(lab: LabHandle, baseline: None) -> None:
+    # Poll a little: a fault test that just restored its node may still be inside the [10s] window.
+    poll(lambda: (v := value(lab, p95())) is not None and 0 < v < 0.5, 20, "fleet p95 below 0.5 s")
+    poll(lambda: value(lab, error_ratio()) == 0.0, 20, "fleet 5xx ratio of 0")
 
 
-def test_every_node_gets_api_traffic(lab: LabHandle) -> None:
-    res = q(lab, f'sum by (node) (rate({HIST}_count{{job="veza-backend-api",path!="/api/v1/health"}}[10s]))')
-    rates = {r["metric"]["node"]: float(r["value"][1]) for r in res}
-    assert set(rates) == set(lab.nodes)
-    assert all(v > 1.0 for v in rates.values()), rates
+def test_every_node_gets_api_traffic(lab: LabHandle, baseline: None) -> None:
+    def rates() -> dict[str, float] | None:
+        res = q(lab, f'sum by (node) (rate({HIST}_count{{job="veza-backend-api",path!="/api/v1/health"}}[10s]))')
+        r = {x["metric"]["node"]: float(x["value"][1]) for x in res}
+        return r if set(r) == set(lab.nodes) and all(v > 1.0 for v in r.values()) else None
+
+    poll(rates, 20, "API traffic above 1 req/s on every node")
 
 
 def test_lab_env_builds_valid_settings(lab: LabHandle) -> None:
@@ -171,7 +180,7 @@ def test_lab_env_builds_valid_settings(lab: LabHandle) -> None:
     assert s.sli_window == 30 and s.allow_short_window
 
 
-def test_status_reports_a_healthy_lab(lab: LabHandle) -> None:
+def test_status_reports_a_healthy_lab(lab: LabHandle, baseline: None) -> None:
     st = lab_status()
     assert st.healthy, st.problems
     assert st.traffic_rate and st.traffic_rate > 5
@@ -235,7 +244,7 @@ def test_onset_delays_the_faults(lab: LabHandle, faulty) -> None:
         return t.run(("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2",
                       "http://127.0.0.1:8080/api/v1/health"), check=False).stdout
 
-    first = poll(lambda: health() or None, 5, "the node to answer", interval=0.1)
+    first = poll(lambda: (h := health()) != "000" and h, 5, "the node to answer", interval=0.1)
     assert first == "200" and time.monotonic() - started < 5
     poll(lambda: health() == "503", 10, "health 503 after the onset")
 

@@ -213,7 +213,19 @@ def test_listen_address_from_the_environment(tmp_path: Path) -> None:
 
 # --- the CLI ---------------------------------------------------------------------------------------------
 
-def test_lab_build_command_writes_a_faulty_build(tmp_path: Path) -> None:
+@pytest.fixture
+def keep_structlog() -> Iterator[None]:
+    """The CLI's callback points structlog at CliRunner's stderr, closed after invoke: put it back."""
+    import structlog
+
+    saved = structlog.get_config()
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
+def test_lab_build_command_writes_a_faulty_build(tmp_path: Path, keep_structlog: None) -> None:
     from veza_canary.cli import app
 
     out = tmp_path / "bad"
@@ -225,7 +237,7 @@ def test_lab_build_command_writes_a_faulty_build(tmp_path: Path) -> None:
                                                               crash_after=30, onset=2))
 
 
-def test_lab_build_command_refuses_a_bad_fault_with_exit_2(tmp_path: Path) -> None:
+def test_lab_build_command_refuses_a_bad_fault_with_exit_2(tmp_path: Path, keep_structlog: None) -> None:
     from veza_canary.cli import app
 
     r = CliRunner().invoke(app, ["lab", "build", "--version", "1", "--error-rate", "2", "-o", str(tmp_path / "x")])
