@@ -1,14 +1,17 @@
 """Waits with deadlines: node health, HAProxy UP, drain complete; and the LB health request.
 
 All waits use tenacity with an injected clock (``sleep=clock.sleep`` and a stop
-on the clock's monotonic time), so policy tests never sleep.
+on the clock's monotonic time), so policy tests never sleep. Every poll logs one
+structured line (what, node, attempt, elapsed, remaining, the observation) and is
+handed, as a ``Poll``, to an optional ``on_poll`` observer (the live view).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import httpx
 import tenacity
@@ -31,6 +34,38 @@ class WaitTimedOut(Exception):
         self.last = last
 
 
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """One observation made by a wait: what the live view draws and the per-poll log line says."""
+
+    what: str
+    node: str | None
+    attempt: int
+    elapsed: float
+    timeout: float
+    done: bool
+    fields: dict[str, Any] = field(default_factory=dict)  # the observation, summarised (status, sessions, ...)
+    error: str | None = None
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.timeout - self.elapsed)
+
+
+PollObserver = Callable[[Poll], None]
+
+
+def summarize(value: object) -> dict[str, Any]:
+    """The loggable fields of an observation."""
+    if isinstance(value, ServerStat):
+        return {"status": value.status, "scur": value.scur, "qcur": value.qcur, "weight": value.weight,
+                "check_status": value.check_status}
+    if isinstance(value, HealthResult):
+        return {"ok": value.ok, "http_status": value.status, "latency_ms": round(value.latency * 1000, 1),
+                "error": value.error}
+    return {"value": str(value)[:200]}
+
+
 def poll_until(
     observe: Callable[[], T],
     done: Callable[[T], bool],
@@ -40,18 +75,37 @@ def poll_until(
     clock: Clock,
     what: str,
     retry_on: tuple[type[BaseException], ...] = (),
+    node: str | None = None,
+    event: str = "wait.poll",
+    describe: Callable[[T], dict[str, Any]] = summarize,
+    on_poll: PollObserver | None = None,
 ) -> T:
-    """Call ``observe`` every ``interval`` until ``done(value)``; raise WaitTimedOut at the deadline."""
+    """Call ``observe`` every ``interval`` until ``done(value)``; raise WaitTimedOut at the deadline.
+
+    Each poll logs one ``event`` line and is passed to ``on_poll`` (if given) as a ``Poll``.
+    """
     start = clock.monotonic()
     last: list[object] = ["nothing observed"]
+    attempt = [0]
+
+    def _report(fields: dict[str, Any], is_done: bool, error: str | None) -> None:
+        attempt[0] += 1
+        p = Poll(what=what, node=node, attempt=attempt[0], elapsed=clock.monotonic() - start, timeout=timeout,
+                 done=is_done, fields=fields, error=error)
+        log.info(event, what=what, node=node, attempt=p.attempt, elapsed=round(p.elapsed, 3),
+                 remaining=round(p.remaining, 3), done=is_done, **({"error": error} if error else {}), **fields)
+        if on_poll is not None:
+            on_poll(p)
 
     def _observe() -> T:
         try:
             v = observe()
         except retry_on as exc:
             last[0] = f"error: {exc}"
+            _report({}, False, redact_text(str(exc)))
             raise
         last[0] = v
+        _report(describe(v), done(v), None)
         return v
 
     retry: tenacity.retry_base = tenacity.retry_if_not_result(done)
@@ -70,31 +124,38 @@ def poll_until(
         raise WaitTimedOut(what, timeout, last[0]) from None
 
 
-def wait_node_healthy(node: Node, *, timeout: float, interval: float, clock: Clock) -> HealthResult:
+def wait_node_healthy(node: Node, *, timeout: float, interval: float, clock: Clock,
+                      on_poll: PollObserver | None = None) -> HealthResult:
     return poll_until(node.health, lambda h: h.ok, timeout=timeout, interval=interval, clock=clock,
-                      what=f"{node.name} health 200")
+                      what=f"{node.name} health 200", node=node.name, event="health.poll", on_poll=on_poll)
 
 
-def wait_up(haproxy: HAProxy, server: str, *, timeout: float, interval: float, clock: Clock) -> ServerStat:
+def wait_up(haproxy: HAProxy, server: str, *, timeout: float, interval: float, clock: Clock,
+            on_poll: PollObserver | None = None) -> ServerStat:
     return poll_until(lambda: haproxy.stat(server), lambda s: s.is_up, timeout=timeout, interval=interval,
-                      clock=clock, what=f"HAProxy reports {server} UP", retry_on=(HAProxyError,))
+                      clock=clock, what=f"HAProxy reports {server} UP", retry_on=(HAProxyError,), node=server,
+                      event="up.poll", on_poll=on_poll)
 
 
-def wait_drained(haproxy: HAProxy, server: str, *, timeout: float, interval: float, clock: Clock) -> ServerStat:
+def wait_drained(haproxy: HAProxy, server: str, *, timeout: float, interval: float, clock: Clock,
+                 on_poll: PollObserver | None = None) -> ServerStat:
     """Drained = admin state drain/maint, scur == 0 and qcur == 0 on two consecutive polls."""
     streak = [0]
+    admin = ["?"]
 
     def observe() -> ServerStat:
         st = haproxy.state(server)
         stat = haproxy.stat(server)
         quiet = (st.drained or st.in_maint) and stat.scur == 0 and stat.qcur == 0
         streak[0] = streak[0] + 1 if quiet else 0
-        log.info("drain.poll", server=server, status=stat.status, scur=stat.scur, qcur=stat.qcur,
-                 admin=st.admin, quiet_polls=streak[0])
+        admin[0] = st.admin
         return stat
 
     return poll_until(observe, lambda _s: streak[0] >= 2, timeout=timeout, interval=interval, clock=clock,
-                      what=f"{server} drained (0 sessions)", retry_on=(HAProxyError,))
+                      what=f"{server} drained (0 sessions)", retry_on=(HAProxyError,), node=server,
+                      event="drain.poll", on_poll=on_poll,
+                      describe=lambda s: {**summarize(s), "server": server, "admin": admin[0],
+                                          "quiet_polls": streak[0]})
 
 
 def lb_health(client: httpx.Client, url: str) -> HealthResult:
@@ -108,6 +169,7 @@ def lb_health(client: httpx.Client, url: str) -> HealthResult:
 
 
 def wait_lb_healthy(client: httpx.Client, url: str, *, timeout: float, interval: float,
-                    clock: Clock) -> HealthResult:
+                    clock: Clock, on_poll: PollObserver | None = None) -> HealthResult:
     return poll_until(lambda: lb_health(client, url), lambda h: h.ok, timeout=timeout, interval=interval,
-                      clock=clock, what=f"LB health {redact_text(url)}", retry_on=(TransportError,))
+                      clock=clock, what=f"LB health {redact_text(url)}", retry_on=(TransportError,), node="LB",
+                      event="lb.poll", on_poll=on_poll)
