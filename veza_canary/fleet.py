@@ -70,7 +70,8 @@ def build_fleet(settings: Settings, *, clock: Clock | None = None) -> Fleet:
         store = StateStore(hap_t, DEFAULT_STATE_DIR)
     nodes = {
         name: Node(name, IncusTransport(name, host), install_dir=settings.install_dir,
-                   restart_argv=settings.restart_argv, health_url=settings.node_health_full_url)
+                   restart_argv=settings.restart_argv, health_url=settings.node_health_full_url,
+                   service=settings.service_name)
         for name in settings.nodes
     }
     return Fleet(

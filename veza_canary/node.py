@@ -41,8 +41,9 @@ class HealthResult:
 
 class Node:
     def __init__(self, name: str, transport: Transport, *, install_dir: str, restart_argv: tuple[str, ...],
-                 health_url: str) -> None:
+                 health_url: str, service: str | None = None) -> None:
         self.name = name
+        self.service = service
         self.transport = transport
         self.install_dir = install_dir.rstrip("/")
         self.restart_argv = restart_argv
@@ -138,6 +139,22 @@ class Node:
     def restart(self) -> None:
         log.info("node.restart", node=self.name, argv=list(self.restart_argv))
         self.transport.run(self.restart_argv, timeout=120)
+
+    def service_restarts(self) -> int | None:
+        """systemd's automatic-restart counter of the service (NRestarts), or None when unknown.
+
+        It rises when the service crashes and systemd restarts it, which a health
+        check between two crashes never sees.
+        """
+        if not self.service:
+            return None
+        try:
+            r = self.transport.run(("systemctl", "show", "-p", "NRestarts", "--value", self.service),
+                                   timeout=30, check=False)
+        except TransportError:
+            return None
+        value = r.stdout.strip()
+        return int(value) if r.exit_code == 0 and value.isdigit() else None
 
     # -- health --------------------------------------------------------------------
     def health(self, *, timeout: float = 3.0) -> HealthResult:

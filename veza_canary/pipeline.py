@@ -403,8 +403,17 @@ class Deploy:
         policy = WatchPolicy(window_s=s.sli_window, interval_s=s.sli_probe_interval,
                              max_nodata=s.sli_max_nodata, max_errors=s.sli_max_errors)
         canary = s.canary_node
+        restarts0 = f.canary.service_restarts()
 
         def take(at: float) -> Sample:
+            # A crash-looping canary can look healthy between crashes; systemd's counter can't.
+            if restarts0 is not None:
+                now = f.canary.service_restarts()
+                if now is not None and now > restarts0:
+                    smp = Sample(Verdict.FAIL, f"canary service {s.service_name} crashed and was restarted "
+                                               f"{now - restarts0} time(s) by systemd", at=round(at, 3))
+                    log.info("sli.probe", verdict=str(smp.verdict), reason=smp.reason, at=smp.at)
+                    return smp
             # A canary HAProxy has marked DOWN serves nothing: that is red now, not no-data later.
             try:
                 stat = f.haproxy.stat(canary)

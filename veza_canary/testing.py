@@ -60,6 +60,7 @@ class SimNode:
     running_sha: str | None = None  # what the service runs (set at restart)
     stopped: bool = False  # the container itself
     restarts: int = 0
+    crashes: int = 0  # systemd's NRestarts: automatic restarts after a crash
 
 
 def sha(data: bytes) -> str:
@@ -203,6 +204,8 @@ class SimNodeTransport(Transport):
                       and fnmatch.fnmatchcase(p[len(directory):], pattern)]:
                 del files[p]
             return 0, b"", b""
+        if argv[:2] == ("systemctl", "show"):
+            return 0, f"{n.crashes}\n".encode(), b""
         if cmd == "systemctl" or argv == tuple(self.sim.hooks.get("restart_argv", ())):  # type: ignore[arg-type]
             n.restarts += 1
             n.running_sha = sha(files.get(f"{self.sim.install_dir}/veza-api", b""))
@@ -444,7 +447,7 @@ def sim_fleet(settings: Settings, sim: SimFleet | None = None) -> tuple[Fleet, S
     sim = sim or SimFleet(list(settings.nodes), install_dir=settings.install_dir)
     nodes = {
         n: Node(n, SimNodeTransport(sim, n), install_dir=settings.install_dir, restart_argv=settings.restart_argv,
-                health_url=settings.node_health_full_url)
+                health_url=settings.node_health_full_url, service=settings.service_name)
         for n in settings.nodes
     }
     fleet = Fleet(

@@ -7,34 +7,20 @@ baseline (1.0.0 on every node, all ready and UP, no lock, no blocked release).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.integration.conftest import exclusive_lab  # noqa: F401 - re-exported for the lab test modules
 from veza_canary.haproxy import HAProxy, IncusSocat
 from veza_canary.transport import IncusTransport
 
 VC = [sys.executable, "-m", "veza_canary"]
-LOCK_PATH = "/run/veza-canary-lab.test-lock"
-
-
-@contextmanager
-def exclusive_lab() -> Iterator[None]:
-    """Serialise tests (and engineers) that change the shared lab."""
-    with open(LOCK_PATH, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -145,3 +131,23 @@ def reset_state_dir(lab_env: dict[str, str]) -> None:
 def sigkill(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+
+
+def wait_sli_green(lab_env: dict[str, str], timeout: float = 60) -> None:
+    """Wait until every node's SLI probe passes (a rolled-back fault stays in the rate window for a while)."""
+    import httpx
+
+    from veza_canary.prometheus import Prometheus
+    from veza_canary.settings import load_settings
+    from veza_canary.sli import Queries, Verdict, probe, thresholds_from_settings
+
+    s = load_settings({}, lab_env, config={})
+    prom = Prometheus(httpx.Client(timeout=5), s.prom_url)
+    deadline = time.monotonic() + timeout
+    while True:
+        verdicts = {n: probe(prom, Queries.from_settings(s, n), thresholds_from_settings(s)).verdict for n in s.nodes}
+        if all(v is Verdict.PASS for v in verdicts.values()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"SLI not green on every node after {timeout}s: {verdicts}")
+        time.sleep(1.0)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import exclusive_lab
 from tests.integration.deploy_helpers import (
     deploy_env,
-    exclusive_lab,
     finish,
     live_state,
     reset_state_dir,
@@ -23,6 +23,7 @@ from tests.integration.deploy_helpers import (
     start_deploy,
     temp_files_in_install_dir,
     wait_all_up,
+    wait_sli_green,
 )
 from veza_canary.lab import Faults, build_standin
 from veza_canary.transport import IncusTransport
@@ -61,6 +62,7 @@ def fleet(lab, tmp_path):
         IncusTransport(env["CANARY_NODE"]).pull("/opt/veza/backend-api/veza-api", baseline)
         baseline.chmod(0o755)
         before = wait_all_up(env)
+        wait_sli_green(env)
         env["ROLLBACK_BINARY"] = str(baseline)
         yield env, before, tmp_path
         reset_state_dir(env)

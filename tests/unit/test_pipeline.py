@@ -372,3 +372,18 @@ def test_dry_run_plan_names_every_step_and_node():
         assert step.name in text
     for n in ("backend-api-2", "backend-api-1", "backend-api-3"):
         assert f"set server api_pool/{n} state drain" in text
+
+
+def test_a_crash_looping_canary_is_red_even_when_healthy_between_crashes(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    calls = {"n": 0}
+
+    def crash(sim_: SimFleet) -> None:
+        calls["n"] += 1
+        if calls["n"] == 12:  # during the watch
+            sim_.nodes["backend-api-2"].crashes += 1
+
+    sim.hooks["prom_query"] = crash
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, CanaryRolledBack) and "crashed" in str(err)
+    assert sim.nodes["backend-api-2"].running_sha == sha(PREV)
