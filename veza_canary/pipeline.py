@@ -53,9 +53,19 @@ from veza_canary.lock import LockInfo
 from veza_canary.log import get_logger, redact_text
 from veza_canary.node import Node
 from veza_canary.report import Report, now_iso
-from veza_canary.sli import Queries, Sample, Verdict, WatchPolicy, probe, thresholds_from_settings, watch
+from veza_canary.sli import (
+    Queries,
+    Sample,
+    Verdict,
+    WatchPolicy,
+    WatchResult,
+    probe,
+    thresholds_from_settings,
+    watch,
+)
 
 if TYPE_CHECKING:
+    from veza_canary.liveview import Observer
     from veza_canary.settings import Settings
 
 log = get_logger(__name__)
@@ -171,6 +181,7 @@ class Deploy:
         repo_root: Path | None = None,
         command_line: str = "veza-canary deploy",
         guard: InterruptGuard | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.fleet = fleet
         self.s = fleet.settings
@@ -181,6 +192,9 @@ class Deploy:
         self.repo_root = repo_root or Path.cwd()
         self.command_line = command_line
         self.guard = guard or InterruptGuard()
+        #: Told about every wait poll and SLI probe (the live view); None: logs only.
+        self.observer = observer
+        self._on_poll = observer.on_poll if observer else None
         self.artifact: Artifact | None = None
         self.rollback: RollbackSource | None = None
         self.canary_sha_before: str | None = None
@@ -393,7 +407,7 @@ class Deploy:
     def lb_health(self) -> None:
         try:
             wait_lb_healthy(self.fleet.lb_client, self.s.lb_health_url, timeout=min(self.s.up_timeout, 30.0),
-                            interval=self.s.poll_interval, clock=self.fleet.clock)
+                            interval=self.s.poll_interval, clock=self.fleet.clock, on_poll=self._on_poll)
         except WaitTimedOut as exc:
             raise HealthCheckFailed(f"LB health: {exc}") from None
 
@@ -427,8 +441,14 @@ class Deploy:
                     return smp
             return probe(f.prom, queries, t, at=at)
 
-        result = watch(take, policy, f.clock,
-                       on_sample=lambda smp, _r: self.report.sli_samples.append(smp.to_dict()))
+        def on_sample(smp: Sample, r: WatchResult) -> None:
+            self.report.sli_samples.append(smp.to_dict())
+            if self.observer:
+                self.observer.on_sample(smp, r)
+
+        if self.observer:
+            self.observer.on_watch(policy, canary)
+        result = watch(take, policy, f.clock, on_sample=on_sample)
         if not result.ok:
             raise SLIBreached(result.reason)
         log.info("sli.green", reason=result.reason)
@@ -505,7 +525,8 @@ class Deploy:
         else:
             log.info("drain.noop", node=node.name, reason="already drained")
         try:
-            wait_drained(f.haproxy, node.name, timeout=s.drain_timeout, interval=s.poll_interval, clock=f.clock)
+            wait_drained(f.haproxy, node.name, timeout=s.drain_timeout, interval=s.poll_interval, clock=f.clock,
+                         on_poll=self._on_poll)
         except WaitTimedOut as exc:
             if s.drain_timeout_action != "shutdown-sessions":
                 raise DrainTimedOut(f"drain of {node.name}: {exc}",
@@ -514,14 +535,15 @@ class Deploy:
             self.report.event("shutdown_sessions", node=node.name)
             f.haproxy.shutdown_sessions(node.name)
             try:
-                wait_drained(f.haproxy, node.name, timeout=10.0, interval=s.poll_interval, clock=f.clock)
+                wait_drained(f.haproxy, node.name, timeout=10.0, interval=s.poll_interval, clock=f.clock,
+                             on_poll=self._on_poll)
             except WaitTimedOut as exc2:
                 raise DrainTimedOut(f"drain of {node.name} even after shutdown sessions: {exc2}") from None
 
     def _node_health(self, node: Node) -> None:
         try:
             h = wait_node_healthy(node, timeout=self.s.node_health_timeout, interval=self.s.poll_interval,
-                                  clock=self.fleet.clock)
+                                  clock=self.fleet.clock, on_poll=self._on_poll)
         except WaitTimedOut as exc:
             raise HealthCheckFailed(f"{node.name} health: {exc}") from None
         log.info("node.healthy", node=node.name, result=h.describe())
@@ -531,7 +553,8 @@ class Deploy:
         f.haproxy.set_state(node.name, "ready")
         self.drained.discard(node.name)
         try:
-            wait_up(f.haproxy, node.name, timeout=self.s.up_timeout, interval=self.s.poll_interval, clock=f.clock)
+            wait_up(f.haproxy, node.name, timeout=self.s.up_timeout, interval=self.s.poll_interval, clock=f.clock,
+                    on_poll=self._on_poll)
         except WaitTimedOut as exc:
             raise HealthCheckFailed(f"HAProxy did not report {node.name} UP: {exc}") from None
 
@@ -607,7 +630,7 @@ class Deploy:
             self.drained.add(node.name)
             try:
                 wait_drained(f.haproxy, node.name, timeout=min(self.s.drain_timeout, 30.0),
-                             interval=self.s.poll_interval, clock=f.clock)
+                             interval=self.s.poll_interval, clock=f.clock, on_poll=self._on_poll)
             except WaitTimedOut:
                 f.haproxy.shutdown_sessions(node.name)  # the bad binary's sessions go; the good one takes over
             if rb.kind == "local":

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from veza_canary.artifact import private_workdir
 from veza_canary.errors import VezaError
@@ -18,6 +19,9 @@ from veza_canary.log import get_logger
 from veza_canary.pipeline import Deploy, summary_lines
 from veza_canary.report import Report
 from veza_canary.settings import Settings
+
+if TYPE_CHECKING:
+    from veza_canary.liveview import Observer
 
 log = get_logger(__name__)
 
@@ -31,6 +35,7 @@ def run_deploy(
     command_line: str = "veza-canary deploy",
     fleet: Fleet | None = None,
     stream=None,
+    observer: Observer | None = None,
 ) -> int:
     """Run one deploy; always write the report; print the end state. Returns 0 or raises VezaError."""
     stream = stream or sys.stdout
@@ -40,7 +45,7 @@ def run_deploy(
     error: VezaError | None = None
     try:
         Deploy(fleet, workdir=workdir, force=force, confirm=confirm, report=report,
-               command_line=command_line).run()
+               command_line=command_line, observer=observer).run()
     except VezaError as exc:
         error = exc
         if report.exit_code is None:  # failed before the pipeline could record it (bad settings)

@@ -36,8 +36,14 @@ def deploy(
         for line in plan(settings):
             out(line)
         return 0
+    from veza_canary.fleet import build_fleet
+    from veza_canary.liveview import current_stdout, haproxy_states, observing
     from veza_canary.runner import run_deploy
 
     confirm = None if yes or not sys.stdin.isatty() else (lambda q: typer.confirm(q, default=False))
     command_line = shlex.join(["veza-canary", *sys.argv[1:]])
-    return run_deploy(settings, force=force, confirm=confirm, report_path=report, command_line=command_line)
+    fleet = build_fleet(settings)
+    # On a TTY the waits and the SLI watch draw a live view (from the first drain poll on, after the prompt).
+    with observing(settings, title="deploy", states=haproxy_states(fleet.haproxy)) as observer:
+        return run_deploy(settings, force=force, confirm=confirm, report_path=report, command_line=command_line,
+                          fleet=fleet, observer=observer, stream=current_stdout())
