@@ -43,8 +43,7 @@ from veza_canary.migrations.recognize import recognize
 # sqlglot warns on every statement it turns into a Command; we report those ourselves.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
-#: Bumped whenever analysis output changes; part of the cache key.
-ANALYZER_VERSION = "1"
+from veza_canary.migrations.changes import ANALYZER_VERSION  # noqa: E402,F401 - re-exported
 
 _NOOP_FIRST = frozenset({
     "BEGIN", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "SET", "RESET", "VACUUM",
@@ -180,8 +179,16 @@ def _snippet(code: str, limit: int = 120) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+
 def _first_words(skel: str, n: int = 6) -> list[str]:
-    return [w for w, _, _ in word_spans(skel[:400])[:n]]
+    out = []
+    for m in _WORD.finditer(skel, 0, 400):
+        out.append(m.group(0).upper())
+        if len(out) >= n:
+            break
+    return out
 
 
 def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = False) -> list[Change]:
@@ -470,27 +477,57 @@ def _from_expression(e: exp.Expression, code: str, base: int, ctx: Ctx) -> list[
     raise _Unhandled(f"statement type {type(e).__name__} is not modelled")
 
 
+_TYPES: dict[TypeInfo, TypeInfo] = {}
+
+
 def type_info(dt: Any, ctx: Ctx) -> TypeInfo | None:
+    """The column type of a sqlglot DataType, interned (a schema has few distinct types)."""
+    t = _type_info(dt, ctx)
+    if t is None:
+        return None
+    return _TYPES.setdefault(t, t)
+
+
+_DT_NAMES: dict[Any, str] = {t: t.name for t in exp.DataType.Type}
+
+
+def _type_info(dt: Any, ctx: Ctx) -> TypeInfo | None:
     if not isinstance(dt, exp.DataType):
         return None
-    base = dt.this.name if hasattr(dt.this, "name") else str(dt.this)
-    sql = dt.sql(ctx.dialect)
+    base = _DT_NAMES.get(dt.this) or str(dt.this)
     if base == "USERDEFINED":
         kind = str(dt.args.get("kind") or "").lower()
         short = kind.split(".")[-1].strip('"')
         if short in _USER_SERIAL:
-            return TypeInfo(_USER_SERIAL[short], (), sql=sql)
-        return TypeInfo("USER:" + short, (), sql=sql)
+            return TypeInfo(_USER_SERIAL[short], (), sql=_USER_SERIAL[short])
+        return TypeInfo("USER:" + short, (), sql=kind)
     if base in _SERIAL:
-        return TypeInfo(_SERIAL[base], (), sql=sql)
+        return TypeInfo(_SERIAL[base], (), sql=_SERIAL[base])
     if base in ("ENUM", "SET") and ctx.mysql:
         vals = tuple(str(x.this) for x in dt.expressions if isinstance(x, exp.Literal))
-        return TypeInfo(base, (), values=vals, sql=sql)
+        return TypeInfo(base, (), values=vals, sql=f"{base}({', '.join(repr(v) for v in vals)})")
     if base == "ARRAY":
         inner = type_info(dt.expressions[0], ctx) if dt.expressions else None
-        return TypeInfo("ARRAY", (), inner=inner, sql=sql)
-    params = tuple(p.sql(ctx.dialect) for p in dt.expressions)
-    return TypeInfo(base, params, sql=sql)
+        return TypeInfo("ARRAY", (), inner=inner, sql=f"{inner}[]" if inner else "ARRAY")
+    params = tuple(_param_text(p, ctx) for p in dt.expressions)
+    name = base + ("" if not dt.args.get("unsigned") else " UNSIGNED")
+    return TypeInfo(base, params, sql=f"{name}({', '.join(params)})" if params else name)
+
+
+def _param_text(p: Any, ctx: Ctx) -> str:
+    # DataTypeParam(Literal) is by far the common case; avoid the generator for it.
+    inner = p.this if isinstance(p, exp.DataTypeParam) else p
+    if isinstance(inner, exp.Literal):
+        return str(inner.this)
+    return p.sql(ctx.glot)
+
+
+def _default_text(d: Any, ctx: Ctx) -> str:
+    if isinstance(d, exp.Literal):
+        return f"'{d.this}'" if d.is_string else str(d.this)
+    if isinstance(d, exp.Boolean):
+        return "TRUE" if d.this else "FALSE"
+    return ctx.glot.generate(d, copy=False) if isinstance(d, exp.Expression) else str(d)
 
 
 def column_spec(cd: exp.ColumnDef, ctx: Ctx, table: QName) -> ColumnSpec:
@@ -498,9 +535,9 @@ def column_spec(cd: exp.ColumnDef, ctx: Ctx, table: QName) -> ColumnSpec:
     kind = cd.args.get("kind")
     t = type_info(kind, ctx)
     spec = ColumnSpec(name=name, type=t)
-    if isinstance(kind, exp.DataType) and kind.this.name in _SERIAL or (
-            t is not None and isinstance(kind, exp.DataType) and kind.this.name == "USERDEFINED"
-            and str(kind.args.get("kind") or "").lower() in _USER_SERIAL):
+    kname = _DT_NAMES.get(kind.this) if isinstance(kind, exp.DataType) else None
+    if kname in _SERIAL or (t is not None and kname == "USERDEFINED"
+                            and str(kind.args.get("kind") or "").lower() in _USER_SERIAL):
         spec.identity = "serial"
         spec.not_null = True
     cons: list[ConstraintSpec] = []
@@ -510,9 +547,9 @@ def column_spec(cd: exp.ColumnDef, ctx: Ctx, table: QName) -> ColumnSpec:
             spec.not_null = not k.args.get("allow_null")
         elif isinstance(k, exp.DefaultColumnConstraint):
             d = k.this
-            dsql = d.sql(ctx.dialect) if isinstance(d, exp.Expression) else str(d)
             if isinstance(d, exp.Null):
                 continue
+            dsql = _default_text(d, ctx)
             spec.default = dsql
             spec.default_volatile = bool(_VOLATILE_RE.search(dsql) or isinstance(d, exp.Rand | exp.Uuid) or
                                          any(isinstance(x, exp.Rand | exp.Uuid) for x in d.walk()))
@@ -871,7 +908,7 @@ def _alter_column(a: exp.AlterColumn, t: QName, ctx: Ctx) -> list[Change]:
         return [Change("drop_default", obj_kind="table", name=t, column=col)]
     if args.get("default") is not None:
         d = args["default"]
-        dsql = d.sql(ctx.dialect)
+        dsql = _default_text(d, ctx)
         return [Change("set_default", obj_kind="table", name=t, column=col, value=dsql,
                        extra={"volatile": bool(_VOLATILE_RE.search(dsql))})]
     if args.get("comment") is not None or args.get("visible") is not None:

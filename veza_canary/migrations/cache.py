@@ -1,7 +1,9 @@
 """Content-hash cache of analysed files, so an unchanged file is never parsed twice.
 
 Key: sha256 of (analyzer version, sqlglot version, dialect, file bytes). Value: the
-file's ``AnalyzedFile`` (schema-independent changes), pickled. Lives under
+file's ``AnalyzedFile`` (schema-independent changes), pickled. A second kind of
+entry holds the schema model replayed from a whole history (keyed by the ordered
+file keys), so linting 1-3 new files against an unchanged history reads one entry. Lives under
 ``$XDG_CACHE_HOME/veza-canary/lint`` (default ``~/.cache/veza-canary/lint``), never in
 the repository. Every failure to read or write the cache is ignored: the cache can
 only make a run faster, never change its result.
@@ -14,8 +16,30 @@ import os
 import pickle  # noqa: S403 - our own cache files in a 0700 directory of the user
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from veza_canary.migrations.changes import AnalyzedFile
+
+
+def sqlglot_version() -> str:
+    """sqlglot's version without importing sqlglot (a warm run never needs the parser)."""
+    import importlib.util
+    import re
+
+    try:
+        spec = importlib.util.find_spec("sqlglot")
+        if spec is not None and spec.submodule_search_locations:
+            for loc in spec.submodule_search_locations:
+                text = (Path(loc) / "_version.py").read_text(encoding="utf-8")
+                m = re.search(r"""__version__\s*=\s*version\s*=\s*['"]([^'"]+)['"]""", text) or \
+                    re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", text, re.MULTILINE)
+                if m:
+                    return m.group(1)
+    except (OSError, ImportError, ValueError):
+        pass
+    import sqlglot
+
+    return str(sqlglot.__version__)
 
 
 def default_cache_dir() -> Path:
@@ -40,7 +64,7 @@ class Cache:
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.pickle"
 
-    def get(self, key: str) -> AnalyzedFile | None:
+    def get(self, key: str, kind: type = AnalyzedFile) -> Any:
         if not self.enabled:
             return None
         try:
@@ -49,13 +73,13 @@ class Cache:
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError):
             self.misses += 1
             return None
-        if not isinstance(value, AnalyzedFile):
+        if not isinstance(value, kind):
             self.misses += 1
             return None
         self.hits += 1
         return value
 
-    def put(self, key: str, value: AnalyzedFile) -> None:
+    def put(self, key: str, value: Any) -> None:
         if not self.enabled:
             return
         path = self._path(key)

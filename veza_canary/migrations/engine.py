@@ -15,6 +15,7 @@ Only reading files touches the disk (and the cache); judgement is pure.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +26,7 @@ from typing import Any
 from veza_canary.errors import ConfigError, LintInputError
 from veza_canary.log import get_logger
 from veza_canary.migrations.cache import Cache, cache_key
-from veza_canary.migrations.changes import AnalyzedFile
+from veza_canary.migrations.changes import ANALYZER_VERSION, AnalyzedFile
 from veza_canary.migrations.rules import (
     SEVERITIES,
     Finding,
@@ -153,16 +154,20 @@ def _analyze_batch(batch: list[tuple[str, str]]) -> list[AnalyzedFile]:
     return [analyze_text(text, dialect) for text, dialect in batch]
 
 
-def analyze_all(datas: Sequence[bytes], opts: LintOptions) -> list[AnalyzedFile]:
-    import sqlglot
+def content_keys(datas: Sequence[bytes], dialect: str) -> list[str]:
+    from veza_canary.migrations.cache import sqlglot_version
 
-    from veza_canary.migrations.analyze import ANALYZER_VERSION
+    version = sqlglot_version()
+    return [cache_key(d, dialect, ANALYZER_VERSION, version) for d in datas]
 
-    cache = Cache(opts.cache_dir, enabled=opts.cache)
-    keys = [cache_key(d, opts.dialect, ANALYZER_VERSION, sqlglot.__version__) for d in datas]
+
+def analyze_all(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str] | None = None,
+                cache: Cache | None = None) -> list[AnalyzedFile]:
+    """Analyse files, each distinct content once: from the cache, else parsed (in parallel when many)."""
+    cache = cache or Cache(opts.cache_dir, enabled=opts.cache)
+    keys = list(keys) if keys is not None else content_keys(datas, opts.dialect)
     results: list[AnalyzedFile | None] = [cache.get(k) for k in keys]
     todo = [i for i, r in enumerate(results) if r is None]
-    # Identical contents are analysed once.
     first: dict[str, int] = {}
     unique_todo = []
     for i in todo:
@@ -170,8 +175,10 @@ def analyze_all(datas: Sequence[bytes], opts: LintOptions) -> list[AnalyzedFile]
             first[keys[i]] = i
             unique_todo.append(i)
     texts = [(datas[i].decode("utf-8"), opts.dialect) for i in unique_todo]
-    jobs = opts.jobs if opts.jobs is not None else (os.cpu_count() or 1)
-    if len(texts) >= PARALLEL_THRESHOLD and jobs > 1:
+    jobs = opts.jobs if opts.jobs is not None else default_jobs()
+    if not texts:
+        analysed = []  # all cached: sqlglot is never imported
+    elif len(texts) >= PARALLEL_THRESHOLD and jobs > 1:
         analysed = _parallel(texts, jobs)
     else:
         analysed = _analyze_batch(texts)
@@ -183,6 +190,16 @@ def analyze_all(datas: Sequence[bytes], opts: LintOptions) -> list[AnalyzedFile]
             results[i] = results[first[keys[i]]]
     log.debug("lint.analysed", files=len(datas), cache_hits=cache.hits, parsed=len(unique_todo))
     return [r for r in results if r is not None]
+
+
+def default_jobs() -> int:
+    """Idle cores: CPUs minus the 1-minute load (a pool on busy cores only adds pickling)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return max(1, min(cpus, int(cpus - load + 0.5)))
 
 
 def _parallel(texts: list[tuple[str, str]], jobs: int) -> list[AnalyzedFile]:
@@ -224,30 +241,32 @@ def run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpti
     load_rules()
     severities = _severity_map(opts.severities)
     new_sorted = sorted(dict.fromkeys(new_files), key=version_key)
-    new_set = {p.resolve() for p in new_sorted}
-    hist_sorted = sorted((p for p in dict.fromkeys(history_files) if p.resolve() not in new_set), key=version_key)
-    inputs = [_Input(p, _shown(p, root), read_sql(p)) for p in [*hist_sorted, *new_sorted]]
-    analysed = analyze_all([i.data for i in inputs], opts)
+    new_set = {os.path.abspath(p) for p in new_sorted}
+    hist_sorted = sorted((p for p in dict.fromkeys(history_files) if os.path.abspath(p) not in new_set),
+                         key=version_key)
+    bases = [os.path.abspath(b) for b in (root, Path.cwd()) if b is not None]
+    inputs = [_Input(p, _shown(p, bases), read_sql(p)) for p in [*hist_sorted, *new_sorted]]
     n_hist = len(hist_sorted)
-
-    schema = Schema(opts.dialect)
-    notes: list[str] = []
-    for inp, af in zip(inputs[:n_hist], analysed[:n_hist], strict=True):
-        if af.error is not None:
-            line, _col, reason = af.error
-            notes.append(f"{inp.shown}:{line}: history file not understood ({reason}); the schema model "
-                         "may be incomplete (judgements on what it touched fail closed)")
-            continue
-        for st in af.statements:
-            for ch in st.changes:
-                schema.apply(ch)
+    cache = Cache(opts.cache_dir, enabled=opts.cache)
+    keys = content_keys([i.data for i in inputs], opts.dialect)
+    hist_key = "schema-" + hashlib.sha256("\0".join([opts.dialect, *keys[:n_hist]]).encode()).hexdigest()
+    replayed = cache.get(hist_key, tuple) if n_hist else None
+    if replayed is not None and isinstance(replayed[0], Schema):
+        schema, notes = replayed[0], list(replayed[1])
+        analysed = [None] * n_hist + analyze_all([i.data for i in inputs[n_hist:]], opts, keys[n_hist:], cache)
+    else:
+        analysed = analyze_all([i.data for i in inputs], opts, keys, cache)
+        schema, notes = _replay(inputs[:n_hist], analysed[:n_hist], opts.dialect)
+        if n_hist:
+            cache.put(hist_key, (schema, notes))
 
     rules = _dispatch(opts.dialect)
     ctx = RuleContext(schema, opts.dialect)
     findings: list[Finding] = []
-    mod_resolved = {p.resolve() for p in modified}
+    mod_resolved = {Path(os.path.abspath(p)) for p in modified}
     schema.new = NewObjects()
     for inp, af in zip(inputs[n_hist:], analysed[n_hist:], strict=True):
+        assert af is not None
         if af.error is not None:
             line, _col, reason = af.error
             raise LintInputError(f"{inp.shown}:{line}: cannot parse SQL: {reason}")
@@ -255,7 +274,7 @@ def run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpti
             schema.new = NewObjects()
         findings.extend(_judge_file(inp.shown, af, schema, ctx, rules, severities))
     for p in sorted(mod_resolved, key=version_key):
-        f = _engine_finding("VC209", _shown(p, root), 1, 1, "an already-merged migration was edited: databases "
+        f = _engine_finding("VC209", _shown(p, bases), 1, 1, "an already-merged migration was edited: databases "
                             "that ran it will not see the change", severities)
         if f is not None:
             findings.append(f)
@@ -268,14 +287,29 @@ def run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpti
     return result
 
 
-def _shown(p: Path, root: Path | None) -> str:
-    for base in (root, Path.cwd()):
-        if base is None:
+def _replay(inputs: Sequence[_Input], analysed: Sequence[AnalyzedFile | None], dialect: str) -> tuple[Schema, list[str]]:
+    """The schema model after every history file, in order; unparseable history files become notes."""
+    schema = Schema(dialect)
+    notes: list[str] = []
+    for inp, af in zip(inputs, analysed, strict=True):
+        assert af is not None
+        if af.error is not None:
+            line, _col, reason = af.error
+            notes.append(f"{inp.shown}:{line}: history file not understood ({reason}); the schema model "
+                         "may be incomplete (judgements on what it touched fail closed)")
             continue
-        try:
-            return str(p.resolve().relative_to(base.resolve()))
-        except ValueError:
-            continue
+        for st in af.statements:
+            for ch in st.changes:
+                schema.apply(ch)
+    return schema, notes
+
+
+def _shown(p: Path, bases: list[str]) -> str:
+    """A path relative to the repo root (or the cwd) when it is under it."""
+    ap = os.path.abspath(p)
+    for base in bases:
+        if ap.startswith(base.rstrip(os.sep) + os.sep):
+            return ap[len(base.rstrip(os.sep)) + 1:]
     return str(p)
 
 

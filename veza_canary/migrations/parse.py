@@ -30,6 +30,15 @@ _DIRECTIVE_HINT_RE = re.compile(r"veza-canary\s*:", re.IGNORECASE)
 
 _PG_SPECIAL = re.compile(r"--|/\*|'|\"|\$|;")
 _MY_SPECIAL = re.compile(r"--|#|/\*|'|\"|`|;")
+#: A statement that only moves data; its body is skipped in one regex match, strings included.
+_DML_START = re.compile(r"\s*(?:INSERT|UPDATE|DELETE|COPY|MERGE|VALUES|TRUNCATE|REPLACE)\b", re.IGNORECASE)
+#: Stops before anything that needs the careful loop: ; comments, E'' strings, $ quotes, backticks, #.
+_DML_FAST = {
+    "postgres": re.compile(r"""(?:[^;'"\-/$eE]++|[eE](?!')|'[^']*+(?:''[^']*+)*+'(?!')|"[^"]*+(?:""[^"]*+)*+"(?!")"""
+                           r"""|-(?!-)|/(?!\*))*+"""),
+    "mysql": re.compile(r"""(?:[^;'"\-/#`\\]++|'[^'\\]*+(?:(?:''|\\.)[^'\\]*+)*+'(?!')"""
+                        r"""|"[^"\\]*+(?:(?:""|\\.)[^"\\]*+)*+"(?!")|-(?!-)|/(?!\*))*+""", re.DOTALL),
+}
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
 _IDENT_CHAR = re.compile(r"[A-Za-z0-9_$\x80-\U0010ffff]")
 _WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
@@ -143,6 +152,9 @@ def lex(text: str, dialect: str = "postgres", *, base: int = 0, plpgsql: bool = 
     stmt_start = 0
     pos = 0
     search = special.search
+    fast = _DML_FAST["mysql" if mysql else "postgres"]
+    fresh = True  # at a point where a statement may start: try the DML fast path
+    seen_code = False  # the current statement has code (not just whitespace and comments)
 
     def flush(end: int) -> None:
         code = "".join(code_parts)
@@ -155,6 +167,16 @@ def lex(text: str, dialect: str = "postgres", *, base: int = 0, plpgsql: bool = 
             stmts.append((base + stmt_start + lead, base + end, code[lead:], skel[lead:]))
 
     while True:
+        if fresh:
+            dm0 = _DML_START.match(text, pos)
+            if dm0 is not None:
+                j = fast.match(text, dm0.end()).end()
+                chunk = text[pos:j]
+                code_parts.append(chunk)
+                skel_parts.append(chunk)
+                pos = j
+                seen_code = True
+            fresh = False
         m = search(text, pos)
         if m is None:
             chunk = text[pos:]
@@ -168,12 +190,16 @@ def lex(text: str, dialect: str = "postgres", *, base: int = 0, plpgsql: bool = 
             chunk = text[pos:i]
             code_parts.append(chunk)
             skel_parts.append(chunk)
+            if not seen_code and not chunk.isspace():
+                seen_code = True
         if tok == ";":
             flush(i)
             code_parts.clear()
             skel_parts.clear()
             stmt_start = i + 1
             pos = i + 1
+            fresh = True
+            seen_code = False
             continue
         if tok == "--" or tok == "#":
             if mysql and tok == "--" and i + 2 < n and text[i + 2] not in " \t\n":
@@ -189,6 +215,7 @@ def lex(text: str, dialect: str = "postgres", *, base: int = 0, plpgsql: bool = 
             code_parts.append(blank)
             skel_parts.append(blank)
             pos = j
+            fresh = not seen_code
             continue
         if tok == "/*":
             if mysql and text.startswith("/*!", i):
@@ -219,6 +246,7 @@ def lex(text: str, dialect: str = "postgres", *, base: int = 0, plpgsql: bool = 
             code_parts.append(blank)
             skel_parts.append(blank)
             pos = j
+            fresh = not seen_code
             continue
         if tok == "'":
             backslash = mysql or (i > 0 and text[i - 1] in "eE" and (i < 2 or not _IDENT_CHAR.match(text[i - 2])))
@@ -228,6 +256,7 @@ def lex(text: str, dialect: str = "postgres", *, base: int = 0, plpgsql: bool = 
             code_parts.append(text[i:j])
             skel_parts.append("'" + _blank(text[i + 1:j - 1]) + "'")
             pos = j
+            seen_code = True
             continue
         if tok == '"':
             j = _string_end(text, i, '"', mysql)
@@ -238,6 +267,7 @@ def lex(text: str, dialect: str = "postgres", *, base: int = 0, plpgsql: bool = 
             # A MySQL "string" is a string; a Postgres "identifier" stays visible.
             skel_parts.append('"' + _blank(chunk[1:-1]) + '"' if mysql else chunk)
             pos = j
+            seen_code = True
             continue
         if tok == "`":
             j = _string_end(text, i, "`", False)
@@ -291,8 +321,23 @@ def _block_comment_end(text: str, i: int, *, nested: bool) -> int:
     return -1
 
 
+_QUOTED = {
+    ("'", False): re.compile(r"'[^']*+(?:''[^']*+)*+'(?!')"),
+    ("'", True): re.compile(r"'[^'\\]*+(?:(?:''|\\.)[^'\\]*+)*+'(?!')", re.DOTALL),
+    ('"', False): re.compile(r'"[^"]*+(?:""[^"]*+)*+"(?!")'),
+    ('"', True): re.compile(r'"[^"\\]*+(?:(?:""|\\.)[^"\\]*+)*+"(?!")', re.DOTALL),
+    ("`", False): re.compile(r"`[^`]*+(?:``[^`]*+)*+`(?!`)"),
+}
+
+
 def _string_end(text: str, i: int, q: str, backslash: bool) -> int:
     """Offset just past the quoted token opened at ``i`` (doubled quotes escape), or -1."""
+    m = _QUOTED[(q, backslash)].match(text, i)
+    return m.end() if m else -1
+
+
+def _string_end_slow(text: str, i: int, q: str, backslash: bool) -> int:
+    """Reference implementation of ``_string_end`` (kept for the property test)."""
     k = i + 1
     n = len(text)
     while True:

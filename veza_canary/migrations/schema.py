@@ -42,7 +42,7 @@ class Table:
     complete: bool = True  # False: created in a way we could not fully model
 
     def copy(self) -> Table:
-        return Table({k: replace(v) for k, v in self.columns.items()}, dict(self.constraints), self.rls,
+        return Table({k: v.clone() for k, v in self.columns.items()}, dict(self.constraints), self.rls,
                      self.complete)
 
     def unique_sets(self, indexes: dict[QName, Index] | None = None, table: QName | None = None) -> set[tuple[str, ...]]:
@@ -115,7 +115,7 @@ class Schema:
 
     def _touch(self, key: tuple[Any, ...], current: Any) -> None:
         if self._snap is not None and key not in self._snap:
-            self._snap[key] = copy.deepcopy(current) if current is not None else None
+            self._snap[key] = _snapshot(current)
 
     def pre_file(self, key: tuple[Any, ...], current: Any) -> Any:
         """State of an object before the current file (``current`` if the file has not touched it)."""
@@ -161,7 +161,7 @@ class Schema:
             return  # a no-op in the database: the existing table stays "old"
         self._touch(("table", qn), self.tables.get(qn))
         cols: list[ColumnSpec] = ch.extra.get("columns", [])
-        t = Table({c.name: replace(c) for c in cols}, {c.name: c for c in ch.extra.get("constraints", []) if c.name})
+        t = Table({c.name: c.clone() for c in cols}, {c.name: c for c in ch.extra.get("constraints", []) if c.name})
         like = ch.extra.get("like")
         if like is not None:
             src = self.tables.get(like)
@@ -486,6 +486,19 @@ class Schema:
         assert ch.table is not None and ch.name is not None
         self.triggers[(ch.table, ch.name[1])] = ch.function
         self._mark("trigger", ch.table, ch.name[1])
+
+
+def _snapshot(obj: Any) -> Any:
+    """A copy deep enough that later in-place changes do not show through (cheaper than deepcopy)."""
+    if obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, Table):
+        return obj.copy()
+    if isinstance(obj, Index | View):
+        return replace(obj)
+    if isinstance(obj, EnumType):
+        return EnumType(list(obj.values) if obj.values is not None else None)
+    return copy.deepcopy(obj)
 
 
 def _kind_key(kind: str) -> str:

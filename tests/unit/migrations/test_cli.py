@@ -162,3 +162,30 @@ def test_importing_the_cli_does_not_import_sqlglot() -> None:
     code = "import sys, veza_canary.cli.lint, veza_canary.cli, veza_canary.migrations; print('sqlglot' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_history_schema_cache_gives_the_same_answer_and_tracks_edits(repo: Path) -> None:
+    m = repo / "migrations"
+    write_history(m, ["ALTER TABLE users ALTER COLUMN bio TYPE varchar(10);"], start=3)
+    new = str(m / "000003_m3.up.sql")
+    first = _lint("--format", "json", new)
+    second = _lint("--format", "json", new)  # history schema from the cache
+    assert first.exit_code == second.exit_code == 4
+    assert json.loads(first.stdout)["findings"] == json.loads(second.stdout)["findings"]
+    assert list((repo / "cache").rglob("schema-*.pickle"))
+    # The history changes: bio becomes varchar(5), so varchar(10) is now a widening.
+    write_history(m, ["ALTER TABLE users ALTER COLUMN bio TYPE varchar(5);"], start=2)
+    third = _lint("--format", "json", new)
+    assert third.exit_code == 0, third.stdout
+
+
+def test_a_warm_run_does_not_import_sqlglot(repo: Path) -> None:
+    code = ("import sys; from pathlib import Path; from veza_canary.migrations import lint; "
+            "lint(directory=Path('migrations'), all_files=True); "
+            "r = lint(directory=Path('migrations'), all_files=True); print('sqlglot' in sys.modules)")
+    # First run in this process fills the cache and imports sqlglot; check a fresh process.
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=repo)
+    code2 = ("import sys; from pathlib import Path; from veza_canary.migrations import lint; "
+             "lint(directory=Path('migrations'), all_files=True); print('sqlglot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code2], check=True, capture_output=True, text=True, cwd=repo)
+    assert out.stdout.strip().endswith("False")

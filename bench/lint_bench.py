@@ -1,0 +1,92 @@
+"""Side-by-side benchmark: veza-canary lint-migrations vs squawk-cli on the same corpus.
+
+    .venv/bin/pip install squawk-cli            # the `bench` extra
+    .venv/bin/python bench/gen_corpus.py /tmp/veza-lint-corpus --files 2000
+    .venv/bin/python bench/lint_bench.py /tmp/veza-lint-corpus --runs 7
+
+Each round runs, interleaved so machine load hits every tool alike:
+
+* squawk on every ``*.up.sql`` file (one process, all paths on the command line);
+* veza-canary ``--all`` with an empty cache (cold: parses everything, writes the cache);
+* veza-canary ``--all --no-cache`` (cold, no cache writes);
+* veza-canary ``--all`` with the cache filled by the cold run (warm);
+* veza-canary on the 3 newest files (a typical deploy), history = the rest, cold and warm.
+
+Wall-clock times of whole processes, start-up included. Prints medians and minimums
+as a Markdown table. Nothing is written to the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return time.perf_counter() - t0, proc.returncode
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("corpus", type=Path)
+    ap.add_argument("--runs", type=int, default=7)
+    args = ap.parse_args()
+    corpus = args.corpus.resolve()
+    files = sorted(str(p) for p in corpus.glob("*.up.sql"))
+    if not files:
+        sys.exit(f"no *.up.sql in {corpus}; run bench/gen_corpus.py first")
+    squawk = shutil.which("squawk", path=str(VENV_BIN)) or shutil.which("squawk")
+    veza = str(VENV_BIN / "veza-canary")
+    if squawk is None:
+        sys.exit("squawk not found: pip install squawk-cli (the `bench` extra)")
+    version = subprocess.run([squawk, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    base_env = {k: v for k, v in os.environ.items() if k not in ("FORCE_MIGRATE", "VEZA_CANARY_CONFIG")}
+    times: dict[str, list[float]] = {}
+    codes: dict[str, set[int]] = {}
+    newest = files[-3:]
+
+    def rec(name: str, argv: list[str], env: dict[str, str]) -> None:
+        dt, rc = timed(argv, env, corpus)
+        times.setdefault(name, []).append(dt)
+        codes.setdefault(name, set()).add(rc)
+
+    with tempfile.TemporaryDirectory(prefix="veza-bench-") as tmp:
+        for i in range(args.runs):
+            cache = Path(tmp) / f"cache-{i}"
+            env = {**base_env, "XDG_CACHE_HOME": str(cache)}
+            rec("squawk, all files", [squawk, *files], base_env)
+            rec("veza-canary --all, cold (empty cache)", [veza, "lint-migrations", "--dir", str(corpus), "--all"], env)
+            rec("veza-canary --all --no-cache", [veza, "lint-migrations", "--dir", str(corpus), "--all",
+                                                 "--no-cache"], env)
+            rec("veza-canary --all, warm cache", [veza, "lint-migrations", "--dir", str(corpus), "--all"], env)
+            cache3 = Path(tmp) / f"cache3-{i}"
+            env3 = {**base_env, "XDG_CACHE_HOME": str(cache3)}
+            rec("veza-canary 3 new files, cold", [veza, "lint-migrations", "--dir", str(corpus), *newest], env3)
+            rec("veza-canary 3 new files, warm", [veza, "lint-migrations", "--dir", str(corpus), *newest], env3)
+            rec("squawk, 3 new files", [squawk, *newest], base_env)
+            rec("veza-canary --help", [veza, "--help"], base_env)
+            shutil.rmtree(cache, ignore_errors=True)
+            shutil.rmtree(cache3, ignore_errors=True)
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"corpus: {len(files)} files, {sum(Path(f).stat().st_size for f in files) / 1e6:.1f} MB; "
+          f"{args.runs} rounds; {version}; {os.cpu_count()} CPUs; load after run {load:.2f}\n")
+    print("| run | median (s) | min (s) | exit codes |")
+    print("| --- | ---: | ---: | --- |")
+    for name, ts in times.items():
+        print(f"| {name} | {statistics.median(ts):.3f} | {min(ts):.3f} | {sorted(codes[name])} |")
+
+
+if __name__ == "__main__":
+    main()
