@@ -125,3 +125,32 @@ def explain(code_or_name: str) -> str | None:
 def list_rules() -> str:
     reg = load_rules()
     return "\n".join(f"{c}  {r.severity:<5}  {r.name:<38} {r.summary()}" for c, r in sorted(reg.items()))
+
+
+def rules_markdown() -> str:
+    """The rule reference of docs/lint-rules.md (between its BEGIN/END RULES markers)."""
+    import textwrap
+
+    reg = load_rules()
+    out = ["| code | name | severity | dialects | summary |", "| --- | --- | --- | --- | --- |"]
+    for c, r in sorted(reg.items()):
+        out.append(f"| [{c}](#{c.lower()}-{r.name}) | `{r.name}` | {r.severity} | {', '.join(r.dialects)} "
+                   f"| {r.summary()} |")
+    for c, r in sorted(reg.items()):
+        doc = r.doc()
+        summary, _, rest = doc.partition("\n")
+        out += ["", f"### {c} {r.name}", "", f"*{r.severity}* -- {summary.strip()}", ""]
+        for block in textwrap.dedent(rest).strip().split("\n\n"):
+            lines = block.splitlines()
+            if lines and lines[0].rstrip().endswith(":") and not lines[0].startswith(" "):
+                head, body = lines[0].rstrip(), textwrap.dedent("\n".join(lines[1:]))
+                out.append(f"**{head}**")
+                out.append("")
+                if head.startswith("Anti-pattern"):
+                    out += ["```sql", body.strip(), "```"]
+                else:
+                    out.append(" ".join(body.split()))
+            else:
+                out.append(" ".join(block.split()))
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"

@@ -53,3 +53,12 @@ def test_every_rule_is_documented() -> None:
             assert section in doc, f"{code} lacks {section}"
         assert rule.why(), f"{code} lacks a why section"
         assert rule.fix(), f"{code} lacks a safe pattern"
+
+
+def test_docs_rule_reference_is_up_to_date() -> None:
+    from veza_canary.migrations.output import rules_markdown
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "lint-rules.md").read_text()
+    start = doc.index("-->\n", doc.index("<!-- BEGIN RULES")) + 4
+    end = doc.index("<!-- END RULES -->")
+    assert doc[start:end] == rules_markdown(), "regenerate docs/lint-rules.md from rules_markdown()"
