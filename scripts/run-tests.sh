@@ -15,6 +15,8 @@ $BIN/pytest tests -q -p no:cacheprovider "$@"
 if [ -x scripts/staging-acceptance.sh ] && [ "${VEZA_SKIP_ACCEPTANCE:-0}" != 1 ]; then
   echo "== staging acceptance (lab)"
   bash scripts/staging-acceptance.sh
+  $BIN/python -c "import sys, xml.etree.ElementTree as ET; r = ET.parse('reports/acceptance/junit.xml').getroot(); \
+print(f\"junit: {r.get('tests')} scenarios, {r.get('failures')} failures\"); sys.exit(r.get('failures') != '0')"
 fi
 
 echo "== total $(( $(date +%s) - start ))s"
