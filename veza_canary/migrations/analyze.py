@@ -57,7 +57,7 @@ _DYNAMIC_FIRST = frozenset({"EXECUTE", "PREPARE", "DELIMITER", "USE", "HANDLER",
 #: Objects whose creation cannot affect the old binary.
 _CREATE_OTHER = frozenset({"EXTENSION", "COLLATION", "CAST", "OPERATOR", "TEXT", "STATISTICS", "ROLE", "USER",
                            "GROUP", "CONVERSION", "PUBLICATION", "SUBSCRIPTION", "SERVER", "FOREIGN",
-                           "TABLESPACE", "ACCESS", "LANGUAGE", "TRANSFORM", "DATABASE"})
+                           "TABLESPACE", "ACCESS", "LANGUAGE", "TRANSFORM", "DATABASE", "EVENT"})
 
 #: Functions a migration may call at top level without it being unverifiable.
 SAFE_FUNCTIONS = frozenset({
@@ -221,6 +221,13 @@ def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = F
         return [Change("create_other")]
     if first == "CREATE" and words[1:2] == ["DOMAIN"]:
         return _create_domain(code, ctx)
+    if words[:3] == ["ALTER", "DEFAULT", "PRIVILEGES"]:
+        return [Change("noop", reason="affects objects created later only")]
+    if words[:2] == ["CREATE", "SCHEMA"]:
+        m = re.match(r"\s*CREATE\s+SCHEMA\s+(?:IF\s+NOT\s+EXISTS\s+)?(\"[^\"]+\"|[\w$]+)", code, re.IGNORECASE)
+        if m:
+            name = m.group(1)[1:-1] if m.group(1).startswith('"') else m.group(1).lower()
+            return [Change("create_schema", obj_kind="schema", name=(name, ""))]
     if first == "CREATE" and "RULE" in words[1:4]:
         return _unverifiable(base, ctx, "a rewrite RULE can change what the old binary's queries do")
     try:
@@ -239,7 +246,8 @@ def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = F
         rec = recognize(code, words, ctx.dialect, ctx.default_schema)
         if rec is not None:
             return rec
-        return _unverifiable(base, ctx, f"sqlglot does not model {' '.join(words[:3])} (parsed as an opaque command)")
+        shown = " ".join(code.split()[:4])
+        return _unverifiable(base, ctx, f"sqlglot does not model '{shown} ...' (parsed as an opaque command)")
     try:
         changes = _from_expression(e, code, base, ctx)
     except _Unhandled as u:
@@ -675,8 +683,8 @@ def _create(e: exp.Create, code: str, base: int, ctx: Ctx) -> list[Change]:
         return [Change("create_view", obj_kind="materialized view" if mat else "view", name=name,
                        view_columns=cols, view_star_from=star, or_replace=replace, materialized=mat)]
     if kind == "SCHEMA":
-        return [Change("create_schema", obj_kind="schema", name=(ctx.ident(this.this if isinstance(this, exp.Table)
-                                                                           else this), ""))]
+        node = (this.args.get("db") or this.this) if isinstance(this, exp.Table) else this
+        return [Change("create_schema", obj_kind="schema", name=(ctx.ident(node), ""))]
     if kind == "SEQUENCE":
         return [Change("create_sequence", obj_kind="sequence", name=ctx.qname(this))]
     if kind == "TYPE":
@@ -798,7 +806,9 @@ def _drop(e: exp.Drop, ctx: Ctx) -> list[Change]:
     if not tables:
         raise _Unhandled(f"DROP {kind} without a name")
     if okind == "schema":
-        names = tuple((ctx.ident(t.this if isinstance(t, exp.Table) else t), "") for t in tables)
+        # sqlglot puts a schema's name in the Table's db slot.
+        names = tuple((ctx.ident((t.args.get("db") or t.this) if isinstance(t, exp.Table) else t), "")
+                      for t in tables)
     else:
         names = tuple(ctx.qname(t) for t in tables)
     return [Change("drop", obj_kind=okind, names=names, concurrently=bool(e.args.get("concurrently")))]

@@ -132,3 +132,9 @@ def test_a_function_call_at_top_level_is_unverifiable_unless_known_safe(tmp_path
 def test_dml_is_not_judged(tmp_path: Path) -> None:
     sql = "UPDATE users SET bio = 'x' WHERE id = 1;\nDELETE FROM users WHERE id = 2;\nTRUNCATE users;\n"
     assert codes(lint_sql(tmp_path, [HIST], [sql])) == []
+
+
+def test_messages_name_the_object(tmp_path: Path) -> None:
+    r = lint_sql(tmp_path, ["CREATE SCHEMA reporting; CREATE TABLE reporting.t (a int);"],
+                 ["DROP SCHEMA reporting CASCADE; ALTER TABLE reporting.t DROP COLUMN a;"])
+    assert [f.message for f in r.findings] == ["drops schema reporting", "drops column reporting.t.a"]

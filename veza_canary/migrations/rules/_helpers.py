@@ -13,6 +13,8 @@ def fq(qn: QName | None, col: str | None = None) -> str:
     if qn is None:
         return "?"
     s, n = qn
+    if not n:
+        return s  # a schema
     base = n if s in ("", "public") else f"{s}.{n}"
     return f"{base}.{col}" if col else base
 
