@@ -65,6 +65,12 @@ def server_status(lab: LabHandle, node: str) -> str:
     return {s.name: s.status for s in probe.server_stats(cfg)}[node]
 
 
+def health_code(node: str) -> str:
+    """The node's own health answer, from inside its container ("000": nothing listening)."""
+    return IncusTransport(node).run(("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2",
+                                     "http://127.0.0.1:8080/api/v1/health"), check=False).stdout
+
+
 def poll(cond, timeout: float, what: str, interval: float = 0.5):
     deadline = time.monotonic() + timeout
     last = None
@@ -198,9 +204,8 @@ def test_second_up_reconciles_quickly(lab: LabHandle) -> None:
 
 def test_health_status_fault_marks_the_node_down_in_haproxy(lab: LabHandle, faulty) -> None:
     faulty(Faults(health_status=500))
-    r = IncusTransport(VICTIM).run(("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                                    "http://127.0.0.1:8080/api/v1/health"), check=False)
-    assert r.stdout == "500"
+    # "000" until the restarted process listens.
+    assert poll(lambda: (c := health_code(VICTIM)) != "000" and c, 5, "the node to answer") == "500"
     poll(lambda: server_status(lab, VICTIM).startswith("DOWN"), 15, f"{VICTIM} DOWN in HAProxy")
 
 
@@ -238,15 +243,9 @@ def test_fail_start_fault_leaves_the_service_failed_and_the_node_down(lab: LabHa
 
 def test_onset_delays_the_faults(lab: LabHandle, faulty) -> None:
     started = faulty(Faults(health_status=503, onset=5.0))
-    t = IncusTransport(VICTIM)
-
-    def health() -> str:
-        return t.run(("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2",
-                      "http://127.0.0.1:8080/api/v1/health"), check=False).stdout
-
-    first = poll(lambda: (h := health()) != "000" and h, 5, "the node to answer", interval=0.1)
+    first = poll(lambda: (c := health_code(VICTIM)) != "000" and c, 5, "the node to answer", interval=0.1)
     assert first == "200" and time.monotonic() - started < 5
-    poll(lambda: health() == "503", 10, "health 503 after the onset")
+    poll(lambda: health_code(VICTIM) == "503", 10, "health 503 after the onset")
 
 
 # --- last: a full down/up cycle (leaves the lab up) ---------------------------------------------------------------
