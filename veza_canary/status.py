@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 SHORT = 12
+_ANSI = {"red": 31, "yellow": 33}
 
 
 @dataclass
@@ -256,12 +257,10 @@ def _finite(v: float | None) -> float | str | None:
 def table(st: FleetStatus, *, color: bool = False) -> list[str]:
     """The human rendering: one row per node, then versions, lock, blocked releases, SLI."""
 
-    def style(text: str, **kw: Any) -> str:
+    def style(text: str, *, fg: str, bold: bool = False) -> str:
         if not color:
             return text
-        import click
-
-        return click.style(text, **kw)
+        return f"\x1b[{'1;' if bold else ''}{_ANSI[fg]}m{text}\x1b[0m"
 
     head = ("NODE", "ROLE", "HAPROXY", "ADMIN", "WEIGHT", "SESS", "CHECK", "SHA256", "VERSION", "PREVIOUS",
             "HEALTH")
