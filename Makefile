@@ -29,10 +29,11 @@ lint: install
 demo: install
 	bash scripts/demo.sh
 
-# The runbook's one-shot: make deploy-canary ARTIFACT=/tmp/veza-api-v1.0.10 (any knob may be exported).
+# The runbook's one-shot: make deploy-canary ARTIFACT=/tmp/veza-api-v1.0.10 (any knob may be exported;
+# DEPLOY_ARGS passes flags, e.g. DEPLOY_ARGS=--dry-run).
 deploy-canary:
 	@test -n "$(ARTIFACT)" || { echo "usage: make deploy-canary ARTIFACT=/path/to/veza-api" >&2; exit 2; }
-	ARTIFACT="$(ARTIFACT)" bash scripts/deploy-canary.sh
+	ARTIFACT="$(ARTIFACT)" bash scripts/deploy-canary.sh $(DEPLOY_ARGS)
 
 lab-up: install
 	$(BIN)/veza-canary lab up

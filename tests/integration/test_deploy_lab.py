@@ -194,3 +194,24 @@ def test_dry_run_touches_nothing(fleet, builds):
                        executable=str(Path(__file__).resolve().parents[2] / ".venv/bin/veza-canary"))
     assert r.returncode == 0 and "set server api_pool" in r.stdout
     assert shas(live_state(env)) == shas(before)
+
+
+def test_make_deploy_canary_and_the_script_work_with_the_runbook_env(fleet, builds):
+    """The interface people already use: `make deploy-canary ARTIFACT=...` and scripts/deploy-canary.sh."""
+    env, before, tmp = fleet
+    root = Path(__file__).resolve().parents[2]
+    e = deploy_env(env, **FAST)
+    made = subprocess.run(["make", "-s", "deploy-canary", f"ARTIFACT={builds['good3']}", "DEPLOY_ARGS=--yes"],
+                          cwd=root, env=e, capture_output=True, text=True, timeout=300, check=False)
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert set(shas(wait_all_up(env)).values()) == {sha_of(builds["good3"])}
+    # The runbook's direct invocation: knobs as env vars only (ROLLBACK_BINARY = the build now deployed).
+    wait_sli_green(env)
+    e2 = deploy_env(env, **FAST, ARTIFACT=str(builds["good4"]), ROLLBACK_BINARY=str(builds["good3"]))
+    script = subprocess.run(["bash", "scripts/deploy-canary.sh"], cwd=root, env=e2, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert script.returncode == 0, script.stderr[-3000:]
+    assert set(shas(wait_all_up(env)).values()) == {sha_of(builds["good4"])}
+    missing = subprocess.run(["make", "-s", "deploy-canary"], cwd=root, env=e, capture_output=True, text=True,
+                             check=False)
+    assert missing.returncode == 2 and "usage" in missing.stderr

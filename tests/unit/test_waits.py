@@ -1,0 +1,64 @@
+"""The waits' policy with a fake clock: drain needs two quiet polls, deadlines hold, HAProxy errors are retried."""
+
+from __future__ import annotations
+
+import pytest
+
+from veza_canary.clock import FakeClock
+from veza_canary.errors import HAProxyError
+from veza_canary.haproxy import HAProxy
+from veza_canary.health import WaitTimedOut, poll_until, wait_drained, wait_up
+from veza_canary.testing import SimFleet, SimHAProxy
+
+NODES = ["backend-api-1", "backend-api-2"]
+
+
+def test_drain_completes_only_after_two_consecutive_quiet_polls():
+    sim = SimFleet(NODES)
+    h = HAProxy(SimHAProxy(sim), "api_pool")
+    h.set_state("backend-api-1", "drain")
+    clock = FakeClock()
+    wait_drained(h, "backend-api-1", timeout=10, interval=0.5, clock=clock)
+    assert clock.slept == [0.5], "one poll, a pause, a second quiet poll"
+
+
+def test_drain_that_never_empties_times_out_at_the_deadline():
+    sim = SimFleet(NODES)
+    sim.sticky_sessions["backend-api-1"] = 2
+    h = HAProxy(SimHAProxy(sim), "api_pool")
+    h.set_state("backend-api-1", "drain")
+    clock = FakeClock()
+    with pytest.raises(WaitTimedOut) as ei:
+        wait_drained(h, "backend-api-1", timeout=5, interval=0.5, clock=clock)
+    assert 5.0 <= clock.t - 1000.0 <= 5.5
+    assert "scur" in str(ei.value) or "2" in str(ei.value)
+
+
+def test_a_server_that_is_not_drained_is_not_quiet_even_with_zero_sessions():
+    sim = SimFleet(NODES)
+    h = HAProxy(SimHAProxy(sim), "api_pool")
+    with pytest.raises(WaitTimedOut):
+        wait_drained(h, "backend-api-1", timeout=2, interval=0.5, clock=FakeClock())
+
+
+def test_wait_up_retries_through_haproxy_errors():
+    sim = SimFleet(NODES)
+    h = HAProxy(SimHAProxy(sim), "api_pool")
+    flaky = {"n": 0}
+    real_send = h.sock.send
+
+    def send(cmd: str) -> str:
+        flaky["n"] += 1
+        if flaky["n"] <= 2:
+            raise HAProxyError("admin socket unreachable")
+        return real_send(cmd)
+
+    h.sock.send = send  # type: ignore[method-assign]
+    assert wait_up(h, "backend-api-2", timeout=10, interval=1, clock=FakeClock()).is_up
+
+
+def test_poll_until_returns_the_first_good_observation():
+    values = iter([1, 2, 3, 4])
+    clock = FakeClock()
+    assert poll_until(lambda: next(values), lambda v: v >= 3, timeout=10, interval=1, clock=clock, what="x") == 3
+    assert clock.slept == [1, 1]
