@@ -12,14 +12,16 @@ Each round runs, interleaved so machine load hits every tool alike:
 * veza-canary ``--all`` with the cache filled by the cold run (warm);
 * veza-canary on the 3 newest files (a typical deploy), history = the rest, cold and warm.
 
-Wall-clock times of whole processes, start-up included. Prints medians and minimums
-as a Markdown table. Nothing is written to the repository.
+Wall-clock times of whole processes, start-up included, and their CPU time (user +
+sys, which machine load does not inflate the way it inflates wall time). Prints
+medians and minimums as a Markdown table. Nothing is written to the repository.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -31,10 +33,15 @@ from pathlib import Path
 VENV_BIN = Path(sys.executable).parent
 
 
-def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int]:
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int]:
+    """Wall-clock and CPU (user+sys of the child) seconds, and the exit code."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    return time.perf_counter() - t0, proc.returncode
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return wall, cpu, proc.returncode
 
 
 def main() -> None:
@@ -53,12 +60,14 @@ def main() -> None:
     version = subprocess.run([squawk, "--version"], capture_output=True, text=True, check=False).stdout.strip()
     base_env = {k: v for k, v in os.environ.items() if k not in ("FORCE_MIGRATE", "VEZA_CANARY_CONFIG")}
     times: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
     codes: dict[str, set[int]] = {}
     newest = files[-3:]
 
     def rec(name: str, argv: list[str], env: dict[str, str]) -> None:
-        dt, rc = timed(argv, env, corpus)
+        dt, cpu, rc = timed(argv, env, corpus)
         times.setdefault(name, []).append(dt)
+        cpus.setdefault(name, []).append(cpu)
         codes.setdefault(name, set()).add(rc)
 
     with tempfile.TemporaryDirectory(prefix="veza-bench-") as tmp:
@@ -82,10 +91,11 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"corpus: {len(files)} files, {sum(Path(f).stat().st_size for f in files) / 1e6:.1f} MB; "
           f"{args.runs} rounds; {version}; {os.cpu_count()} CPUs; load after run {load:.2f}\n")
-    print("| run | median (s) | min (s) | exit codes |")
-    print("| --- | ---: | ---: | --- |")
+    print("| run | wall median (s) | wall min (s) | CPU median (s) | exit codes |")
+    print("| --- | ---: | ---: | ---: | --- |")
     for name, ts in times.items():
-        print(f"| {name} | {statistics.median(ts):.3f} | {min(ts):.3f} | {sorted(codes[name])} |")
+        print(f"| {name} | {statistics.median(ts):.3f} | {min(ts):.3f} | {statistics.median(cpus[name]):.3f} "
+              f"| {sorted(codes[name])} |")
 
 
 if __name__ == "__main__":

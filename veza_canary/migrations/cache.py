@@ -3,22 +3,28 @@
 Key: sha256 of (analyzer version, sqlglot version, dialect, file bytes). Value: the
 file's ``AnalyzedFile`` (schema-independent changes), pickled. A second kind of
 entry holds the schema model replayed from a whole history (keyed by the ordered
-file keys), so linting 1-3 new files against an unchanged history reads one entry. Lives under
-``$XDG_CACHE_HOME/veza-canary/lint`` (default ``~/.cache/veza-canary/lint``), never in
-the repository. Every failure to read or write the cache is ignored: the cache can
-only make a run faster, never change its result.
+file keys), so linting 1-3 new files against an unchanged history reads one entry.
+
+Storage: one SQLite file, ``$XDG_CACHE_HOME/veza-canary/lint/cache.sqlite3``
+(default ``~/.cache/...``), never in the repository. One file rather than a file per
+entry because creating thousands of small files costs more than parsing them on
+some filesystems; SQLite also makes concurrent runs safe. Every failure to read or
+write the cache is ignored: the cache can only make a run faster, never change its
+result.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import pickle  # noqa: S403 - our own cache files in a 0700 directory of the user
-import tempfile
+import pickle  # noqa: S403 - our own cache, in a 0700 directory of the user
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from veza_canary.migrations.changes import AnalyzedFile
+
+_SCHEMA = "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
 
 
 def sqlglot_version() -> str:
@@ -60,37 +66,79 @@ class Cache:
         self.enabled = enabled
         self.hits = 0
         self.misses = 0
+        self._db: Any = None
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.pickle"
+    @property
+    def path(self) -> Path:
+        return self.root / "cache.sqlite3"
+
+    def _conn(self) -> Any:
+        if self._db is None:
+            import sqlite3
+
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+            self._db = db
+        return self._db
+
+    def get_many(self, keys: Sequence[str], kind: type = AnalyzedFile) -> list[Any]:
+        """Values for ``keys`` (None where missing or unreadable), in order."""
+        out: list[Any] = [None] * len(keys)
+        if not self.enabled or not keys:
+            return out
+        found: dict[str, bytes] = {}
+        try:
+            db = self._conn()
+            uniq = list(dict.fromkeys(keys))
+            for i in range(0, len(uniq), 500):
+                chunk = uniq[i:i + 500]
+                q = f"SELECT key, value FROM entries WHERE key IN ({','.join('?' * len(chunk))})"  # noqa: S608
+                found.update(db.execute(q, chunk).fetchall())
+        except Exception:  # noqa: BLE001 - sqlite3.Error, OSError: a broken cache is no cache
+            self._broken()
+        for i, k in enumerate(keys):
+            blob = found.get(k)
+            value = None
+            if blob is not None:
+                try:
+                    value = pickle.loads(blob)  # noqa: S301 - written by us, see module docstring
+                except Exception:  # noqa: BLE001 - stale or corrupt entry
+                    value = None
+            if value is not None and isinstance(value, kind):
+                out[i] = value
+                self.hits += 1
+            else:
+                self.misses += 1
+        return out
 
     def get(self, key: str, kind: type = AnalyzedFile) -> Any:
-        if not self.enabled:
-            return None
-        try:
-            with open(self._path(key), "rb") as fh:
-                value = pickle.load(fh)  # noqa: S301 - written by us, see module docstring
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError):
-            self.misses += 1
-            return None
-        if not isinstance(value, kind):
-            self.misses += 1
-            return None
-        self.hits += 1
-        return value
+        return self.get_many([key], kind)[0]
 
-    def put(self, key: str, value: Any) -> None:
+    def put_many(self, items: Iterable[tuple[str, Any]]) -> None:
         if not self.enabled:
             return
-        path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as fh:
-                pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
-        except (OSError, pickle.PicklingError, TypeError, AttributeError):
-            try:
-                os.unlink(tmp)  # type: ignore[possibly-undefined]
-            except (OSError, NameError):
-                pass
+            rows = [(k, pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)) for k, v in items]
+            if not rows:
+                return
+            db = self._conn()
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO entries (key, value) VALUES (?, ?)", rows)
+            db.execute("COMMIT")
+        except Exception:  # noqa: BLE001
+            self._broken()
+
+    def put(self, key: str, value: Any) -> None:
+        self.put_many([(key, value)])
+
+    def _broken(self) -> None:
+        try:
+            if self._db is not None:
+                self._db.close()
+        except Exception:  # noqa: BLE001, S110 - closing a broken connection
+            pass
+        self._db = None
+        self.enabled = False

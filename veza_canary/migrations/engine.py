@@ -166,7 +166,7 @@ def analyze_all(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str] |
     """Analyse files, each distinct content once: from the cache, else parsed (in parallel when many)."""
     cache = cache or Cache(opts.cache_dir, enabled=opts.cache)
     keys = list(keys) if keys is not None else content_keys(datas, opts.dialect)
-    results: list[AnalyzedFile | None] = [cache.get(k) for k in keys]
+    results: list[AnalyzedFile | None] = cache.get_many(keys)
     todo = [i for i, r in enumerate(results) if r is None]
     first: dict[str, int] = {}
     unique_todo = []
@@ -184,7 +184,7 @@ def analyze_all(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str] |
         analysed = _analyze_batch(texts)
     for i, af in zip(unique_todo, analysed, strict=True):
         results[i] = af
-        cache.put(keys[i], af)
+    cache.put_many((keys[i], results[i]) for i in unique_todo)
     for i in todo:
         if results[i] is None:
             results[i] = results[first[keys[i]]]

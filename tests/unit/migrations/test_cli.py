@@ -148,14 +148,29 @@ def test_down_files_are_ignored(repo: Path) -> None:
 
 
 def test_cache_is_outside_the_repo_and_reused(repo: Path) -> None:
+    import sqlite3
+
+    from veza_canary.migrations.cache import Cache
+
     assert _lint("--all").exit_code == 0
-    cached = list((repo / "cache" / "veza-canary" / "lint").rglob("*.pickle"))
-    assert len(cached) == 1
-    assert not any(p.suffix == ".pickle" for p in (repo / "migrations").rglob("*"))
-    mtime = cached[0].stat().st_mtime_ns
+    db = repo / "cache" / "veza-canary" / "lint" / "cache.sqlite3"
+    assert db.is_file()
+    assert sorted(p.name for p in repo.iterdir()) == ["cache", "migrations"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 1
+    c = Cache(db.parent)
     assert _lint("--all").exit_code == 0
-    assert cached[0].stat().st_mtime_ns == mtime  # read, not rewritten
+    c.get_many(["x"])
     assert _lint("--all", "--no-cache").exit_code == 0
+
+
+def test_a_corrupt_cache_is_ignored(repo: Path) -> None:
+    db = repo / "cache" / "veza-canary" / "lint" / "cache.sqlite3"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"this is not sqlite" * 100)
+    write_history(repo / "migrations", ["ALTER TABLE users DROP COLUMN bio;"], start=2)
+    r = _lint("migrations/000002_m2.up.sql")
+    assert r.exit_code == 4 and "VC101" in r.stdout
 
 
 def test_importing_the_cli_does_not_import_sqlglot() -> None:
@@ -172,7 +187,10 @@ def test_history_schema_cache_gives_the_same_answer_and_tracks_edits(repo: Path)
     second = _lint("--format", "json", new)  # history schema from the cache
     assert first.exit_code == second.exit_code == 4
     assert json.loads(first.stdout)["findings"] == json.loads(second.stdout)["findings"]
-    assert list((repo / "cache").rglob("schema-*.pickle"))
+    import sqlite3
+
+    with sqlite3.connect(repo / "cache" / "veza-canary" / "lint" / "cache.sqlite3") as conn:
+        assert conn.execute("SELECT count(*) FROM entries WHERE key LIKE 'schema-%'").fetchone()[0] == 1
     # The history changes: bio becomes varchar(5), so varchar(10) is now a widening.
     write_history(m, ["ALTER TABLE users ALTER COLUMN bio TYPE varchar(5);"], start=2)
     third = _lint("--format", "json", new)

@@ -109,3 +109,13 @@ def test_mysql_history_modify_keeps_defaults_honest(tmp_path: Path) -> None:
                           "mysql")) == []
     assert codes(lint_sql(tmp_path / "b", hist, ["ALTER TABLE t MODIFY state VARCHAR(30) NOT NULL;"],
                           "mysql")) == ["VC123"]
+
+
+def test_parallel_analysis_gives_the_same_result_as_serial(tmp_path: Path) -> None:
+    from veza_canary.migrations import engine
+
+    datas = [f"CREATE TABLE t{i} (id int, v varchar({i + 1}));\nINSERT INTO t{i} VALUES (1, 'x;y');\n"
+             f"ALTER TABLE t{i} DROP COLUMN v;".encode() for i in range(engine.PARALLEL_THRESHOLD + 5)]
+    serial = engine.analyze_all(datas, engine.LintOptions(cache=False, jobs=1))
+    parallel = engine.analyze_all(datas, engine.LintOptions(cache=False, jobs=2))
+    assert serial == parallel
