@@ -93,6 +93,16 @@ class StatementError(Exception):
         self.offset = offset
 
 
+_DIALECTS: dict[str, Any] = {}
+
+
+def _dialect(name: str) -> Any:
+    d = _DIALECTS.get(name)
+    if d is None:
+        d = _DIALECTS[name] = sqlglot.Dialect.get_or_raise(name)
+    return d
+
+
 class Ctx:
     """Per-file analysis context."""
 
@@ -102,10 +112,13 @@ class Ctx:
         self.default_schema = "" if self.mysql else "public"
         self.line_starts = line_starts
         self.text = text
-        self.glot = sqlglot.Dialect.get_or_raise(dialect)
+        self.glot = _dialect(dialect)
 
     # -- names ---------------------------------------------------------------
     def ident(self, node: Any) -> str:
+        if type(node) is exp.Identifier:  # the common case first
+            name = node.this
+            return name if (node.args.get("quoted") and not self.mysql) else name.lower()
         if node is None:
             return ""
         if isinstance(node, str):
@@ -175,7 +188,7 @@ def _line_starts(text: str) -> list[int]:
 
 
 def _snippet(code: str, limit: int = 120) -> str:
-    s = " ".join(code.split())
+    s = " ".join(code[: limit * 4].split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
