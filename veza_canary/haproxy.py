@@ -223,6 +223,13 @@ class HAProxy:
 
     def _send(self, command: str) -> str:
         reply = self.sock.send(command)
+        # HAProxy never answers a show/get with nothing: an empty reply is output lost on the way (incus exec
+        # on Incus 6.0 drops a command's stdout now and then, with exit 0). Reads are safe to repeat.
+        for _ in range(2):
+            if reply or not command.startswith(("show ", "get ")):
+                break
+            log.warning("haproxy.empty_reply.retry", command=command)
+            reply = self.sock.send(command)
         log.debug("haproxy", command=command, reply=reply[:200])
         return reply
 

@@ -72,7 +72,13 @@ class StateStore:
         return f"{self.dir}/{name}"
 
     def read(self, name: str) -> dict[str, Any] | None:
-        r = self.transport.run(("cat", "--", self._path(name)), timeout=30, check=False)
+        for _ in range(3):
+            r = self.transport.run(("cat", "--", self._path(name)), timeout=30, check=False)
+            # Our files are never empty: empty stdout with exit 0 is output lost on the way (incus exec on
+            # Incus 6.0 drops it now and then); a lock misread as corrupt would not be released. Reads repeat.
+            if r.exit_code != 0 or r.stdout:
+                break
+            log.warning("state.empty_read.retry", path=self._path(name))
         if r.exit_code != 0:
             if "No such file" in r.stderr:
                 return None
