@@ -43,6 +43,7 @@ from veza_canary.errors import (
     LintBlocked,
     PeerRollFailed,
     PreflightError,
+    PrometheusError,
     RollbackFailed,
     SLIBreached,
     VezaError,
@@ -450,6 +451,10 @@ class Deploy:
             self.observer.on_watch(policy, canary)
         result = watch(take, policy, f.clock, on_sample=on_sample)
         if not result.ok:
+            if result.samples and result.samples[-1].verdict is Verdict.ERROR:
+                # Prometheus failed, not the binary: the canary is rolled back (we are blind), but the
+                # release is not blocked as if the build were bad.
+                raise PrometheusError(f"SLI unknown, Prometheus failing: {result.reason}")
             raise SLIBreached(result.reason)
         log.info("sli.green", reason=result.reason)
 
