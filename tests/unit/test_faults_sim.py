@@ -367,3 +367,40 @@ def test_lost_stdout_at_any_command_never_changes_the_verdict(artifact, tmp_path
             found.append(f"not deployed everywhere: {running(sim)}")
         failures += [f"#{i} {event} [{label}]: {p}" for p in found]
     assert not failures, "\n".join(failures[:25])
+
+
+@pytest.mark.parametrize("fault", ["down", "garbage", "http-error", "wrong-shape", "multi-series"])
+def test_prometheus_failing_during_the_watch_rolls_back_without_blocking_the_release(fault, artifact, tmp_path):
+    """Blind is not red: the canary is rolled back (exit 5), the build is not blocked, a re-run ships it."""
+    sim = new_sim("good")
+
+    def break_prom(e: str, _d: Deploy) -> None:
+        if e == "step:sli-watch":
+            if fault == "down":
+                sim.prom_down = True
+            else:
+                sim.prom_fault = fault
+
+    run = deploy(sim, artifact, tmp_path / "a", observer=break_prom)
+    assert not problems(run, allowed_codes={int(ExitCode.ROLLED_BACK)}), problems(run, allowed_codes={5})
+    assert running(sim) == dict.fromkeys(NODES, OLD)
+    assert "Prometheus" in run.report.message and "rolled back" in run.report.message
+    assert not [p for p in sim.state_files if "/blocked/" in p], "a Prometheus outage blocked a good build"
+    verdicts = [s["verdict"] for s in run.report.sli_samples]
+    assert "pass" not in verdicts[-4:] and verdicts[-1] == "error"
+    sim.prom_down, sim.prom_fault = False, None
+    again = deploy(sim, artifact, tmp_path / "b")
+    assert again.code == 0 and running(sim) == dict.fromkeys(NODES, NEW)
+
+
+@pytest.mark.parametrize("fault", ["down", "garbage", "http-error", "wrong-shape", "multi-series"])
+def test_prometheus_failing_before_the_deploy_is_a_preflight_refusal(fault, artifact, tmp_path):
+    sim = new_sim("good")
+    if fault == "down":
+        sim.prom_down = True
+    else:
+        sim.prom_fault = fault
+    run = deploy(sim, artifact, tmp_path)
+    assert run.code == int(ExitCode.PREFLIGHT) and "Prometheus" in run.report.message
+    assert not [c for c in sim.commands if c[0] == "haproxy" and c[1].startswith("set ")]
+    assert not problems(run, allowed_codes={3})
