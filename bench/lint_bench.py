@@ -44,12 +44,61 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float
     return wall, cpu, proc.returncode
 
 
+def phases(corpus: Path) -> None:
+    """CPU seconds per phase of a cold, single-process lint of the corpus (in this process)."""
+    t0 = time.process_time()
+    import sqlglot  # noqa: F401
+
+    from veza_canary.migrations import engine
+    from veza_canary.migrations.analyze import _dialect, _first_words, analyze_text
+    from veza_canary.migrations.parse import lex_file, normalize_text
+    from veza_canary.migrations.rules import load_rules
+
+    load_rules()
+    t_import = time.process_time() - t0
+    files = engine.up_files(corpus)
+    texts = [engine.read_sql(p).decode() for p in files]
+    t = time.process_time()
+    lexed = [lex_file(normalize_text(x)) for x in texts]
+    t_lex = time.process_time() - t
+    ddl = [st.code for lf in lexed for st in lf.statements
+           if (_first_words(st.skeleton, 1) or [""])[0] in ("CREATE", "ALTER", "DROP")]
+    glot = _dialect("postgres")
+    t = time.process_time()
+    for c in ddl:
+        glot.parse(c)
+    t_parse = time.process_time() - t
+    wide = [c for c in ddl if c.lstrip()[:12].upper() == "CREATE TABLE"]
+    t = time.process_time()
+    for c in wide:
+        glot.parse(c)
+    t_wide = time.process_time() - t
+    t = time.process_time()
+    for x in texts:
+        analyze_text(x, "postgres")
+    t_analyze = time.process_time() - t
+    t = time.process_time()
+    engine.run(files, [], engine.LintOptions(cache=False, jobs=1), each_own_set=True)
+    t_run = time.process_time() - t
+    print("| phase (CPU, one process) | s |\n| --- | ---: |")
+    print(f"| imports (sqlglot, linter, rules) | {t_import:.3f} |")
+    print(f"| splitting {len(files)} files into statements | {t_lex:.3f} |")
+    print(f"| sqlglot tokenize+parse of {len(ddl)} DDL statements | {t_parse:.3f} |")
+    print(f"| ... of which {len(wide)} CREATE TABLE | {t_wide:.3f} |")
+    print(f"| analysis (split + parse + AST to changes) | {t_analyze:.3f} |")
+    print(f"| whole lint (read, analyse, replay, judge) | {t_run:.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("corpus", type=Path)
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--phases", action="store_true", help="Print CPU time per phase instead.")
     args = ap.parse_args()
     corpus = args.corpus.resolve()
+    if args.phases:
+        phases(corpus)
+        return
     files = sorted(str(p) for p in corpus.glob("*.up.sql"))
     if not files:
         sys.exit(f"no *.up.sql in {corpus}; run bench/gen_corpus.py first")
