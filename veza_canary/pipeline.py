@@ -49,7 +49,7 @@ from veza_canary.errors import (
     VezaError,
 )
 from veza_canary.fleet import Fleet
-from veza_canary.health import WaitTimedOut, wait_drained, wait_lb_healthy, wait_node_healthy, wait_up
+from veza_canary.health import Poll, WaitTimedOut, wait_drained, wait_lb_healthy, wait_node_healthy, wait_up
 from veza_canary.lock import LockInfo
 from veza_canary.log import get_logger, redact_text
 from veza_canary.node import Node
@@ -81,6 +81,10 @@ class DeployInterrupt(BaseException):
     def __init__(self, signame: str) -> None:
         super().__init__(f"{signame} received")
         self.signame = signame
+
+
+class _DrainLost(Exception):  # noqa: N818 - internal signal between a drain wait and _drain
+    """A node we drained shows ready again: HAProxy lost its runtime state (restart or reload)."""
 
 
 class InterruptGuard:
@@ -397,6 +401,7 @@ class Deploy:
         node = self.fleet.canary
         node.install(self.artifact.path, self.artifact.sha256)
         # Always restart the drained canary: a killed run may have renamed the file without restarting.
+        self._ensure_drained(node)
         node.restart()
 
     def canary_health(self) -> None:
@@ -476,6 +481,7 @@ class Deploy:
                 with self.report.step("peer", node=peer.name):
                     self._drain(peer)
                     peer.install(self.artifact.path, self.artifact.sha256)
+                    self._ensure_drained(peer)
                     peer.restart()
                     restarted = True
                     self._node_health(peer)
@@ -520,7 +526,7 @@ class Deploy:
             return f"{peer.name} state uncertain ({_why(exc)}): check it with veza-canary status"
 
     # -- shared node operations --------------------------------------------------------------
-    def _drain(self, node: Node) -> None:
+    def _drain(self, node: Node, *, again: bool = False) -> None:
         s, f = self.s, self.fleet
         state = f.haproxy.state(node.name)
         # Recorded before the command: a signal while it runs (or just after) must still re-enable the node.
@@ -531,7 +537,14 @@ class Deploy:
             log.info("drain.noop", node=node.name, reason="already drained")
         try:
             wait_drained(f.haproxy, node.name, timeout=s.drain_timeout, interval=s.poll_interval, clock=f.clock,
-                         on_poll=self._on_poll)
+                         on_poll=self._drain_watch(node))
+        except _DrainLost:
+            if again:
+                raise DrainTimedOut(f"drain of {node.name}: HAProxy keeps losing the drain state (restarting?)",
+                                    hint="check HAProxy (veza-canary status), then re-run") from None
+            self._drain_lost(node)
+            self._drain(node, again=True)
+            return
         except WaitTimedOut as exc:
             if s.drain_timeout_action != "shutdown-sessions":
                 raise DrainTimedOut(f"drain of {node.name}: {exc}",
@@ -544,6 +557,30 @@ class Deploy:
                              on_poll=self._on_poll)
             except WaitTimedOut as exc2:
                 raise DrainTimedOut(f"drain of {node.name} even after shutdown sessions: {exc2}") from None
+
+    def _drain_watch(self, node: Node) -> Callable[[Poll], None]:
+        """Per-poll hook of a drain wait: a node we drained that HAProxy shows ready again lost its drain."""
+
+        def on_poll(p: Poll) -> None:
+            if self._on_poll is not None:
+                self._on_poll(p)
+            if p.fields.get("admin") == "ready":
+                raise _DrainLost(node.name)
+
+        return on_poll
+
+    def _drain_lost(self, node: Node) -> None:
+        log.warning("haproxy.drain_lost", node=node.name,
+                    msg="HAProxy no longer has the node drained (a restart or reload loses runtime state); "
+                        "draining it again")
+        self.report.event("haproxy_drain_lost", node=node.name)
+
+    def _ensure_drained(self, node: Node) -> None:
+        """Right before a service restart: still out of rotation? (HAProxy may have restarted since the drain.)"""
+        st = self.fleet.haproxy.state(node.name)
+        if not (st.drained or st.in_maint):
+            self._drain_lost(node)
+            self._drain(node, again=True)
 
     def _node_health(self, node: Node) -> None:
         try:
