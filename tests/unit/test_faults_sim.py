@@ -404,3 +404,46 @@ def test_prometheus_failing_before_the_deploy_is_a_preflight_refusal(fault, arti
     assert run.code == int(ExitCode.PREFLIGHT) and "Prometheus" in run.report.message
     assert not [c for c in sim.commands if c[0] == "haproxy" and c[1].startswith("set ")]
     assert not problems(run, allowed_codes={3})
+
+
+def _haproxy_restart(sim: SimFleet) -> None:
+    """HAProxy restarted: every runtime change (drain, maint) is gone, every connection cut."""
+    for n in NODES:
+        sim.admin[n] = 0
+        sim.sessions[n] = 0
+    sim.sticky_sessions.clear()
+
+
+def test_haproxy_restarting_at_any_event_never_leaves_a_node_inconsistent(artifact, tmp_path):
+    """Runtime state lost mid-deploy (drain flags gone): the run notices, ends consistent, says what happened."""
+    failures = []
+    for i, (event, label) in enumerate(trace("good", artifact, tmp_path)):
+        if not event.startswith("haproxy:") or label == "finish":
+            continue
+        sim = new_sim("good")
+        restarted_while_out: list[str] = []
+
+        def restart_at(e: str, _d: Deploy, i: int = i, sim: SimFleet = sim,
+                       out: list[str] = restarted_while_out) -> None:
+            restart_at.seen += 1  # type: ignore[attr-defined]
+            if restart_at.seen - 1 == i:  # type: ignore[attr-defined]
+                out.extend(n for n in NODES if sim.admin[n])
+                _haproxy_restart(sim)
+
+        restart_at.seen = 0  # type: ignore[attr-defined]
+        sim.observers.append(lambda e, sim=sim, i=i: _no_restart_in_rotation(e, sim, failures, i))
+        run = deploy(sim, artifact, tmp_path / f"{i}", observer=restart_at)
+        found = problems(run, allowed_codes={0})
+        if running(sim) != dict.fromkeys(NODES, NEW):
+            found.append(f"not deployed everywhere: {running(sim)}")
+        failures += [f"#{i} {event} [{label}]: {p}" for p in found]
+    assert not failures, "\n".join(failures[:25])
+
+
+def _no_restart_in_rotation(e: str, sim: SimFleet, failures: list[str], i: int) -> None:
+    """A service restart must only ever happen on a node HAProxy has out of rotation."""
+    parts = e.split(":")
+    if (parts[:1] == ["done"] and parts[1] == "node" and sim.commands[-1][1].startswith("systemctl restart")
+            and sim.admin[parts[2]] == 0):
+        parts = parts[1:]
+        failures.append(f"#{i}: {parts[1]} restarted while in rotation (HAProxy lost its drain flag)")
