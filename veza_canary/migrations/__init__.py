@@ -96,11 +96,11 @@ def lint(
         raise LintInputError(f"{directory}: migrations directory does not exist")
     if not dir_exists and require_dir and paths:
         raise LintInputError(f"{directory}: migrations directory does not exist")
-    if not dir_exists:
+    if not dir_exists and not paths:
         log.info("lint.no_migrations_dir", dir=str(directory), outcome="nothing to lint")
         return engine.LintResult([], [], notes=[f"{directory}: no migrations directory; nothing to lint"],
                                  dialect=dialect)
-    everything = engine.up_files(directory)
+    everything = engine.up_files(directory) if dir_exists else []
     if paths:
         new = []
         for p in paths:

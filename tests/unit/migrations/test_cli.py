@@ -207,3 +207,13 @@ def test_a_warm_run_does_not_import_sqlglot(repo: Path) -> None:
              "lint(directory=Path('migrations'), all_files=True); print('sqlglot' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code2], check=True, capture_output=True, text=True, cwd=repo)
     assert out.stdout.strip().endswith("False")
+
+
+def test_explicit_files_without_the_default_dir_are_linted_without_history(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MIGRATIONS_DIR", raising=False)
+    f = tmp_path / "0001_x.up.sql"
+    f.write_text("ALTER TABLE legacy DROP COLUMN a;")
+    r = _lint(str(f))
+    assert r.exit_code == 4 and "VC101" in r.stdout
