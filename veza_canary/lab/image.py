@@ -100,11 +100,11 @@ def _apt_entries(root: Path = Path("/etc/apt")) -> list[tuple[str, tuple[str, ..
     return entries
 
 
-def apt_sources() -> AptSources:
+def apt_sources(root: Path = Path("/etc/apt"), suite: str | None = None) -> AptSources:
     """The Debian mirror (and security mirror) this machine's apt already uses."""
-    suite = _codename()
+    suite = suite or _codename()
     mirror, suites, security = None, [], None
-    for uri, entry_suites in _apt_entries():
+    for uri, entry_suites in _apt_entries(root):
         if f"{suite}-security" in entry_suites:
             security = security or uri
         elif suite in entry_suites and mirror is None:
