@@ -447,3 +447,99 @@ def _no_restart_in_rotation(e: str, sim: SimFleet, failures: list[str], i: int) 
             and sim.admin[parts[2]] == 0):
         parts = parts[1:]
         failures.append(f"#{i}: {parts[1]} restarted while in rotation (HAProxy lost its drain flag)")
+
+
+# --- one fault, one run: the documented outcome of each --------------------------------------------
+
+
+def _at(event: str, action: Callable[[SimFleet], None], sim: SimFleet) -> Callable[[str, Deploy], None]:
+    def observer(e: str, _d: Deploy) -> None:
+        if e == event:
+            action(sim)
+
+    return observer
+
+
+@pytest.mark.parametrize("node", [CANARY, PEERS[0]])
+def test_disk_full_during_the_push_leaves_no_partial_file_and_the_node_in_rotation(node, artifact, tmp_path):
+    sim = new_sim("good")
+    sim.partial_push_on.add(node)
+    run = deploy(sim, artifact, tmp_path)
+    code = int(ExitCode.ROLLED_BACK) if node == CANARY else int(ExitCode.PEER_FAILED)
+    assert not problems(run, allowed_codes={code}), problems(run, allowed_codes={code})
+    assert "no space left on device" in run.report.message
+    assert running(sim)[node] == OLD and sim.admin[node] == 0
+    assert not [p for p in sim.state_files if "/blocked/" in p], "a full disk is not a bad build"
+
+
+@pytest.mark.parametrize("node", [CANARY, PEERS[0]])
+def test_corrupted_push_is_caught_before_the_rename(node, artifact, tmp_path):
+    sim = new_sim("good")
+    run = deploy(sim, artifact, tmp_path, observer=_at(f"push:{node}", lambda s: setattr(s, "corrupt_next_push", True),
+                                                     sim))
+    code = int(ExitCode.ROLLED_BACK) if node == CANARY else int(ExitCode.PEER_FAILED)
+    assert not problems(run, allowed_codes={code})
+    assert "corrupted" in run.report.message
+    assert sim.nodes[node].files[BINARY] == OLD and running(sim)[node] == OLD and sim.admin[node] == 0
+
+
+@pytest.mark.parametrize("action", ["fail", "shutdown-sessions"])
+@pytest.mark.parametrize("node", [CANARY, PEERS[0]])
+def test_a_drain_that_never_completes_obeys_drain_timeout_action(action, node, artifact, tmp_path):
+    sim = new_sim("good")
+    sim.sticky_sessions[node] = 2  # a long-lived connection that never ends by itself
+    fleet, _ = sim_fleet(_settings(artifact, tmp_path), sim)
+    import dataclasses
+
+    settings = dataclasses.replace(_settings(artifact, tmp_path), drain_timeout_action=action)
+    fleet.settings = settings
+    report = TracingReport()
+    work = tmp_path / "work"
+    work.mkdir()
+    err = None
+    try:
+        Deploy(fleet, workdir=work, report=report, repo_root=tmp_path).run()
+    except VezaError as exc:
+        err = exc
+    run = Run(sim, report, err)
+    if action == "shutdown-sessions":
+        assert not problems(run, allowed_codes={0})
+        assert ("haproxy", f"shutdown sessions server api_pool/{node}") in sim.commands
+        assert running(sim) == dict.fromkeys(NODES, NEW)
+    else:
+        code = int(ExitCode.ROLLED_BACK) if node == CANARY else int(ExitCode.PEER_FAILED)
+        assert not problems(run, allowed_codes={code})
+        assert "drain" in run.report.message and running(sim)[node] == OLD and sim.admin[node] == 0
+        assert not [c for c in sim.commands if c[1].startswith("shutdown sessions")]
+
+
+def test_canary_container_stopped_mid_push_is_rollback_failed_and_left_drained(artifact, tmp_path):
+    """Exit 7, the documented exception: the canary cannot be reached, so it stays out of rotation."""
+    sim = new_sim("good")
+    run = deploy(sim, artifact, tmp_path, observer=_at(f"push:{CANARY}",
+                                                     lambda s: setattr(s.nodes[CANARY], "stopped", True), sim))
+    assert run.code == int(ExitCode.ROLLBACK_FAILED), run.error
+    assert sim.admin[CANARY] != 0 and "DRAINED" in run.report.message
+    assert all(sim.admin[p] == 0 and running(sim)[p] == OLD for p in PEERS)
+    assert LOCK not in sim.state_files
+    assert run.report.final_state["nodes"][CANARY]["binary"] == "unknown"
+
+
+def test_rollback_binary_broken_too_is_rollback_failed_and_left_drained(artifact, tmp_path):
+    prev = b"#!/bin/sh\nveza-api 0.9.0 (broken)\n"
+    sim = SimFleet(NODES, binary=OLD, previous=prev)
+    sim.behaviours[sha(NEW)] = Behaviour(health_status=500)
+    sim.behaviours[sha(prev)] = Behaviour(starts=False)  # veza-api.previous does not start either
+    run = deploy(sim, artifact, tmp_path)
+    assert run.code == int(ExitCode.ROLLBACK_FAILED)
+    assert sim.admin[CANARY] != 0 and "DRAINED" in run.report.message
+    assert all(sim.admin[p] == 0 for p in PEERS)
+    assert not sim.temp_files(CANARY)
+
+
+def test_rollback_binary_missing_is_refused_before_any_change(artifact, tmp_path):
+    sim = new_sim("good")
+    del sim.nodes[CANARY].files["/opt/veza/backend-api/veza-api.previous"]
+    run = deploy(sim, artifact, tmp_path)
+    assert run.code == int(ExitCode.PREFLIGHT) and "last-known-good" in run.report.message
+    assert not [c for c in sim.commands if c[0] == "haproxy" and c[1].startswith("set ")]
