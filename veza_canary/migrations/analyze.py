@@ -482,7 +482,7 @@ def _from_expression(e: exp.Expression, code: str, base: int, ctx: Ctx) -> list[
     if isinstance(e, exp.Drop):
         return _drop(e, ctx)
     if isinstance(e, exp.Alter):
-        return _alter(e, ctx)
+        return _alter(e, ctx, code)
     if isinstance(e, exp.Revoke):
         sec = e.args.get("securable")
         kind = (e.args.get("kind") or "table").lower()
@@ -827,7 +827,7 @@ def _drop(e: exp.Drop, ctx: Ctx) -> list[Change]:
     return [Change("drop", obj_kind=okind, names=names, concurrently=bool(e.args.get("concurrently")))]
 
 
-def _alter(e: exp.Alter, ctx: Ctx) -> list[Change]:
+def _alter(e: exp.Alter, ctx: Ctx, skel: str = "") -> list[Change]:
     kind = str(e.args.get("kind") or "").upper()
     target = ctx.qname(e.this)
     actions = e.args.get("actions") or []
@@ -841,11 +841,15 @@ def _alter(e: exp.Alter, ctx: Ctx) -> list[Change]:
     not_valid = bool(e.args.get("not_valid"))
     out: list[Change] = []
     for a in actions:
-        out.extend(_alter_action(a, okind, target, ctx, not_valid))
+        out.extend(_alter_action(a, okind, target, ctx, not_valid, len(actions), skel))
     return out
 
 
-def _alter_action(a: Any, okind: str, t: QName, ctx: Ctx, not_valid: bool) -> list[Change]:
+_RENAME_TO_RE = re.compile(r"\bRENAME\s+TO\b", re.IGNORECASE)
+
+
+def _alter_action(a: Any, okind: str, t: QName, ctx: Ctx, not_valid: bool, n_actions: int = 1,
+                  skel: str = "") -> list[Change]:
     if isinstance(a, exp.ColumnDef):
         if okind != "table":
             raise _Unhandled("ADD COLUMN on a non-table")
@@ -880,6 +884,10 @@ def _alter_action(a: Any, okind: str, t: QName, ctx: Ctx, not_valid: bool) -> li
             raise _Unhandled("RENAME COLUMN not understood")
         return [Change("rename_column", obj_kind=okind, name=t, column=old, new_name=new)]
     if isinstance(a, exp.AlterRename):
+        # sqlglot reads Postgres' "RENAME c TO d" (COLUMN omitted) as two table renames; only a
+        # lone "RENAME TO" is a rename of the table itself.
+        if n_actions != 1 or not _RENAME_TO_RE.search(skel):
+            raise _Unhandled("RENAME not understood")
         new = ctx.qname(a.this)
         return [Change("rename", obj_kind=okind, name=t, new_name=new[1])]
     if isinstance(a, exp.AlterColumn):
@@ -907,7 +915,7 @@ def _alter_action(a: Any, okind: str, t: QName, ctx: Ctx, not_valid: bool) -> li
         spec = column_spec(cd, ctx, t)
         old = ctx.ident(a.args.get("rename_from")) if a.args.get("rename_from") is not None else spec.name
         return [Change("modify_column", obj_kind="table", name=t, column=old, new_name=spec.name, column_spec=spec)]
-    if isinstance(a, exp.AlterSet):
+    if isinstance(a, exp.AlterSet) or (ctx.mysql and type(a).__name__ == "AlterIndex"):
         return [Change("noop")]
     if isinstance(a, exp.RenameIndex):
         return [Change("rename_constraint", obj_kind="index", name=t, value=ctx.ident(a.this),

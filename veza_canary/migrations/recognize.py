@@ -325,6 +325,14 @@ def _alter_table_rest(c: Cursor, table: QName) -> list[Change]:
         cname = c.ident()
         c.end()
         return [Change("validate_constraint", obj_kind="table", name=table, value=cname)]
+    if c.at("RENAME") and not c.at("RENAME", "TO") and not c.at("RENAME", "CONSTRAINT"):
+        c.expect("RENAME")
+        c.accept("COLUMN")
+        old = c.ident()
+        c.expect("TO")
+        new = c.ident()
+        c.end()
+        return [Change("rename_column", obj_kind="table", name=table, column=old, new_name=new)]
     if c.accept("RENAME", "CONSTRAINT"):
         old = c.ident()
         c.expect("TO")

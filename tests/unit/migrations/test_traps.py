@@ -138,3 +138,15 @@ def test_messages_name_the_object(tmp_path: Path) -> None:
     r = lint_sql(tmp_path, ["CREATE SCHEMA reporting; CREATE TABLE reporting.t (a int);"],
                  ["DROP SCHEMA reporting CASCADE; ALTER TABLE reporting.t DROP COLUMN a;"])
     assert [f.message for f in r.findings] == ["drops schema reporting", "drops column reporting.t.a"]
+
+
+def test_rename_without_the_column_keyword_is_a_column_rename(tmp_path: Path) -> None:
+    """sqlglot reads Postgres' ``RENAME c TO d`` as two table renames; the model must not follow it."""
+    r = lint_sql(tmp_path, [HIST], ["ALTER TABLE users RENAME bio TO biography;\nALTER TABLE users DROP COLUMN email;"])
+    assert [(f.code, f.message) for f in r.findings] == [
+        ("VC110", "renames column users.bio to biography"), ("VC101", "drops column users.email")]
+
+
+def test_mysql_delimiter_blocks_are_unverifiable(tmp_path: Path) -> None:
+    sql = "DELIMITER //\nCREATE PROCEDURE p() BEGIN DROP TABLE users; END //\nDELIMITER ;\n"
+    assert "VC001" in codes(lint_sql(tmp_path, ["CREATE TABLE users (id INT);"], [sql], "mysql"))
