@@ -129,12 +129,18 @@ class ViewState:
                    max_nodata=s.sli_max_nodata, max_errors=s.sli_max_errors)
 
     def apply_poll(self, p: Poll, now: float) -> None:
+        sw = self.watch
+        if sw is not None and sw.outcome is None and sw.samples and sw.samples[-1].verdict is Verdict.PASS:
+            # watch() reports its last (green) sample before it knows it is done; the next wait means it is.
+            sw.outcome = f"green: SLI passed for {fmt_s(sw.policy.window_s)} ({sw.probes} probes)"
         w = self.wait
         if w is None or w.what != p.what or p.attempt == 1 or w.done:
             w = self.wait = WaitState(what=p.what, node=p.node, started=now - p.elapsed, timeout=p.timeout)
         w.attempt, w.fields, w.error, w.done = p.attempt, dict(p.fields), p.error, p.done
         if p.node and p.node != "LB" and not p.error:
             n = self.nodes.setdefault(p.node, {})
+            if "status" in p.fields and "admin" not in p.fields:
+                n.pop("admin", None)  # an UP/health poll does not read the admin state: do not show a stale one
             for k in ("status", "scur", "admin", "weight"):
                 if k in p.fields:
                     n[k] = p.fields[k]
@@ -250,7 +256,8 @@ def render(state: ViewState, now: float, *, max_nodes: int = 12) -> RenderableTy
         line.append(verdict, style=style)
         rate = f"  {last.req_rate:.1f} req/s" if last and last.req_rate is not None and \
             math.isfinite(last.req_rate) else ""
-        line.append(f"{rate}  ({sw.probes} probes, " + (f"next in {fmt_s(due)})" if due > 0 else "probing)"))
+        nxt = "" if sw.outcome else f", next in {fmt_s(due)}" if due > 0 else ", probing"
+        line.append(f"{rate}  ({sw.probes} probes{nxt})")
         rows.append(line)
         lim = Text(f"no-data {sw.nodata}/{state.max_nodata}  errors {sw.errors}/{state.max_errors}  "
                    "(in a row, against their limits)",
@@ -402,7 +409,8 @@ class LiveView(_Base):
 
         console = self.console or Console(file=sys.stderr)
         self._restore_logging = _quiet_poll_logs()
-        self._live = Live(console=console, get_renderable=self.frame, refresh_per_second=4, transient=False,
+        # Transient: the view is for while the tool waits; the end state is printed as text after it.
+        self._live = Live(console=console, get_renderable=self.frame, refresh_per_second=4, transient=True,
                           redirect_stdout=True, redirect_stderr=True)
         self._live.start()
 

@@ -201,3 +201,19 @@ def test_sli_watch_off_a_tty_writes_json_lines_one_view_line_per_probe(cli_fleet
     assert [e["remaining"] for e in watch] == [60.0, 30.0, 0.0]
     assert all(e["verdict"] == "pass" and e["max_nodata"] == 3 and "backend-api-2" in e["nodes"] for e in watch)
     assert "SLI green for 90s" in r.stdout
+
+
+def test_the_next_wait_marks_a_finished_watch_green_and_up_polls_drop_a_stale_admin_state():
+    st = ViewState.for_settings(settings_for_tests(), "deploy")
+    st.apply_poll(Poll("backend-api-1 drained (0 sessions)", "backend-api-1", 2, 1.0, 20.0, True,
+                       {"status": "DRAIN", "scur": 0, "admin": "drain", "quiet_polls": 2}), now=1.0)
+    st.start_watch(WatchPolicy(9, 3, 3, 3), "backend-api-2", now=2.0)
+    for i in range(3):
+        st.apply_sample(Sample(Verdict.PASS, "ok", 0.01, 0.0, 6.0, at=3.0 * (i + 1)), WatchResult(False, ""),
+                        now=2.0 + 3 * (i + 1))
+    st.apply_poll(Poll("HAProxy reports backend-api-1 UP", "backend-api-1", 1, 0.0, 30.0, True,
+                       {"status": "UP", "scur": 0, "qcur": 0, "weight": 100, "check_status": "L7OK"}), now=12.0)
+    frame = text_of(render(st, now=12.5))
+    assert "green: SLI passed for 9s (3 probes)" in frame
+    assert "(3 probes)" in frame and "next in" not in frame and "probing" not in frame
+    assert "backend-api-1  UP 0 sess" in frame and "(drain)" not in frame
