@@ -401,10 +401,10 @@ def _plpgsql_core(skel: str, spans: list[tuple[str, int, int]], in_declare: bool
             return None, True
         i = j + 1
     while i < n:
-        w, ws, _we = spans[i]
-        # A <<label>> before a block or loop.
-        if skel[:ws].rstrip().endswith(">>") and skel[:ws].count("<<") > skel[:ws].count(">>") - 1:
-            pass
+        w, ws, we = spans[i]
+        if skel[max(0, ws - 2):ws] == "<<" and skel[we:we + 2] == ">>":
+            i += 1  # a <<label>> before a block or loop
+            continue
         if w == "DECLARE":
             j = _find_word(spans, i + 1, "BEGIN")
             if j is None:
@@ -431,9 +431,7 @@ def _plpgsql_core(skel: str, spans: list[tuple[str, int, int]], in_declare: bool
         break
     if i >= n:
         return None, False
-    start = spans[i][1]
-    # Drop a <<label>> prefix if the statement begins right after one.
-    return start, False
+    return spans[i][1], False
 
 
 def _find_word(spans: list[tuple[str, int, int]], start: int, word: str) -> int | None:

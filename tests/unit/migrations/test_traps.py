@@ -150,3 +150,18 @@ def test_rename_without_the_column_keyword_is_a_column_rename(tmp_path: Path) ->
 def test_mysql_delimiter_blocks_are_unverifiable(tmp_path: Path) -> None:
     sql = "DELIMITER //\nCREATE PROCEDURE p() BEGIN DROP TABLE users; END //\nDELIMITER ;\n"
     assert "VC001" in codes(lint_sql(tmp_path, ["CREATE TABLE users (id INT);"], [sql], "mysql"))
+
+
+def test_plpgsql_labels_and_nested_blocks(tmp_path: Path) -> None:
+    sql = """DO $$
+<<outer>>
+DECLARE n int;
+BEGIN
+  <<inner>>
+  BEGIN
+    ALTER TABLE users ADD COLUMN x int;
+  END inner;
+  EXIT outer WHEN n > 1;
+END outer
+$$;"""
+    assert codes(lint_sql(tmp_path, [HIST], [sql])) == []
