@@ -366,6 +366,7 @@ def _judge_file(path: str, af: AnalyzedFile, schema: Schema, ctx: RuleContext, r
     for f, _dirs in raw:
         if f.cancel_if is not None and f.cancel_if(schema):
             continue
+        f.cancel_if = None  # judged; keep results plain data (picklable)
         out.append(f)
     # Suppressions.
     file_allow: dict[str, str] = {}
