@@ -140,11 +140,11 @@ def collect(fleet: Fleet, *, sli: bool = True) -> FleetStatus:
             row.errors.append(f"not a server of HAProxy backend {s.pool_backend!r}")
         if name in states:
             row.admin = states[name].admin
-        node = fleet.nodes.get(name)
-        if node is not None:
-            _read_node(node, row)
         rows.append(row)
-        errors.extend(f"{name}: {e}" for e in row.errors)
+    # Each node costs a few round trips (incus exec or SSH channels): read the nodes side by side.
+    _parallel([lambda n=fleet.nodes[r.name], r=r: _read_node(n, r) for r in rows if r.name in fleet.nodes])
+    for r in rows:
+        errors.extend(f"{r.name}: {e}" for e in r.errors)
 
     versions: dict[str, list[str]] = {}
     for r in rows:
@@ -237,12 +237,28 @@ def sli_now(fleet: Fleet, serving: list[str]) -> list[SLIRow]:
     s = fleet.settings
     t = thresholds_from_settings(s)
     scopes: list[str | None] = list(serving) if "{node}" in s.sli_selector else [None]
-    rows = []
-    for scope in scopes:
+    rows: list[SLIRow | None] = [None] * len(scopes)
+
+    def one(i: int, scope: str | None) -> None:
         smp = probe(fleet.prom, Queries.from_settings(s, scope or s.canary_node), t)
-        rows.append(SLIRow(scope=scope or "fleet", verdict=str(smp.verdict), reason=smp.reason,
-                           p95=_finite(smp.p95), err_ratio=_finite(smp.err_ratio), req_rate=_finite(smp.req_rate)))
-    return rows
+        rows[i] = SLIRow(scope=scope or "fleet", verdict=str(smp.verdict), reason=smp.reason,
+                         p95=_finite(smp.p95), err_ratio=_finite(smp.err_ratio), req_rate=_finite(smp.req_rate))
+
+    _parallel([lambda i=i, sc=sc: one(i, sc) for i, sc in enumerate(scopes)])
+    return [r for r in rows if r is not None]
+
+
+def _parallel(calls: list, workers: int = 8) -> None:
+    """Run independent read-only calls side by side; the first exception (a bug) propagates."""
+    if len(calls) <= 1:
+        for c in calls:
+            c()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(calls))) as pool:
+        for f in [pool.submit(c) for c in calls]:
+            f.result()
 
 
 def _finite(v: float | None) -> float | str | None:
