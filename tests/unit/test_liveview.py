@@ -217,3 +217,17 @@ def test_the_next_wait_marks_a_finished_watch_green_and_up_polls_drop_a_stale_ad
     assert "green: SLI passed for 9s (3 probes)" in frame
     assert "(3 probes)" in frame and "next in" not in frame and "probing" not in frame
     assert "backend-api-1  UP 0 sess" in frame and "(drain)" not in frame
+
+
+def test_ctrl_c_inside_the_view_stops_it_and_restores_logging():
+    import threading
+
+    before_threads, before_cfg = threading.active_count(), structlog.get_config()
+    console = Console(file=io.StringIO(), force_terminal=True, width=100, color_system=None)
+    with pytest.raises(KeyboardInterrupt):
+        with observing(settings_for_tests(), title="sli watch", tty=True, console=console, clock=FakeClock()) as obs:
+            obs.on_watch(WatchPolicy(300, 30, 3, 3), "backend-api-2")
+            assert threading.active_count() == before_threads + 1, "the view refreshes from its own thread"
+            raise KeyboardInterrupt
+    assert threading.active_count() == before_threads
+    assert structlog.get_config()["processors"] == before_cfg["processors"]
