@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 import structlog
@@ -229,5 +230,8 @@ def test_ctrl_c_inside_the_view_stops_it_and_restores_logging():
             obs.on_watch(WatchPolicy(300, 30, 3, 3), "backend-api-2")
             assert threading.active_count() == before_threads + 1, "the view refreshes from its own thread"
             raise KeyboardInterrupt
+    deadline = time.monotonic() + 2  # rich signals its refresh thread to end but does not join it
+    while threading.active_count() > before_threads and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert threading.active_count() == before_threads
     assert structlog.get_config()["processors"] == before_cfg["processors"]
