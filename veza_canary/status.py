@@ -141,10 +141,38 @@ def collect(fleet: Fleet, *, sli: bool = True) -> FleetStatus:
         if name in states:
             row.admin = states[name].admin
         rows.append(row)
-    # Each node costs a few round trips (incus exec or SSH channels): read the nodes side by side.
-    _parallel([lambda n=fleet.nodes[r.name], r=r: _read_node(n, r) for r in rows if r.name in fleet.nodes])
+
+    # Everything below depends only on what HAProxy said: read it side by side (each node costs a few
+    # incus exec / SSH round trips; the lock, the blocked list and the SLI probes are independent too).
+    found: dict[str, Any] = {"lock": None, "blocked": [], "sli": [], "errors": []}
+
+    def read_lock() -> None:
+        try:
+            lk = fleet.lock()
+            cur = lk.current()
+            if cur is not None:
+                info = {**asdict(cur), "age_s": _finite(cur.age_seconds(fleet.clock.now())), "stale": lk.is_stale(cur)}
+                info.pop("token", None)
+                info["command"] = redact_text(info["command"])
+                found["lock"] = info
+        except VezaError as exc:
+            found["errors"].append(f"lock: {exc}")
+
+    def read_blocked() -> None:
+        try:
+            found["blocked"] = fleet.blocked().all()
+        except VezaError as exc:
+            found["errors"].append(f"blocked releases: {exc}")
+
+    def read_sli() -> None:
+        found["sli"] = sli_now(fleet, [r.name for r in rows if r.configured and r.in_rotation])
+
+    _parallel([*(lambda n=fleet.nodes[r.name], r=r: _read_node(n, r) for r in rows if r.name in fleet.nodes),
+               read_lock, read_blocked, *([read_sli] if sli else [])])
     for r in rows:
         errors.extend(f"{r.name}: {e}" for e in r.errors)
+    errors.extend(found["errors"])
+    lock_info, blocked, sli_rows = found["lock"], found["blocked"], found["sli"]
 
     versions: dict[str, list[str]] = {}
     for r in rows:
@@ -156,25 +184,7 @@ def collect(fleet: Fleet, *, sli: bool = True) -> FleetStatus:
         for r in rows:
             r.odd_one_out = bool(r.sha256) and (tied or r.sha256 != majority)
 
-    lock_info = None
-    try:
-        lk = fleet.lock()
-        cur = lk.current()
-        if cur is not None:
-            lock_info = {**asdict(cur), "age_s": _finite(cur.age_seconds(fleet.clock.now())),
-                         "stale": lk.is_stale(cur)}
-            lock_info.pop("token", None)
-            lock_info["command"] = redact_text(lock_info["command"])
-    except VezaError as exc:
-        errors.append(f"lock: {exc}")
-    blocked: list[dict[str, Any]] = []
-    try:
-        blocked = fleet.blocked().all()
-    except VezaError as exc:
-        errors.append(f"blocked releases: {exc}")
-
     t = thresholds_from_settings(s)
-    sli_rows = sli_now(fleet, [r.name for r in rows if r.configured and r.in_rotation]) if sli else []
     errors.extend(f"SLI {r.scope}: {r.reason}" for r in sli_rows if r.verdict == Verdict.ERROR)
     return FleetStatus(backend=s.pool_backend, nodes=rows, lock=lock_info, blocked_releases=blocked, sli=sli_rows,
                        thresholds={"p95_s": t.p95_s, "err_ratio": t.err_ratio, "min_requests": t.min_requests},
@@ -249,7 +259,11 @@ def sli_now(fleet: Fleet, serving: list[str]) -> list[SLIRow]:
 
 
 def _parallel(calls: list, workers: int = 8) -> None:
-    """Run independent read-only calls side by side; the first exception (a bug) propagates."""
+    """Run independent read-only calls side by side; the first exception (a bug) propagates.
+
+    Transports are thread-safe for this: Incus runs one subprocess per command, SSH opens one channel
+    per command on a shared connection (opening is serialised), httpx clients are thread-safe.
+    """
     if len(calls) <= 1:
         for c in calls:
             c()
