@@ -1,0 +1,261 @@
+"""Orchestration overhead per node: full rolls of the lab's nodes with a zero-length SLI window.
+
+    sudo .venv/bin/python bench/orchestration.py [--runs 5] [--poll-interval 0.5]
+
+Needs root and the lab (``veza-canary lab``); holds ``exclusive_lab()`` for its whole duration
+and restores the lab after (1.0.0 on every node, all ready and UP).
+
+Each run is a real ``veza-canary --verbose --log-format json deploy`` subprocess rolling a new
+stand-in build (1.1.0 and 1.2.0 alternately, so every node changes every run) to the canary and
+its peers, with ``--allow-short-window --sli-window 0`` (one SLI probe, no watch). From its JSON
+report (step start/end) and its log lines (every command it ran with its duration, every wait
+poll with its elapsed time), each node's roll is cut into steps:
+
+    drain    from the node's start (peers: the previous node's end, so the peer's pre-check counts)
+             to the drain poll that saw 0 sessions twice
+    push     to ``node.install.done`` (sha256 read, incus file push, sha256 verify, rename)
+    restart  to the end of ``systemctl restart``
+    health   to the health poll that got 200 (inside the container)
+    ready/UP to the poll where HAProxy says UP after ``set server ... state ready``
+    LB       to the LB request that got 200
+
+and each step into *waiting* and *overhead*:
+
+* waiting on HAProxy and the service: the poll sleeps and the polls that saw "not yet"
+  (= elapsed at the last "not yet" poll + one poll interval), and ``systemctl restart`` itself;
+* the tool's own overhead: everything else (the polls that saw "done", every other command's
+  ``incus exec`` round-trip, Python).
+
+Results: ``$BENCH_OUT/orchestration.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    VEZA,
+    LabSession,
+    LabSkipped,
+    load,
+    log_lines,
+    median,
+    parse_ts,
+    provenance,
+    save,
+    table,
+    wait_quiet,
+)
+
+STEPS = ("drain", "push", "restart", "health", "ready/UP", "LB")
+POLLS = {"drain": "drain.poll", "health": "health.poll", "ready/UP": "up.poll", "LB": "lb.poll"}
+
+
+def deploy(env: dict[str, str], artifact: Path, report: Path, cwd: Path, *extra: str) -> dict[str, Any]:
+    argv = [VEZA, "--log-format", "json", "--verbose", "deploy", "--yes", "--artifact", str(artifact),
+            "--report", str(report), *extra]
+    t0 = time.time()
+    p = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    t1 = time.time()
+    rep = json.loads(report.read_text()) if report.exists() else {}
+    return {"code": p.returncode, "t0": t0, "t1": t1, "report": rep, "logs": log_lines(p.stderr),
+            "stderr_tail": p.stderr[-2000:]}
+
+
+def _waiting(polls: list[dict], interval: float) -> tuple[float, float]:
+    """(waiting on HAProxy/the service, drain confirmation) in one wait, in seconds.
+
+    Waiting lasts until the last "not yet" poll plus one interval (its elapsed time counts from the
+    wait's start, so it holds the earlier polls' commands and sleeps). A drain poll that already saw
+    0 sessions but waits for a second one (``quiet_polls`` >= 1) is the tool's confirmation policy,
+    counted apart.
+    """
+    not_done = [p for p in polls if not p.get("done")]
+    if not not_done:
+        return 0.0, 0.0
+    total = float(not_done[-1]["elapsed"]) + interval
+    busy = [p for p in not_done if not p.get("quiet_polls")]
+    external = float(busy[-1]["elapsed"]) + interval if busy else 0.0
+    return external, total - external
+
+
+def node_breakdown(run: dict, node: str, start: float, end: float, interval: float) -> dict[str, Any]:
+    """Cut one node's roll [start, end] into steps, each with total, waiting, overhead, commands."""
+    # Report times are truncated to the millisecond, log times are not: a line logged in the
+    # millisecond a step ended belongs to that step.
+    start += 0.001
+    end += 0.001
+    logs = [x for x in run["logs"] if start <= x["t"] <= end]
+
+    def first(pred) -> dict:  # noqa: ANN001
+        for x in logs:
+            if pred(x):
+                return x
+        raise LookupError(f"{node}: log line not found in [{start}, {end}]")
+
+    def is_done_poll(name: str, who: str):  # noqa: ANN202
+        return lambda x: x.get("event") == name and x.get("node") == who and x.get("done")
+
+    def is_restart(x: dict) -> bool:
+        argv = x.get("argv") or []
+        return x.get("event") == "ran" and x.get("where") == "local" and node in argv and "restart" in argv
+
+    b_drain = first(is_done_poll("drain.poll", node))
+    b_push = first(lambda x: x.get("event") in ("node.install.done", "node.install.identical")
+                   and x.get("node") == node and x["t"] >= b_drain["t"])
+    b_restart = first(lambda x: is_restart(x) and x["t"] >= b_push["t"])
+    b_health = first(lambda x: is_done_poll("health.poll", node)(x) and x["t"] >= b_restart["t"])
+    b_up = first(lambda x: is_done_poll("up.poll", node)(x) and x["t"] >= b_health["t"])
+    b_lb = first(lambda x: is_done_poll("lb.poll", "LB")(x) and x["t"] >= b_up["t"])
+    bounds = [start, b_drain["t"], b_push["t"], b_restart["t"], b_health["t"], b_up["t"], b_lb["t"]]
+    out: dict[str, Any] = {"node": node, "total": end - start, "steps": {}}
+    for i, step in enumerate(STEPS):
+        s0, s1 = bounds[i], bounds[i + 1]
+        seg = [x for x in logs if s0 < x["t"] <= s1]
+        cmds = [x for x in seg if x.get("event") == "ran" and x.get("where") == "local"]
+        waiting_cmds: list[dict] = []
+        waiting, confirm, polls = 0.0, 0.0, 0
+        if step == "restart":
+            waiting = float(b_restart["duration"])
+            waiting_cmds = [b_restart]
+        elif step in POLLS:
+            seg_polls = [x for x in seg if x.get("event") == POLLS[step]]
+            waiting, confirm = _waiting(seg_polls, interval)
+            polls = len(seg_polls)
+            not_done = [x for x in seg_polls if not x.get("done")]
+            if not_done:  # the commands of the "not yet" polls: from the wait's start to the last of them
+                last = not_done[-1]
+                wait_start = last["t"] - float(last["elapsed"])
+                waiting_cmds = [c for c in cmds if wait_start <= c["t"] <= last["t"]]
+        total = s1 - s0
+        waiting = min(waiting, total)
+        confirm = min(confirm, total - waiting)
+        command_s = sum(float(c["duration"]) for c in cmds)
+        overhead_cmd_s = command_s - sum(float(c["duration"]) for c in waiting_cmds)
+        out["steps"][step] = {"total": total, "waiting": waiting, "confirm": confirm,
+                              "overhead": total - waiting - confirm,
+                              "commands": len(cmds), "command_s": command_s,
+                              "overhead_commands": len(cmds) - len(waiting_cmds), "overhead_command_s": overhead_cmd_s,
+                              "overhead_other_s": total - waiting - confirm - overhead_cmd_s, "polls": polls}
+    out["tail"] = end - bounds[-1]  # after the LB check until the node's step ends (bookkeeping)
+    out["waiting"] = sum(s["waiting"] for s in out["steps"].values())
+    out["confirm"] = sum(s["confirm"] for s in out["steps"].values())
+    out["overhead"] = out["total"] - out["waiting"] - out["confirm"]
+    for k in ("commands", "command_s", "overhead_commands", "overhead_command_s", "overhead_other_s"):
+        out[k] = sum(s[k] for s in out["steps"].values())
+    out["overhead_other_s"] += out["tail"]
+    return out
+
+
+def analyse(run: dict, canary: str, peers: list[str], interval: float) -> dict[str, Any]:
+    rep = run["report"]
+    steps = rep["steps"]
+
+    def step(name: str, node: str | None = None) -> dict:
+        return next(s for s in steps if s["name"] == name and (node is None or s.get("node") == node))
+
+    nodes = [node_breakdown(run, canary, parse_ts(step("drain-canary")["started_at"]),
+                            parse_ts(step("lb-health")["ended_at"]), interval)]
+    prev_end = parse_ts(step("sli-watch")["ended_at"])
+    for p in peers:
+        st = step("peer", p)
+        end = parse_ts(st["ended_at"])
+        nodes.append(node_breakdown(run, p, prev_end, end, interval))
+        prev_end = end
+    first_log = run["logs"][0]["t"] if run["logs"] else run["t0"]
+    fixed = {
+        "process start to first log line": first_log - run["t0"],
+        "check phase (preflight, migration gate, lock)": sum(s["duration_s"] for s in steps
+                                                             if s["name"] in ("preflight", "migration-gate", "lock",
+                                                                              "confirm")),
+        "SLI watch (window 0: one probe)": step("sli-watch")["duration_s"],
+        "end (final state, report, exit)": run["t1"] - parse_ts(step("peers")["ended_at"]),
+    }
+    return {"wall": run["t1"] - run["t0"], "nodes": nodes, "fixed": fixed,
+            "commands": sum(1 for x in run["logs"] if x.get("event") == "ran" and x.get("where") == "local")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--poll-interval", type=float, default=0.5)
+    ap.add_argument("--quiet-load", type=float, default=1.5, help="wait for the 1-min load to drop under this")
+    ap.add_argument("--quiet-wait", type=float, default=300, help="... for at most this many seconds")
+    args = ap.parse_args()
+    try:
+        lab = LabSession()
+    except LabSkipped as exc:
+        print(f"orchestration: skipped: {exc}")
+        return
+    from tests.integration.deploy_helpers import deploy_env
+    from veza_canary.lab import Faults, build_standin
+
+    tmp = Path(tempfile.mkdtemp(prefix="veza-bench-orch-"))
+    builds = [build_standin(v, Faults(), tmp / f"veza-api-{v}") for v in ("1.1.0", "1.2.0")]
+    results: list[dict] = []
+    with lab:
+        canary, peers = lab.info.canary, list(lab.info.peers)
+        load0 = wait_quiet(args.quiet_wait, args.quiet_load)
+        for i in range(args.runs):
+            lab.between_runs()
+            env = deploy_env(lab.env, POLL_INTERVAL=str(args.poll_interval))
+            run = deploy(env, builds[i % 2], tmp / f"report-{i}.json", tmp, "--allow-short-window",
+                         "--sli-window", "0", "--sli-probe-interval", "1")
+            (tmp / f"run-{i}.json").write_text(json.dumps(run))  # raw, for a look at what was parsed
+            if run["code"] != 0:
+                sys.exit(f"run {i}: deploy exited {run['code']}:\n{run['stderr_tail']}")
+            a = analyse(run, canary, peers, args.poll_interval)
+            results.append(a)
+            print(f"run {i + 1}/{args.runs}: {a['wall']:.2f} s for {len(a['nodes'])} nodes, overhead/node "
+                  f"{median([n['overhead'] for n in a['nodes']]):.3f} s (load {load():.2f})", file=sys.stderr)
+    n_nodes = len(results[0]["nodes"])
+    all_nodes = [n for r in results for n in r["nodes"]]
+
+    def med(f) -> float:  # noqa: ANN001
+        return median([f(n) for n in all_nodes])
+
+    rows = []
+    cols = ("total", "waiting", "confirm", "overhead", "overhead_commands", "overhead_command_s", "overhead_other_s",
+            "polls")
+    for step in STEPS:
+        rows.append([step] + [f"{med(lambda n, s=step, c=c: n['steps'][s][c]):.{0 if c in ('overhead_commands', 'polls') else 3}f}"
+                              for c in cols])
+    rows.append(["**node total**"] + [f"**{med(lambda n, c=c: n[c]):.{0 if c == 'overhead_commands' else 3}f}**"
+                                      for c in cols[:-1]] + [""])
+    header = ["step (per node)", "total (s)", "waiting on HAProxy/service (s)", "drain confirmation poll (s)",
+              "tool overhead (s)",
+              "overhead: commands", "overhead: in commands (s)", "overhead: rest (s)", "polls"]
+    per_node = [[n["node"] + (" (canary)" if i == 0 else "")]
+                + [f"{median([r['nodes'][i][c] for r in results]):.3f}" for c in ("total", "waiting", "confirm",
+                                                                                   "overhead")]
+                + [f"{median([r['nodes'][i]['overhead_commands'] for r in results]):.0f}"]
+                for i, n in enumerate(results[0]["nodes"])]
+    fixed_rows = [[k, f"{median([r['fixed'][k] for r in results]):.3f}"] for k in results[0]["fixed"]]
+    wall = median([r["wall"] for r in results])
+    ovh = med(lambda n: n["overhead"])
+    ovh_max = max(n["overhead"] for n in all_nodes)
+    md = [f"Measured: {provenance(load0)}. {args.runs} full rolls of the lab's {n_nodes} nodes "
+          f"(POLL_INTERVAL={args.poll_interval:g}, SLI window 0); medians over {len(all_nodes)} node rolls.", "",
+          table(header, rows), "",
+          table(["node", "total (s)", "waiting (s)", "drain confirmation (s)", "overhead (s)", "overhead commands"],
+                per_node), "",
+          table(["per run, not per node", "median (s)"], fixed_rows), "",
+          f"Whole run: median {wall:.2f} s wall for {n_nodes} nodes ({wall / n_nodes:.2f} s per node, fixed costs "
+          f"included). Tool overhead per node: median {ovh:.3f} s, worst {ovh_max:.3f} s "
+          f"(target < 0.5 s: {'met' if ovh < 0.5 else 'NOT met'})."]
+    text = "\n".join(md)
+    print(text)
+    save(f"orchestration-poll{args.poll_interval:g}", {"poll_interval": args.poll_interval, "runs": results,
+                                                        "overhead_per_node_median": ovh}, text)
+
+
+if __name__ == "__main__":
+    main()
