@@ -28,7 +28,7 @@ import pytest
 
 LOCK_PATH = "/run/veza-canary-lab.test-lock"
 #: Every test session using the lab holds a shared flock here; only the last one may take it down.
-USERS_LOCK_PATH = "/run/veza-canary-lab.users"
+USERS_LOCK_PATH = "/run/veza-canary-lab.users"  # == veza_canary.lab.config.USERS_LOCK
 LAST_MARK = "lab_last"
 
 
@@ -142,7 +142,7 @@ def lab() -> Iterator[LabHandle]:
         if handle.started_by_fixture and not os.environ.get("VEZA_LAB_KEEP"):
             if users.try_sole():
                 with exclusive_lab():
-                    lab_down()
+                    lab_down(force=True)  # we hold the users lock ourselves, exclusively
             else:
                 print("lab: left up: another test session is using it", flush=True)
     finally:

@@ -267,7 +267,7 @@ def _cycle(lab: LabHandle) -> None:
     from veza_canary.lab.state import LabState
 
     started_incusd = LabState.load().incusd_started
-    lab_down()
+    lab_down(force=True)  # the caller holds the users lock exclusively
     try:
         family, table = GUARD_TABLE
         assert not daemon.guard_loaded()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from veza_canary.lab import configs, traffic
-from veza_canary.lab.config import LabConfig, LabError
+from veza_canary.lab.config import USERS_LOCK, LabConfig, LabError
 from veza_canary.lab.daemon import guard_ruleset, preseed
 from veza_canary.lab.image import apt_sources
 from veza_canary.lab.lifecycle import env
@@ -207,3 +207,9 @@ def test_loadgen_refuses_an_unbounded_run(tmp_path: Path) -> None:
     prog.write_text(traffic.loadgen_program())
     r = subprocess.run([sys.executable, str(prog), "--duration", "0"], capture_output=True, text=True, timeout=10)
     assert r.returncode != 0
+
+
+def test_users_lock_path_matches_the_test_fixture() -> None:
+    from tests.integration.conftest import USERS_LOCK_PATH
+
+    assert str(USERS_LOCK) == USERS_LOCK_PATH

@@ -43,11 +43,12 @@ def up_cmd(
 @guarded
 def down_cmd(
     purge: bool = typer.Option(False, "--purge", help="Also delete the cached image tarballs."),
+    force: bool = typer.Option(False, "--force", help="Even while a test session is using the lab."),
 ) -> None:
     """Delete the lab; stop incusd and remove the guard only if the lab set them up."""
     from veza_canary.lab import lab_down
 
-    lab_down(purge=purge, progress=_progress)
+    lab_down(purge=purge, force=force, progress=_progress)
 
 
 @lab_app.command("env")

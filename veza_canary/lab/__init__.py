@@ -3,7 +3,7 @@
 Public API (also behind ``veza-canary lab ...``)::
 
     lab_up(config: LabConfig | None = None, *, progress=callable) -> LabInfo
-    lab_down(*, purge: bool = False, progress=callable) -> None
+    lab_down(*, purge: bool = False, force: bool = False, progress=callable) -> None
     lab_status() -> LabStatus
     lab_env(config: LabConfig | None = None) -> dict[str, str]    # the deploy tool's env vars
     lab_info() -> LabInfo                                           # the lab recorded as up, no checks
@@ -38,11 +38,12 @@ def lab_up(config: LabConfig | None = None, **kw: object) -> LabInfo:
     return lifecycle.up(config, **kw)  # type: ignore[arg-type]
 
 
-def lab_down(*, purge: bool = False, **kw: object) -> None:
-    """Tear the lab down; stop only what the lab started. See ``lifecycle.down``."""
+def lab_down(*, purge: bool = False, force: bool = False, **kw: object) -> None:
+    """Tear the lab down; stop only what the lab started. Refuses while a test session uses the lab
+    unless ``force``. See ``lifecycle.down``."""
     from veza_canary.lab import lifecycle
 
-    lifecycle.down(purge=purge, **kw)  # type: ignore[arg-type]
+    lifecycle.down(purge=purge, force=force, **kw)  # type: ignore[arg-type]
 
 
 def lab_status() -> LabStatus:

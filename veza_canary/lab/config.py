@@ -41,6 +41,8 @@ GUARD_CHAIN = "bridge_isolation"
 LAB_MARK = "user.veza-lab"
 
 STATE_DIR = Path(os.environ.get("VEZA_LAB_STATE_DIR", "/var/lib/veza-canary-lab"))
+#: Test sessions using the lab hold a shared flock on this file; ``down`` refuses while one does.
+USERS_LOCK = Path("/run/veza-canary-lab.users")
 CACHE_DIR = Path(os.environ.get("VEZA_LAB_CACHE_DIR", "/var/cache/veza-canary-lab"))
 
 INCUSD = "/usr/libexec/incus/incusd"

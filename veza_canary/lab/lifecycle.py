@@ -32,6 +32,7 @@ from veza_canary.lab.config import (
     STATE_DIR,
     STORAGE_POOL,
     SUBNET,
+    USERS_LOCK,
     LabConfig,
     LabError,
     LabUnavailable,
@@ -251,10 +252,30 @@ def _wait_traffic(cfg: LabConfig, progress: Progress) -> None:
 
 # --- down -----------------------------------------------------------------------------------------------
 
-def down(*, purge: bool = False, progress: Progress = _quiet) -> None:
-    """Delete everything the lab created; stop incusd and drop the guard only if the lab set them up."""
+def down(*, purge: bool = False, force: bool = False, progress: Progress = _quiet) -> None:
+    """Delete everything the lab created; stop incusd and drop the guard only if the lab set them up.
+
+    Refuses while a test session holds ``USERS_LOCK`` (shared), unless ``force``.
+    """
+    if not force and _lab_in_use():
+        raise LabError("a test session is using the lab (it holds " + str(USERS_LOCK) + "); nothing was deleted",
+                       hint="wait for it to finish, or `veza-canary lab down --force`")
     with _lifecycle_lock(progress):
         _down(purge, progress)
+
+
+def _lab_in_use() -> bool:
+    try:
+        fh = open(USERS_LOCK)  # noqa: SIM115
+    except FileNotFoundError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
 
 
 def _down(purge: bool, progress: Progress) -> None:
