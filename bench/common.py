@@ -191,13 +191,14 @@ class LabSession:
             raise
         return self
 
-    def between_runs(self) -> None:
-        """Back to a clean start: no lock or blocked release, every node ready, UP and green."""
+    def between_runs(self, **knobs: str) -> None:
+        """Back to a clean start: no lock or blocked release, every node ready, UP and green (judged
+        with ``knobs`` over the lab's env, e.g. the next run's SLI_RATE_WINDOW)."""
         from tests.integration.deploy_helpers import reset_state_dir, wait_all_up, wait_sli_green
 
         reset_state_dir(self.env)
         wait_all_up(self.env)
-        wait_sli_green(self.env, timeout=120)
+        wait_sli_green({**self.env, **knobs}, timeout=180)
 
     def __exit__(self, *exc: object) -> None:
         import fcntl
