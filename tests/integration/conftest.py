@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pytest
 
-LOCK_PATH = "/run/veza-canary-lab.test-lock"
+LOCK_PATH = "/run/veza-canary-lab.test-lock"  # == veza_canary.lab.config.CHANGE_LOCK
 #: Every test session using the lab holds a shared flock here; only the last one may take it down.
 USERS_LOCK_PATH = "/run/veza-canary-lab.users"  # == veza_canary.lab.config.USERS_LOCK
 LAST_MARK = "lab_last"

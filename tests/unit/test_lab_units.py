@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from veza_canary.lab import configs, traffic
-from veza_canary.lab.config import USERS_LOCK, LabConfig, LabError
+from veza_canary.lab.config import CHANGE_LOCK, USERS_LOCK, LabConfig, LabError
 from veza_canary.lab.daemon import guard_ruleset, preseed
 from veza_canary.lab.image import apt_sources
 from veza_canary.lab.lifecycle import env
@@ -209,7 +209,8 @@ def test_loadgen_refuses_an_unbounded_run(tmp_path: Path) -> None:
     assert r.returncode != 0
 
 
-def test_users_lock_path_matches_the_test_fixture() -> None:
-    from tests.integration.conftest import USERS_LOCK_PATH
+def test_lock_paths_match_the_test_fixture() -> None:
+    from tests.integration.conftest import LOCK_PATH, USERS_LOCK_PATH
 
     assert str(USERS_LOCK) == USERS_LOCK_PATH
+    assert str(CHANGE_LOCK) == LOCK_PATH

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +24,25 @@ def _progress(line: str) -> None:
     out(f"lab: {line}")
 
 
+@contextmanager
+def _changing_the_lab() -> Iterator[None]:
+    """Hold the lab's change lock (the one tests hold while they change the fleet) for this command.
+
+    A reconcile restores the 1.0.0 build on every node: it must not run in the middle of a test's deploy.
+    """
+    import fcntl
+
+    from veza_canary.lab.config import CHANGE_LOCK
+
+    with open(CHANGE_LOCK, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _progress(f"waiting for a test that is changing the lab (it holds {CHANGE_LOCK})")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 @lab_app.command("up")
 @guarded
 def up_cmd(
@@ -36,7 +57,8 @@ def up_cmd(
     from veza_canary.lab import LabConfig, lab_up
 
     cfg = LabConfig.with_nodes(nodes, rate=rate, traffic_duration=traffic_hours * 3600, install_deps=install)
-    lab_up(cfg, progress=_progress)
+    with _changing_the_lab():
+        lab_up(cfg, progress=_progress)
 
 
 @lab_app.command("down")
@@ -48,7 +70,8 @@ def down_cmd(
     """Delete the lab; stop incusd and remove the guard only if the lab set them up."""
     from veza_canary.lab import lab_down
 
-    lab_down(purge=purge, force=force, progress=_progress)
+    with _changing_the_lab():
+        lab_down(purge=purge, force=force, progress=_progress)
 
 
 @lab_app.command("env")

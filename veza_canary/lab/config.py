@@ -43,6 +43,8 @@ LAB_MARK = "user.veza-lab"
 STATE_DIR = Path(os.environ.get("VEZA_LAB_STATE_DIR", "/var/lib/veza-canary-lab"))
 #: Test sessions using the lab hold a shared flock on this file; ``down`` refuses while one does.
 USERS_LOCK = Path("/run/veza-canary-lab.users")
+#: Whoever changes the shared lab (a test, ``lab up``/``down`` from the CLI) holds this flock exclusively.
+CHANGE_LOCK = Path("/run/veza-canary-lab.test-lock")
 CACHE_DIR = Path(os.environ.get("VEZA_LAB_CACHE_DIR", "/var/cache/veza-canary-lab"))
 
 INCUSD = "/usr/libexec/incus/incusd"

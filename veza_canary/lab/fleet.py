@@ -187,11 +187,20 @@ def setup_node(name: str) -> bool:
     if any(p.endswith(".service") for p in changed):
         systemctl(name, "daemon-reload")
         systemctl(name, "enable", f"{SERVICE_NAME}.service")
-    if changed or not is_active(name, SERVICE_NAME):
+    if changed or not is_active(name, SERVICE_NAME) or running_version(name) != GOOD_VERSION:
         systemctl(name, "reset-failed", SERVICE_NAME, check=False)
         systemctl(name, "restart", SERVICE_NAME)
         return True
     return False
+
+
+def running_version(name: str) -> str | None:
+    """The version the node's running process reports on its health endpoint (None: no answer)."""
+    r = ct(name).run(("curl", "-s", "-m", "2", "http://127.0.0.1:8080/api/v1/health"), check=False, timeout=10)
+    try:
+        return json.loads(r.stdout).get("version")
+    except (ValueError, AttributeError):
+        return None
 
 
 def wait_node_healthy(name: str, timeout: float = 30.0) -> None:
