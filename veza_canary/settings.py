@@ -258,6 +258,8 @@ def _c_duration(v: Any, _all: Mapping[str, Any]) -> str | None:
 
 
 def _c_sli_window(v: Any, all_: Mapping[str, Any]) -> str | None:
+    if v <= 0:
+        return f"{v:g} must be > 0 (a watch of no time judges nothing)"
     floor = 0.0 if all_.get("allow_short_window") else MIN_SLI_WINDOW
     if v < floor:
         return (
