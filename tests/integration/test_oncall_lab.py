@@ -140,7 +140,7 @@ def test_status_after_a_deploy_then_rollback_of_the_fully_rolled_fleet_to_previo
     new = builds["1.1.0"]
     wait_sli_green(env)  # an earlier test's faulty build may still be in the rate window
     run = run_deploy(deploy_env(env, **FAST), new, tmp_path / "deploy.json")
-    assert run.code == 0, run.stderr[-3000:]
+    assert run.code == 0, run.stdout + run.stderr[-2000:]
 
     after = status(env)
     assert after["mixed"] is False and after["versions"] == {sha_of(new): [n["name"] for n in after["nodes"]]}
@@ -153,7 +153,7 @@ def test_status_after_a_deploy_then_rollback_of_the_fully_rolled_fleet_to_previo
     t0 = time.monotonic()
     r = vc(env, "rollback", "--yes", "--nodes", "all", "--to", "previous", "--report", str(report))
     took = time.monotonic() - t0
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]  # stdout: the plan and every node's end state
     live = live_state(env)
     assert {n: s["sha256"] for n, s in live.items()} == prev
     assert all(s["admin"] == "ready" and s["status"].startswith("UP") for s in live.values())
@@ -186,7 +186,7 @@ def test_mixed_version_fleet_status_then_rollback_of_the_odd_node_to_a_local_bin
     assert "MIXED VERSIONS:" in table and f"(1.2.0) on {canary}" in table
 
     r = vc(env, "rollback", "--yes", "--to", str(baseline))  # all nodes: the two on it already are skipped
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
     assert "skip (already on the target and in rotation)" in r.stdout
     d = status(env)
     assert d["mixed"] is False and {n["version"] for n in d["nodes"]} == {"1.0.0"}
