@@ -39,35 +39,44 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def shown(path: Path | str) -> str:
+    """A path for a one-line message: as is when printable, else quoted (a newline or an escape sequence in
+    a path must not forge a second error line or drive the terminal)."""
+    s = str(path)
+    return s if s.isprintable() else repr(s)
+
+
 def check_binary(path: Path, knob: str) -> None:
     """Refuse anything but a non-empty, executable regular file (not a symlink)."""
+    p = shown(path)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        raise ConfigError(knob, f"{path}: no such file") from None
+        raise ConfigError(knob, f"{p}: no such file") from None
     except OSError as exc:
-        raise ConfigError(knob, f"{path}: cannot stat ({exc.strerror})") from None
+        raise ConfigError(knob, f"{p}: cannot stat ({exc.strerror})") from None
     if stat.S_ISLNK(st.st_mode):
-        raise ConfigError(knob, f"{path}: is a symlink; pass the real file (its target could change mid-deploy)")
+        raise ConfigError(knob, f"{p}: is a symlink; pass the real file (its target could change mid-deploy)")
     if stat.S_ISDIR(st.st_mode):
-        raise ConfigError(knob, f"{path}: is a directory, not a binary")
+        raise ConfigError(knob, f"{p}: is a directory, not a binary")
     if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(knob, f"{path}: is not a regular file")
+        raise ConfigError(knob, f"{p}: is not a regular file")
     if st.st_size == 0:
-        raise ConfigError(knob, f"{path}: is empty")
+        raise ConfigError(knob, f"{p}: is empty")
     if not st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
-        raise ConfigError(knob, f"{path}: is not executable (chmod +x it if it is the right file)")
+        raise ConfigError(knob, f"{p}: is not executable (chmod +x it if it is the right file)")
     if not os.access(path, os.R_OK):
-        raise ConfigError(knob, f"{path}: is not readable")
+        raise ConfigError(knob, f"{p}: is not readable")
 
 
 def snapshot(path: Path, knob: str, workdir: Path) -> Artifact:
     check_binary(path, knob)
+    p = shown(path)
     dst = workdir / f"{knob.lower()}.bin"
     try:
         shutil.copyfile(path, dst)
     except OSError as exc:
-        raise ConfigError(knob, f"{path}: cannot read ({exc.strerror})") from None
+        raise ConfigError(knob, f"{p}: cannot read ({exc.strerror})") from None
     os.chmod(dst, 0o700)
     return Artifact(original=path, path=dst, sha256=sha256_file(dst), size=dst.stat().st_size)
 

@@ -522,23 +522,25 @@ def _where(knob: Knob, layer: str, layer_name: str) -> str:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML config file; every problem is a ConfigError naming the file."""
+    shown = str(path) if str(path).isprintable() else repr(str(path))  # a newline must not forge a 2nd line
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError("--config", f"{path}: no such file") from None
+        raise ConfigError("--config", f"{shown}: no such file") from None
     except IsADirectoryError:
-        raise ConfigError("--config", f"{path}: is a directory") from None
+        raise ConfigError("--config", f"{shown}: is a directory") from None
     except OSError as exc:
-        raise ConfigError("--config", f"{path}: cannot read ({exc.strerror})") from None
+        raise ConfigError("--config", f"{shown}: cannot read ({exc.strerror})") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError("--config", f"{path}: is not UTF-8 text") from None
+        raise ConfigError("--config", f"{shown}: is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--config", f"{path}: malformed TOML ({exc})") from None
+        raise ConfigError("--config", f"{shown}: malformed TOML ({exc})") from None
     unknown = sorted(k for k in data if k not in KNOBS_BY_NAME and k not in _EXTRA_CONFIG_TABLES)
     if unknown:
-        raise ConfigError("--config", f"{path}: unknown key(s): {', '.join(unknown)}")
+        keys = ", ".join(k if k.isprintable() else repr(k) for k in unknown)
+        raise ConfigError("--config", f"{shown}: unknown key(s): {keys}")
     return data
 
 
@@ -578,7 +580,7 @@ def load_settings(
     if config is None:
         path = find_config(config_path, env)
         config = read_config_file(path) if path else {}
-        config_name = str(path) if path else ""
+        config_name = (str(path) if str(path).isprintable() else repr(str(path))) if path else ""
     else:
         config_name = "config"
 
