@@ -168,7 +168,7 @@ class LabSession:
 
         from tests.integration.conftest import USERS_LOCK_PATH, exclusive_lab
         from tests.integration.deploy_helpers import reset_state_dir, wait_all_up, wait_sli_green
-        from veza_canary.lab import LabConfig, lab_status, lab_up
+        from veza_canary.lab import LabConfig, LabUnavailable, lab_status, lab_up
         from veza_canary.log import configure
 
         configure("json", stream=open(os.devnull, "w"))  # noqa: SIM115 - the lab API logs; not here
@@ -179,7 +179,10 @@ class LabSession:
         self._excl.__enter__()
         try:
             self.was_up = bool(lab_status().containers)
-            info = lab_up(LabConfig(), progress=lambda line: print(f"lab: {line}", file=sys.stderr))
+            try:
+                info = lab_up(LabConfig(), progress=lambda line: print(f"lab: {line}", file=sys.stderr))
+            except LabUnavailable as exc:
+                raise LabSkipped(f"{exc} ({exc.hint})") from exc
             self.info = info
             self.env = dict(info.env)
             self.nodes = list(info.nodes)
@@ -188,6 +191,7 @@ class LabSession:
             wait_sli_green(self.env)
         except BaseException:
             self._excl.__exit__(*sys.exc_info())
+            self._users.close()
             raise
         return self
 
@@ -212,14 +216,15 @@ class LabSession:
                 restore_node(n)
             wait_all_up(self.env)
             print("lab restored: 1.0.0 on every node, all ready and UP", file=sys.stderr)
-        finally:
-            self._excl.__exit__(None, None, None)
             if not self.was_up and not os.environ.get("BENCH_LAB_KEEP"):
                 try:
                     fcntl.flock(self._users, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    lab_down(progress=lambda line: print(f"lab: {line}", file=sys.stderr))
                 except BlockingIOError:
-                    pass
+                    print("lab left up: another session uses it", file=sys.stderr)
+                else:  # we brought it up and nobody else uses it; we hold the users lock ourselves
+                    lab_down(force=True, progress=lambda line: print(f"lab: {line}", file=sys.stderr))
+        finally:
+            self._excl.__exit__(None, None, None)
             self._users.close()
 
 

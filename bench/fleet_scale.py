@@ -183,8 +183,8 @@ def one_roll(n: int, trace: bool, tmp: Path, devnull) -> dict:  # noqa: ANN001
     artifact.chmod(0o755)
     names = [f"backend-api-{i}" for i in range(1, n + 1)]
     canary, peers = names[1], [x for x in names if x != names[1]]
-    s = settings_for_tests(artifact=artifact, canary_node=canary, peer_nodes=tuple(peers), sli_window=0.0,
-                           sli_probe_interval=1.0, allow_short_window=True, state_dir=tmp / "state",
+    s = settings_for_tests(artifact=artifact, canary_node=canary, peer_nodes=tuple(peers), sli_window=0.01,
+                           sli_probe_interval=0.01, allow_short_window=True, state_dir=tmp / "state",
                            poll_interval=POLL_INTERVAL)
     sim = SimFleet(names, install_dir=s.install_dir)
     sim.commands = _Discard()

@@ -207,27 +207,31 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="veza-bench-rollback-"))
     results: list[dict] = []
-    with lab:
-        canary = lab.info.canary
-        load0 = wait_quiet(args.quiet_wait, args.quiet_load)
-        for i in range(args.runs):
-            for case in cases:
-                # Onset 1 + P..1 + 2P s after start: after the first probes, at a different phase each run.
-                u = ((i + 0.5) / args.runs + 0.37 * cases.index(case)) % 1.0
-                onset = round(1.0 + case.probe_interval * (1.0 + u), 2)
-                artifact = build_standin(f"1.9.{i}-{case.name}", faults(case, onset), tmp / f"veza-api-{case.name}-{i}")
-                knobs = {"SLI_WINDOW": "60", "SLI_PROBE_INTERVAL": f"{case.probe_interval:g}",
-                         "SLI_RATE_WINDOW": f"{case.rate_window}s", "POLL_INTERVAL": f"{POLL_INTERVAL:g}"}
-                restore_node(canary)
-                # A clean slate for systemd's start limit (the lab's unit: 3 starts in 20 s), as on a canary
-                # that was not restarted recently: restore_node's own restart must not count against the run.
-                IncusTransport(canary).run(("systemctl", "reset-failed", "veza-backend-api"), check=False)
-                lab.between_runs(**knobs)
-                r = run_case(case, onset, artifact, deploy_env(lab.env, **knobs), canary, tmp, i)
-                results.append(r)
-                print(f"{case.name} run {i + 1}: exit {r['code']}, onset->red {r.get('onset_to_red', float('nan')):.2f} s,"
-                      f" red->back UP {r.get('red_to_back_up', float('nan')):.2f} s {r.get('error', '')}",
-                      file=sys.stderr)
+    try:
+        with lab:
+            canary = lab.info.canary
+            load0 = wait_quiet(args.quiet_wait, args.quiet_load)
+            for i in range(args.runs):
+                for case in cases:
+                    # Onset 1 + P..1 + 2P s after start: after the first probes, at a different phase each run.
+                    u = ((i + 0.5) / args.runs + 0.37 * cases.index(case)) % 1.0
+                    onset = round(1.0 + case.probe_interval * (1.0 + u), 2)
+                    artifact = build_standin(f"1.9.{i}-{case.name}", faults(case, onset), tmp / f"veza-api-{case.name}-{i}")
+                    knobs = {"SLI_WINDOW": "60", "SLI_PROBE_INTERVAL": f"{case.probe_interval:g}",
+                             "SLI_RATE_WINDOW": f"{case.rate_window}s", "POLL_INTERVAL": f"{POLL_INTERVAL:g}"}
+                    restore_node(canary)
+                    # A clean slate for systemd's start limit (the lab's unit: 3 starts in 20 s), as on a canary
+                    # that was not restarted recently: restore_node's own restart must not count against the run.
+                    IncusTransport(canary).run(("systemctl", "reset-failed", "veza-backend-api"), check=False)
+                    lab.between_runs(**knobs)
+                    r = run_case(case, onset, artifact, deploy_env(lab.env, **knobs), canary, tmp, i)
+                    results.append(r)
+                    print(f"{case.name} run {i + 1}: exit {r['code']}, onset->red {r.get('onset_to_red', float('nan')):.2f} s,"
+                          f" red->back UP {r.get('red_to_back_up', float('nan')):.2f} s {r.get('error', '')}",
+                          file=sys.stderr)
+    except LabSkipped as exc:
+        print(f"rollback_time: skipped: {exc}")
+        return
     md = render(cases, results, args.runs, load0)
     print(md)
     save("rollback_time", {"cases": [c.__dict__ for c in cases], "runs": results, "poll_interval": POLL_INTERVAL},

@@ -18,7 +18,7 @@ SKIP=" ${BENCH_SKIP:-} "
 if [ -n "${BENCH_QUICK:-}" ]; then
   LINT_RUNS=2 START_RUNS=3 SCALE=(--runs 1 --sizes 10,100) ORCH_RUNS=1 RB_RUNS=1
 else
-  LINT_RUNS=7 START_RUNS=15 SCALE=(--runs 5) ORCH_RUNS=5 RB_RUNS=3
+  LINT_RUNS=9 START_RUNS=15 SCALE=(--runs 5) ORCH_RUNS=5 RB_RUNS=3
 fi
 skip() { [[ "$SKIP" == *" $1 "* ]]; }
 say() { printf '\n== %s ==\n' "$*"; }
