@@ -616,8 +616,12 @@ class Deploy:
             if interrupted:  # between two peers (a peer being rolled is settled and re-raised in roll_peers)
                 return Interrupted(f"interrupted ({exc.signame}) between peers; no peer was being changed "  # type: ignore[attr-defined]
                                    f"(done: {', '.join(self.done_peers) or 'none'})", hint=self._resume_hint())
-            if isinstance(exc, VezaError):
+            if isinstance(exc, PeerRollFailed | Interrupted):
                 return exc
+            if isinstance(exc, VezaError):  # between two peers (HAProxy or a node unreadable): the roll stops
+                return PeerRollFailed(f"peer roll stopped before changing the next peer: {why} "
+                                      f"(done: {', '.join(self.done_peers) or 'none'}; every node is where it was)",
+                                      hint=self._resume_hint())
             return VezaError(f"internal error during the peer roll: {why}", hint=self._resume_hint())
         # Canary phase.
         try:
