@@ -543,3 +543,13 @@ def test_rollback_binary_missing_is_refused_before_any_change(artifact, tmp_path
     run = deploy(sim, artifact, tmp_path)
     assert run.code == int(ExitCode.PREFLIGHT) and "last-known-good" in run.report.message
     assert not [c for c in sim.commands if c[0] == "haproxy" and c[1].startswith("set ")]
+
+
+@pytest.mark.parametrize("event", ["step:peers", "step:sli-watch"])
+def test_haproxy_unreachable_between_peers_stops_the_roll_with_exit_6(event, artifact, tmp_path):
+    """The fleet is mixed (canary on the new build, peers on the old): that is exit 6 and a resume hint."""
+    sim = new_sim("good")
+    run = deploy(sim, artifact, tmp_path, observer=_at(event, lambda s: setattr(s, "haproxy_down", True), sim))
+    assert run.code == int(ExitCode.PEER_FAILED), run.error
+    assert "peer roll stopped" in run.report.message and run.report.resume
+    assert running(sim) == {CANARY: NEW, **dict.fromkeys(PEERS, OLD)} and all(a == 0 for a in sim.admin.values())
