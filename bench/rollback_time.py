@@ -203,7 +203,6 @@ def main() -> None:
         return
     from tests.integration.deploy_helpers import deploy_env
     from veza_canary.lab import build_standin, restore_node
-    from veza_canary.transport import IncusTransport
 
     tmp = Path(tempfile.mkdtemp(prefix="veza-bench-rollback-"))
     results: list[dict] = []
@@ -219,10 +218,7 @@ def main() -> None:
                     artifact = build_standin(f"1.9.{i}-{case.name}", faults(case, onset), tmp / f"veza-api-{case.name}-{i}")
                     knobs = {"SLI_WINDOW": "60", "SLI_PROBE_INTERVAL": f"{case.probe_interval:g}",
                              "SLI_RATE_WINDOW": f"{case.rate_window}s", "POLL_INTERVAL": f"{POLL_INTERVAL:g}"}
-                    restore_node(canary)
-                    # A clean slate for systemd's start limit (the lab's unit: 3 starts in 20 s), as on a canary
-                    # that was not restarted recently: restore_node's own restart must not count against the run.
-                    IncusTransport(canary).run(("systemctl", "reset-failed", "veza-backend-api"), check=False)
+                    restore_node(canary)  # its restart is cleared from systemd's start limit by between_runs
                     lab.between_runs(**knobs)
                     r = run_case(case, onset, artifact, deploy_env(lab.env, **knobs), canary, tmp, i)
                     results.append(r)
