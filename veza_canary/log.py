@@ -49,8 +49,19 @@ def redact_processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> 
     return redact_value(event_dict)
 
 
+class _StderrLogger:
+    """Writes to whatever ``sys.stderr`` is *now* (a test runner may swap and close the old one)."""
+
+    def msg(self, message: str) -> None:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = failure = err = msg
+
+
 def configure(log_format: str | None = None, *, verbose: bool = False, stream: Any = None) -> None:
     """Configure structlog for the process. ``log_format``: console, json, or None (auto)."""
+    explicit = stream is not None
     stream = stream or sys.stderr
     if log_format is None:
         log_format = "console" if getattr(stream, "isatty", lambda: False)() else "json"
@@ -69,7 +80,7 @@ def configure(log_format: str | None = None, *, verbose: bool = False, stream: A
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=stream) if explicit else (lambda *_a: _StderrLogger()),
         cache_logger_on_first_use=False,
     )
 
