@@ -144,7 +144,19 @@ class Node:
 
     def restart(self) -> None:
         log.info("node.restart", node=self.name, argv=list(self.restart_argv))
-        self.transport.run(self.restart_argv, timeout=120)
+        r = self.transport.run(self.restart_argv, timeout=120, check=False)
+        if r.ok:
+            return
+        # A binary that never starts crash-loops the unit into systemd's start limit (StartLimitBurst), and
+        # systemd then refuses every start -- including the one that puts the last-known-good binary back.
+        # This restart is an explicit operator action: clear the limit and try once more.
+        if self.service and tuple(self.restart_argv) == ("systemctl", "restart", self.service):
+            log.warning("node.restart.reset_failed", node=self.name, error=r.describe())
+            self.transport.run(("systemctl", "reset-failed", "--", self.service), timeout=30, check=False)
+            r = self.transport.run(self.restart_argv, timeout=120, check=False)
+            if r.ok:
+                return
+        raise CommandFailed(r.describe(), result=r)
 
     def service_restarts(self) -> int | None:
         """systemd's automatic-restart counter of the service (NRestarts), or None when unknown.
