@@ -61,6 +61,9 @@ class SimNode:
     stopped: bool = False  # the container itself
     restarts: int = 0
     crashes: int = 0  # systemd's NRestarts: automatic restarts after a crash
+    #: systemd's start limit hit (a binary that never starts crash-loops into it): every start is refused
+    #: until ``systemctl reset-failed`` (StartLimitBurst=3 in the lab's unit).
+    start_limited: bool = False
 
 
 def sha(data: bytes) -> str:
@@ -216,12 +219,19 @@ class SimNodeTransport(Transport):
             return 0, b"", b""
         if argv[:2] == ("systemctl", "show"):
             return 0, f"{n.crashes}\n".encode(), b""
+        if argv[:2] == ("systemctl", "reset-failed"):
+            n.start_limited = False
+            return 0, b"", b""
         if cmd == "systemctl" or argv == tuple(self.sim.hooks.get("restart_argv", ())):  # type: ignore[arg-type]
+            if n.start_limited:
+                return 1, b"", (b"Job for veza-backend-api.service failed because start of the service was "
+                                b"attempted too often.\n")
             n.restarts += 1
             n.running_sha = sha(files.get(f"{self.sim.install_dir}/veza-api", b""))
             self.sim.sessions[self.node] = 0
             self.sim.fire(f"restart:{self.node}")
             if not self.sim.behaviour(self.node).starts:
+                n.start_limited = True  # Restart=on-failure crash-loops it into the start limit
                 return 1, b"", b"Job for veza-backend-api.service failed.\n"
             return 0, b"", b""
         if cmd == "curl":
