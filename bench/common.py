@@ -48,8 +48,9 @@ def commit() -> str:
         h = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "veza_canary", "bench"], cwd=REPO,
-                               capture_output=True, text=True, check=False).stdout.strip()
-        return h + ("+dirty" if dirty else "")
+                               capture_output=True, text=True, check=False).stdout.splitlines()
+        # The tree is shared with other engineers: say which files differed from the commit.
+        return h + (f"+dirty: {', '.join(line[3:] for line in dirty)}" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

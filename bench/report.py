@@ -21,10 +21,10 @@ from common import REPO, out_dir  # noqa: E402
 
 
 def update(doc: str, name: str, block: str) -> tuple[str, bool]:
-    pat = re.compile(rf"(<!-- bench:{re.escape(name)} -->\n).*?(\n<!-- /bench:{re.escape(name)} -->)", re.S)
+    pat = re.compile(rf"(<!-- bench:{re.escape(name)} -->)\n(?:.*?\n)?(<!-- /bench:{re.escape(name)} -->)", re.S)
     if not pat.search(doc):
         return doc, False
-    return pat.sub(lambda m: m.group(1) + block.strip("\n") + m.group(2), doc, count=1), True
+    return pat.sub(lambda m: f"{m.group(1)}\n{block.strip()}\n{m.group(2)}", doc, count=1), True
 
 
 def main() -> None:
