@@ -81,5 +81,28 @@ def snapshot(path: Path, knob: str, workdir: Path) -> Artifact:
     return Artifact(original=path, path=dst, sha256=sha256_file(dst), size=dst.stat().st_size)
 
 
+WORKDIR_PREFIX = "veza-canary-"
+
+
 def private_workdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="veza-canary-"))
+    """A 0700 temp dir for this run's snapshots; its name carries our PID (see ``remove_stale_workdirs``)."""
+    return Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
+
+
+def remove_stale_workdirs() -> list[Path]:
+    """Remove the work dirs of runs that were SIGKILLed (their PID is gone); never another live run's."""
+    removed = []
+    for p in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*-*"):
+        pid = p.name.removeprefix(WORKDIR_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            if p.lstat().st_uid != os.getuid() or not stat.S_ISDIR(p.lstat().st_mode):
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+        except OSError:  # alive (EPERM) or gone meanwhile
+            continue
+    return removed

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from veza_canary.artifact import private_workdir
+from veza_canary.artifact import private_workdir, remove_stale_workdirs
 from veza_canary.errors import VezaError
 from veza_canary.fleet import Fleet, build_fleet
 from veza_canary.log import get_logger
@@ -41,6 +41,8 @@ def run_deploy(
     stream = stream or sys.stdout
     fleet = fleet or build_fleet(settings)
     report = Report(command="deploy")
+    for stale in remove_stale_workdirs():  # a SIGKILLed run cannot clean up after itself
+        log.info("workdir.stale_removed", path=str(stale))
     workdir = private_workdir()
     error: VezaError | None = None
     try:
