@@ -685,6 +685,8 @@ def test_sigkill_during_a_peer_push_then_the_rerun_reconciles_and_finishes(flab,
     r.wait_file(fl.fault_dir / "pushed")
     r.proc.kill()
     r.finish()
+    workdirs = list(Path("/tmp").glob(f"veza-canary-{r.proc.pid}-*"))
+    assert workdirs, "the killed run's private copy of the binaries should still be there"
     st = fl.state()
     assert st[peer].admin == "drain" and st[peer].extras, f"not the mess a SIGKILL leaves: {st[peer]}"
     assert lock_present(fl.env)
@@ -693,6 +695,7 @@ def test_sigkill_during_a_peer_push_then_the_rerun_reconciles_and_finishes(flab,
     fl.assert_consistent(run, code=0, shas=dict.fromkeys(fl.nodes, sha_of(builds["good2"])))
     assert any(e["kind"] == "reconcile" and e["node"] == peer for e in run.report["events"])
     assert '"lock.takeover"' in run.stderr
+    assert not any(d.exists() for d in workdirs), "the re-run did not remove the killed run's work dir"
 
 
 # --- locks ---------------------------------------------------------------------------------------------------

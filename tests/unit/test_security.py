@@ -319,3 +319,27 @@ def test_ruff_security_rules_pass_on_the_package():
                        capture_output=True, text=True, check=True, cwd=ROOT)
     findings = [f for f in json.loads(r.stdout) if (f.get("code") or "").startswith("S")]
     assert not findings, [f"{f['filename']}:{f['location']['row']} {f['code']} {f['message']}" for f in findings]
+
+
+def test_work_dirs_of_killed_runs_are_removed_and_live_ones_kept(tmp_path, monkeypatch):
+    """A SIGKILLed run leaves its private copy of the binaries in /tmp; the next run removes it."""
+    import tempfile
+
+    from veza_canary.artifact import remove_stale_workdirs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        stale = tmp_path / f"veza-canary-{dead.pid}-abcd"
+        running = tmp_path / f"veza-canary-{live.pid}-efgh"
+        mine = private_workdir()
+        for d in (stale, running):
+            d.mkdir()
+            (d / "artifact.bin").write_bytes(b"x")
+        assert remove_stale_workdirs() == [stale]
+        assert not stale.exists() and running.exists() and mine.exists()
+    finally:
+        live.kill()
+        live.wait()
