@@ -102,8 +102,12 @@ def children() -> list[int]:
     return out
 
 
+_WORKDIRS_BEFORE: set[Path] = set()
+
+
 def workdirs() -> int:
-    return len(list(Path(tempfile.gettempdir()).glob("veza-canary-*")))
+    """/tmp/veza-canary-* work dirs that appeared during the soak and are still there."""
+    return len(set(Path(tempfile.gettempdir()).glob("veza-canary-*")) - _WORKDIRS_BEFORE)
 
 
 def sha(p: Path) -> str:
@@ -176,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             IncusTransport(env["HAPROXY_CONTAINER"]).run(
                 ("rm", "-rf", "--", f"{STATE_DIR}/lock.json", f"{STATE_DIR}/blocked"), check=False)
             fd0, th0 = len(os.listdir("/proc/self/fd")), threading.active_count()
+            _WORKDIRS_BEFORE.update(Path(tempfile.gettempdir()).glob("veza-canary-*"))
             for i in range(1, a.deploys + 1):
                 good = i % 2 == 1
                 if good:
