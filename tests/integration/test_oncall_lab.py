@@ -43,7 +43,8 @@ def vc(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Comp
 
 def status(env: dict[str, str]) -> dict:
     r = vc(env, "status", "--format", "json")
-    assert r.returncode == 0, r.stderr[-2000:]
+    errors = json.loads(r.stdout).get("errors") if r.stdout.startswith("{") else r.stdout[-1000:]
+    assert r.returncode == 0, f"status exited {r.returncode}; errors: {errors}; {r.stderr[-1000:]}"
     return json.loads(r.stdout)
 
 
@@ -66,6 +67,14 @@ def env(lab) -> dict[str, str]:
 
 
 @pytest.fixture
+def baseline(lab, env) -> Iterator[dict[str, str]]:
+    """Read-only, but from the baseline: held under the lab lock so no other session is mid-change."""
+    with exclusive_lab():
+        wait_all_up(env)
+        yield env
+
+
+@pytest.fixture
 def owned(lab, env) -> Iterator[dict[str, str]]:
     """The lab held exclusively, from a baseline (every node ready and UP, no lock); restored after."""
     with exclusive_lab():
@@ -83,10 +92,11 @@ def owned(lab, env) -> Iterator[dict[str, str]]:
             wait_all_up(env)
 
 
-# --- read-only --------------------------------------------------------------------------------
+# --- read-only (from the baseline) ------------------------------------------------------------
 
 
-def test_status_json_shape_on_the_lab(lab, env):
+def test_status_json_shape_on_the_lab(lab, baseline):
+    env = baseline
     d = status(env)
     assert [n["name"] for n in d["nodes"]] == [env["CANARY_NODE"], *env["PEER_NODES"].split()]
     for n in d["nodes"]:
@@ -98,7 +108,8 @@ def test_status_json_shape_on_the_lab(lab, env):
     assert d["sli"]["thresholds"]["p95_s"] == 0.5 and d["sli"]["probes"]
 
 
-def test_health_sli_check_and_haproxy_show_on_the_lab(lab, env):
+def test_health_sli_check_and_haproxy_show_on_the_lab(lab, baseline):
+    env = baseline
     node = env["PEER_NODES"].split()[0]
     r = vc(env, "health", node)
     assert r.returncode == 0 and "HTTP 200" in r.stdout and "(version " in r.stdout
@@ -120,7 +131,8 @@ def _read_only(c: Command) -> bool:
             or (args[0] in ("rollback", "deploy") and "--dry-run" in args))
 
 
-def test_the_runbooks_read_only_commands_work_on_the_lab(lab, env, builds):
+def test_the_runbooks_read_only_commands_work_on_the_lab(lab, baseline, builds):
+    env = baseline
     cmds = [c for c in runbook_commands() if c.argv[0] == "veza-canary" and _read_only(c)]
     assert len(cmds) >= 10
     for c in cmds:
