@@ -310,9 +310,11 @@ def _set_state(settings: Settings, server: str, state: str, wait: bool, force: b
                                      clock=fleet.clock, on_poll=obs.on_poll)
                 except WaitTimedOut as exc:
                     cls = HealthCheckFailed if state == "ready" else DrainTimedOut
-                    raise cls(f"{exc}", hint=("shutdown its sessions: veza-canary haproxy drain ... after "
-                                              "checking who they are" if state != "ready" else
-                                              f"check the node: veza-canary health {server}")) from None
+                    hint = (f"the node stays {state}; its sessions are still open (veza-canary haproxy show). "
+                            "Wait longer (--drain-timeout) or let a rollback cut them "
+                            "(--drain-timeout-action shutdown-sessions)" if state != "ready" else
+                            f"check the node: veza-canary health {server}")
+                    raise cls(f"{exc}", hint=hint) from None
         out(_stat_line(fleet, server))
     return 0
 
