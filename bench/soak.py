@@ -141,6 +141,22 @@ class Live:
         names = r.stdout.split()
         return [x for x in names if x not in ("blocked", "lock.json")], "lock.json" in names
 
+    def wait_sli_green(self, timeout: float = 90) -> None:
+        import httpx
+
+        from veza_canary.prometheus import Prometheus
+        from veza_canary.sli import Queries, Verdict, probe, thresholds_from_settings
+
+        s = load_settings({}, self.env, None, config={})
+        t = thresholds_from_settings(s)
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=5) as c:
+            prom = Prometheus(c, s.prom_url)
+            while time.monotonic() < deadline:
+                if all(probe(prom, Queries.from_settings(s, n), t).verdict is Verdict.PASS for n in self.nodes):
+                    return
+                time.sleep(1)
+
     def wait_all_up(self, sha256: str, timeout: float = 30) -> dict:
         deadline = time.monotonic() + timeout
         while True:
@@ -214,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
                         problems.append(f"{n} runs {str(h)[:12]}, expected {want[:12]}")
                 if good and code == 0:
                     current = artifact
+                if not good:
+                    # As an operator would: the next deploy starts when the SLI is green again (the rolled-back
+                    # canary's bad samples must leave the rate window; preflight refuses a red SLI, exit 3).
+                    live.wait_sli_green()
                 gc.collect()
                 extras, lock_left = live.state_dir()
                 s = Sample(n=i, build=name, expected=expected, code=code, seconds=round(seconds, 2),
