@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                     run_deploy(settings, stream=io.StringIO(), command_line=f"soak deploy #{i}")
                 except VezaError as exc:
                     code = int(exc.exit_code)
+                if code == 130:  # Ctrl-C lands in the deploy's own guard: the deploy cleaned up; stop here
+                    print(f"#{i:02d} interrupted: the deploy brought the fleet to a safe state; stopping the soak")
+                    break
                 seconds = time.monotonic() - t0
                 expected = 0 if good else 5
                 want = sha(artifact) if good else sha(current)
