@@ -268,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                 restore_node(n)
             log_file.close()
 
+    if not samples:
+        print("no deploy completed")
+        return 1
     wrong = [s for s in samples if s.code != s.expected]
     failed = [s for s in samples if s.problems]
     ref = samples[min(4, len(samples) - 1)]
