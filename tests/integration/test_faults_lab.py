@@ -334,6 +334,7 @@ def flab(lab, tmp_path) -> Iterator[FaultLab]:
                       fault_dir=fault_dir, wrapper_dir=_wrapper_dir(tmp_path))
         wait_until(lambda: all(s.in_rotation and s.sha256 == sha_of(baseline) for s in fl.state().values()),
                    60, "the lab at its baseline")
+        _wait_sli_green(fl)  # a test before may have left a red SLI in the rate window: preflight would refuse
         try:
             yield fl
         finally:
