@@ -269,8 +269,6 @@ def expected_codes(kind: str, label: str, how: str) -> set[int]:
 def _indices(kind: str, label: str, artifact: Path, tmp_path: Path) -> list[int]:
     t = trace(kind, artifact, tmp_path)
     idx = [i for i, (_e, lab) in enumerate(t) if lab == label]
-    if kind == "bad" and not idx:
-        pytest.skip(f"a build whose health is 500 never reaches {label}")
     assert idx, f"no event of the trace falls in {label!r}: {sorted({lab for _, lab in t})}"
     return idx
 
@@ -299,10 +297,12 @@ def _kill_at(index: int, sim: SimFleet, box: list[SimFleet]) -> Callable[[str, D
 
 
 LABELS = [s.name for s in STEPS if s.name != "peers"] + [f"peers/{s}" for s in PEER_SUBSTEPS] + ["finish"]
+#: A build whose health is 500 fails at canary-health: it never reaches the later steps.
+BAD_LABELS = [lab for lab in LABELS if lab in CHECK_STEPS or lab in ("drain-canary", "install-canary", "canary-health")]
+KIND_LABELS = [("good", lab) for lab in LABELS] + [("bad", lab) for lab in BAD_LABELS]
 
 
-@pytest.mark.parametrize("kind", ["good", "bad"])
-@pytest.mark.parametrize("label", LABELS)
+@pytest.mark.parametrize("kind,label", KIND_LABELS)
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "hammer"])
 def test_a_signal_at_every_event_of_every_step_ends_consistent(kind, label, how, artifact, tmp_path, capsys):
     """SIGINT/SIGTERM (or Ctrl-C hammered) anywhere: documented code, fleet consistent, re-run reconciles."""
@@ -325,8 +325,7 @@ def test_a_signal_at_every_event_of_every_step_ends_consistent(kind, label, how,
     assert not failures, "\n".join(failures[:25])
 
 
-@pytest.mark.parametrize("kind", ["good", "bad"])
-@pytest.mark.parametrize("label", LABELS)
+@pytest.mark.parametrize("kind,label", KIND_LABELS)
 def test_sigkill_at_every_event_then_a_rerun_reconciles_and_finishes(kind, label, artifact, tmp_path):
     """SIGKILL anywhere (nothing cleans up), then the same command again: it finishes from live state."""
     failures = []
