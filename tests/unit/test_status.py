@@ -10,11 +10,13 @@ from dataclasses import asdict
 import pytest
 
 from veza_canary.clock import FakeClock
+from veza_canary.errors import CommandFailed
 from veza_canary.lock import FleetLock, LockInfo
 from veza_canary.settings import settings_for_tests
 from veza_canary.sli import Queries, Verdict, thresholds_from_settings
 from veza_canary.status import check_detailed, collect, read_shas, table
 from veza_canary.testing import Behaviour, SimFleet, sha, sim_fleet
+from veza_canary.transport.base import Transport
 
 NODES = ["backend-api-2", "backend-api-1", "backend-api-3"]
 OLD, PREV, NEW = b"old-binary", b"prev-binary", b"new-binary"
@@ -183,3 +185,37 @@ def test_own_dead_process_lock_helper_matches_this_host():
 
     me = LockInfo("me", socket.gethostname(), os.getpid(), "", "x" * 64, "c", "t")
     assert _dead_local_process(me) is False
+
+
+class Canned(Transport):
+    """A transport that answers every command with one canned reply (output lost on the way, etc.)."""
+
+    name = "canned"
+
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.reply = (code, out.encode(), err.encode())
+
+    def _run(self, argv, input, timeout):
+        return self.reply
+
+
+BIN, PREV_PATH = "/opt/veza/backend-api/veza-api", "/opt/veza/backend-api/veza-api.previous"
+
+
+@pytest.mark.parametrize("code,out,err,expected", [
+    (0, f"{'a' * 64}  {BIN}\n{'b' * 64}  {PREV_PATH}\n", "", ("a" * 64, "b" * 64)),
+    (1, f"{'a' * 64}  {BIN}\n", f"sha256sum: {PREV_PATH}: No such file or directory\n", ("a" * 64, None)),
+    (0, f"{'a' * 64}  {BIN}\n", "", CommandFailed),  # a line lost, exit 0: not "no .previous"
+    (1, "", "", CommandFailed),  # output and error lost
+    (1, f"{'a' * 64}  {BIN}\n", "sha256sum: /other: No such file or directory\n", CommandFailed),
+])
+def test_read_shas_never_mistakes_lost_output_for_a_missing_file(code, out, err, expected):
+    from veza_canary.node import Node
+
+    node = Node("backend-api-1", Canned(code, out, err), install_dir="/opt/veza/backend-api", restart_argv=(),
+                health_url="http://127.0.0.1:8080/api/v1/health")
+    if isinstance(expected, tuple):
+        assert read_shas(node) == expected
+    else:
+        with pytest.raises(expected):
+            read_shas(node)
