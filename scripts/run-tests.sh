@@ -19,4 +19,9 @@ if [ -x scripts/staging-acceptance.sh ] && [ "${VEZA_SKIP_ACCEPTANCE:-0}" != 1 ]
 print(f\"junit: {r.get('tests')} scenarios, {r.get('failures')} failures\"); sys.exit(r.get('failures') != '0')"
 fi
 
+if [ "${VEZA_SOAK:-0}" = 1 ]; then
+  echo "== soak (VEZA_SOAK=1)"
+  bash scripts/soak.sh
+fi
+
 echo "== total $(( $(date +%s) - start ))s"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tests.integration.conftest import exclusive_lab  # noqa: F401 - re-exported for the lab test modules
 from veza_canary.haproxy import HAProxy, IncusSocat
+from veza_canary.node import Node
 from veza_canary.transport import IncusTransport
 
 VC = [sys.executable, "-m", "veza_canary"]
@@ -101,8 +102,9 @@ def live_state(lab_env: dict[str, str]) -> dict[str, dict]:
     nodes = [lab_env["CANARY_NODE"], *lab_env["PEER_NODES"].split()]
     out = {}
     for n in nodes:
-        r = IncusTransport(n).run(("sha256sum", "/opt/veza/backend-api/veza-api"))
-        out[n] = {"admin": states[n].admin, "status": stats[n].status, "sha256": r.stdout.split()[0]}
+        node = Node(n, IncusTransport(n), install_dir="/opt/veza/backend-api", restart_argv=("true",),
+                    health_url="http://127.0.0.1:8080/api/v1/health")
+        out[n] = {"admin": states[n].admin, "status": stats[n].status, "sha256": node.sha256()}
     return out
 
 
