@@ -326,6 +326,12 @@ class Deploy:
             return RollbackSource("local", rb.sha256, rb)
         prev = f.canary.sha256(f.canary.previous_path)
         if prev is not None and prev != self.artifact.sha256:
+            if self.canary_sha_before is not None and prev != self.canary_sha_before:
+                # The runbook keeps .previous by hand; say so when a rollback would not restore what runs now.
+                log.warning("preflight.rollback_target_differs", previous=prev[:12],
+                            running=self.canary_sha_before[:12],
+                            hint="set ROLLBACK_BINARY to roll back to the build the canary runs now")
+                self.report.event("rollback_target_differs", previous=prev, running=self.canary_sha_before)
             return RollbackSource("previous", prev)
         why = (f"{f.canary.previous_path} is missing on {s.canary_node}" if prev is None
                else f"{f.canary.previous_path} on {s.canary_node} is the artifact itself")
