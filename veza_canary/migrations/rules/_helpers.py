@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from veza_canary.migrations.changes import Change, ColumnSpec, ConstraintSpec, QName
-from veza_canary.migrations.rules import RuleContext
+from veza_canary.migrations.rules import Hit, Rule, RuleContext
 
 
 def fq(qn: QName | None, col: str | None = None) -> str:
@@ -87,3 +87,33 @@ def unique_still_there(table: QName | None, cols: tuple[str, ...]):  # noqa: ANN
                    for i in schema.indexes.values())
 
     return test
+
+
+def schema_key(obj_kind: str) -> str:
+    """The schema model's kind for an object kind (a materialized view is kept with the views)."""
+    return "view" if obj_kind == "materialized view" else obj_kind
+
+
+class DropObjectRule(Rule):
+    """Shared check of the DROP rules: every dropped object that existed before this set of migrations is a hit.
+
+    Subclasses set ``code``, ``name`` and ``obj_kinds``; ``cancel`` may return a predicate on the final
+    schema that withdraws the hit (the object is re-created later in the same file).
+    """
+
+    kinds = frozenset({"drop"})
+    obj_kinds: frozenset[str] = frozenset()
+
+    def check(self, ch: Change, ctx: RuleContext) -> Iterator[Hit]:
+        if ch.obj_kind not in self.obj_kinds:
+            return
+        if not ch.names:
+            yield Hit(f"drops a {ch.obj_kind} the old binary may depend on")
+        for qn in ch.names:
+            key = schema_key(ch.obj_kind)
+            if ctx.is_new(key, qn):
+                continue
+            yield Hit(f"drops {ch.obj_kind} {fq(qn)}", self.cancel(key, qn))
+
+    def cancel(self, key: str, qn):  # noqa: ANN001, ANN201
+        return None

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 from veza_canary.migrations.changes import Change
 from veza_canary.migrations.rules import Rule, RuleContext, register
-from veza_canary.migrations.rules._helpers import fq
+from veza_canary.migrations.rules._helpers import fq, schema_key
 
 
 @register
@@ -32,7 +32,7 @@ class RenameObject(Rule):
     def check(self, ch: Change, ctx: RuleContext) -> Iterator[str]:
         if ch.obj_kind in ("table", "index"):
             return
-        key = "view" if ch.obj_kind == "materialized view" else ch.obj_kind
+        key = schema_key(ch.obj_kind)
         name = (ch.name[0], "") if ch.obj_kind == "schema" and ch.name else ch.name
         if ctx.is_new(key, name):
             return

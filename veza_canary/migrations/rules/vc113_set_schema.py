@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from veza_canary.migrations.changes import Change
 from veza_canary.migrations.rules import Rule, RuleContext, register
-from veza_canary.migrations.rules._helpers import fq
+from veza_canary.migrations.rules._helpers import fq, schema_key
 
 
 @register
@@ -29,7 +29,7 @@ class SetSchema(Rule):
     dialects = ("postgres",)
 
     def check(self, ch: Change, ctx: RuleContext) -> Iterator[str]:
-        key = "view" if ch.obj_kind == "materialized view" else ch.obj_kind
+        key = schema_key(ch.obj_kind)
         if ctx.is_new(key, ch.name):
             return
         yield f"moves {ch.obj_kind} {fq(ch.name)} to schema {ch.new_schema}"

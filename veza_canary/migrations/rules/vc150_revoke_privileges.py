@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from veza_canary.migrations.changes import Change
 from veza_canary.migrations.rules import Rule, RuleContext, register
-from veza_canary.migrations.rules._helpers import fq
+from veza_canary.migrations.rules._helpers import fq, schema_key
 
 
 @register
@@ -28,11 +28,11 @@ class RevokePrivileges(Rule):
 
     def check(self, ch: Change, ctx: RuleContext) -> Iterator[str]:
         if ch.kind == "owner":
-            key = "view" if ch.obj_kind == "materialized view" else ch.obj_kind
+            key = schema_key(ch.obj_kind)
             if not ctx.is_new(key, ch.name):
                 yield f"changes the owner of {ch.obj_kind} {fq(ch.name)}: the old binary may lose its privileges"
             return
-        if ch.names and all(ctx.is_new(ch.obj_kind if ch.obj_kind != "materialized view" else "view", qn)
+        if ch.names and all(ctx.is_new(schema_key(ch.obj_kind), qn)
                             for qn in ch.names):
             return
         target = ", ".join(fq(n) for n in ch.names) or ch.reason or "objects"
