@@ -13,7 +13,11 @@ from veza_canary.errors import LintInputError
 from veza_canary.migrations import deploy_gate, lint
 from veza_canary.settings import settings_for_tests
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+
+@pytest.fixture(autouse=True)
+def _git_is_installed() -> None:
+    # git is a dependency (scripts/install-system-deps.sh installs it): a missing git fails, never skips.
+    assert shutil.which("git"), "git is not installed (bash scripts/install-system-deps.sh)"
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = REPO_ROOT / "scripts" / "check-migration-backward-compat.sh"
