@@ -8,12 +8,14 @@ the real seams.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from veza_canary.clock import Clock
+from veza_canary.errors import VezaError
 from veza_canary.haproxy import HAProxy, IncusSocat, UnixSocket
 from veza_canary.lock import DEFAULT_STATE_DIR, BlockedReleases, FleetLock, StateStore
 from veza_canary.node import Node
@@ -48,6 +50,31 @@ class Fleet:
 
     def blocked(self) -> BlockedReleases:
         return BlockedReleases(self.store)
+
+    def snapshot(self, names: Iterable[str], classify: Callable[[str, str | None], str]) -> dict[str, Any]:
+        """The end state reports print: each node's sha256, ``classify(node, sha)``, HAProxy admin and status.
+
+        Best effort: whatever cannot be read is "unknown" with the error, never an exception.
+        """
+        out: dict[str, Any] = {"nodes": {}}
+        try:
+            states, stats = self.haproxy.states(), self.haproxy.stats()
+        except VezaError as exc:
+            states, stats = {}, {}
+            out["haproxy_error"] = str(exc)
+        for n in names:
+            entry: dict[str, Any] = {}
+            try:
+                if n not in self.nodes:
+                    raise VezaError("not part of this fleet")
+                sha = self.nodes[n].sha256()
+                entry["sha256"], entry["binary"] = sha, classify(n, sha)
+            except VezaError as exc:
+                entry["sha256"], entry["binary"], entry["error"] = None, "unknown", str(exc)[:300]
+            entry["admin"] = states[n].admin if n in states else "unknown"
+            entry["status"] = stats[n].status if n in stats else "unknown"
+            out["nodes"][n] = entry
+        return out
 
     def close(self) -> None:
         for c in (self.lb_client, self.prom.client):

@@ -412,27 +412,14 @@ class ManualRollback:
                 rep.resume = self._resume_cmd()
 
     def fleet_state(self) -> dict:
-        f = self.fleet
-        out: dict = {"nodes": {}}
-        try:
-            states, stats = f.haproxy.states(), f.haproxy.stats()
-        except VezaError as exc:
-            states, stats = {}, {}
-            out["haproxy_error"] = str(exc)
         targets = {p.name: p.target_sha for p in self.plans}
-        for n in dict.fromkeys([*self.nodes, *self.s.nodes]):
-            entry: dict = {}
-            try:
-                sha = f.nodes[n].sha256()
-                entry["sha256"] = sha
-                entry["binary"] = "target" if n in targets and sha == targets[n] else \
-                    "not requested" if n not in targets else "other"
-            except (VezaError, KeyError) as exc:
-                entry["sha256"], entry["binary"] = None, f"unknown ({_why(exc)})"
-            entry["admin"] = states[n].admin if n in states else "unknown"
-            entry["status"] = stats[n].status if n in stats else "unknown"
-            out["nodes"][n] = entry
-        return out
+
+        def classify(node: str, sha: str | None) -> str:
+            if node not in targets:
+                return "not requested"
+            return "target" if sha == targets[node] else "other"
+
+        return self.fleet.snapshot(dict.fromkeys([*self.nodes, *self.s.nodes]), classify)
 
 
 def _why(exc: BaseException) -> str:

@@ -745,28 +745,12 @@ class Deploy:
                 log.warning("temps.cleanup_failed", node=n, error=str(exc))
 
     def fleet_state(self) -> dict:
-        f = self.fleet
-        out: dict = {"nodes": {}}
-        try:
-            states, stats = f.haproxy.states(), f.haproxy.stats()
-        except VezaError as exc:
-            states, stats = {}, {}
-            out["haproxy_error"] = str(exc)
-        for n in self.s.nodes:
-            entry: dict = {}
-            try:
-                if n not in f.nodes:
-                    raise VezaError("not part of this fleet")
-                sha = f.nodes[n].sha256()
-                entry["sha256"] = sha
-                entry["binary"] = ("artifact" if self.artifact and sha == self.artifact.sha256 else
-                                   "rollback" if self.rollback and sha == self.rollback.sha256 else "other")
-            except VezaError as exc:
-                entry["sha256"], entry["binary"], entry["error"] = None, "unknown", str(exc)[:300]
-            entry["admin"] = states[n].admin if n in states else "unknown"
-            entry["status"] = stats[n].status if n in stats else "unknown"
-            out["nodes"][n] = entry
-        return out
+        def classify(_node: str, sha: str | None) -> str:
+            if self.artifact and sha == self.artifact.sha256:
+                return "artifact"
+            return "rollback" if self.rollback and sha == self.rollback.sha256 else "other"
+
+        return self.fleet.snapshot(self.s.nodes, classify)
 
 
 def _why(exc: BaseException) -> str:
