@@ -463,6 +463,9 @@ def _quiet_poll_logs() -> Callable[[], None]:
     """While the view is up: drop the per-poll lines it shows, and print the rest above it."""
     import structlog
 
+    from veza_canary.log import ensure_configured
+
+    ensure_configured()
     old = structlog.get_config()
 
     def drop_polls(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,12 @@ Console output for people on a TTY, JSON lines otherwise (or with
 ``--log-format json``). A redaction processor runs last before rendering, so no
 renderer ever sees a secret: URL credentials, bearer tokens, passwords and any
 key that looks like a secret.
+
+structlog is imported on the first event that will be printed, not before:
+importing it (and the rich and asyncio modules it pulls in) costs ~55 ms, a tenth
+of a cold lint, and a command that logs nothing above its level never pays it. The
+CLI records its settings with ``defer_configure``; loggers from ``get_logger`` apply
+them when they first emit.
 """
 
 from __future__ import annotations
@@ -12,8 +18,6 @@ import logging
 import re
 import sys
 from typing import Any
-
-import structlog
 
 _URL_CRED_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s:]*(?::[^/@\s]*)?)@")
 _BEARER_RE = re.compile(r"(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
@@ -61,6 +65,10 @@ class _StderrLogger:
 
 def configure(log_format: str | None = None, *, verbose: bool = False, stream: Any = None) -> None:
     """Configure structlog for the process. ``log_format``: console, json, or None (auto)."""
+    import structlog
+
+    global _deferred, _min_level
+    _deferred, _min_level = None, 0
     explicit = stream is not None
     stream = stream or sys.stderr
     if log_format is None:
@@ -85,5 +93,67 @@ def configure(log_format: str | None = None, *, verbose: bool = False, stream: A
     )
 
 
+_deferred: tuple[str | None, bool] | None = None
+#: While a configuration is deferred, events below this level are dropped without importing structlog.
+_min_level = 0
+
+
+def defer_configure(log_format: str | None = None, *, verbose: bool = False) -> None:
+    """Record ``configure``'s arguments; applied by the first event at or above the level."""
+    global _deferred, _min_level
+    if "structlog" in sys.modules:  # already paid for: configure now
+        configure(log_format, verbose=verbose)
+        return
+    _deferred = (log_format, verbose)
+    _min_level = logging.DEBUG if verbose else logging.INFO
+
+
+def clear_deferred() -> None:
+    """Forget a deferred configuration (the command that recorded it has ended)."""
+    global _deferred, _min_level
+    _deferred, _min_level = None, 0
+
+
+def ensure_configured() -> None:
+    """Apply a deferred configuration now (before reading or changing structlog's config)."""
+    if _deferred is not None:
+        configure(_deferred[0], verbose=_deferred[1])
+
+
+class _LazyLogger:
+    """``structlog.get_logger(name)``, imported and configured on the first event that is printed."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _emit(self, level: int, method: str, event: str, kw: dict[str, Any]) -> Any:
+        if level < _min_level and "structlog" not in sys.modules:
+            return None
+        ensure_configured()
+        import structlog
+
+        return getattr(structlog.get_logger(self._name), method)(event, **kw)
+
+    def debug(self, event: str, **kw: Any) -> Any:
+        return self._emit(logging.DEBUG, "debug", event, kw)
+
+    def info(self, event: str, **kw: Any) -> Any:
+        return self._emit(logging.INFO, "info", event, kw)
+
+    def warning(self, event: str, **kw: Any) -> Any:
+        return self._emit(logging.WARNING, "warning", event, kw)
+
+    def error(self, event: str, **kw: Any) -> Any:
+        return self._emit(logging.ERROR, "error", event, kw)
+
+    def exception(self, event: str, **kw: Any) -> Any:
+        return self._emit(logging.ERROR, "exception", event, kw)
+
+    def critical(self, event: str, **kw: Any) -> Any:
+        return self._emit(logging.CRITICAL, "critical", event, kw)
+
+
 def get_logger(name: str) -> Any:
-    return structlog.get_logger(name)
+    return _LazyLogger(name)

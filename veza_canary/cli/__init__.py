@@ -31,6 +31,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: Optional[bool] = typer.Option(  # noqa: UP045
         None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
@@ -41,11 +42,12 @@ def root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging (every command run)."),
 ) -> None:
     """Canary releases of backend-api behind HAProxy."""
-    from veza_canary.log import configure
+    from veza_canary.log import clear_deferred, defer_configure
 
     if log_format not in (None, "console", "json"):
         raise typer.BadParameter("must be console or json", param_hint="--log-format")
-    configure(log_format, verbose=verbose)
+    defer_configure(log_format, verbose=verbose)
+    ctx.call_on_close(clear_deferred)
 
 
 for _module in (deploy, lint, oncall, lab, acceptance):

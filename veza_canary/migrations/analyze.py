@@ -39,6 +39,7 @@ from veza_canary.migrations.changes import (
 )
 from veza_canary.migrations.parse import LexError, lex, lex_file, normalize_text, position, word_spans
 from veza_canary.migrations.recognize import recognize
+from veza_canary.migrations.tablebody import BodyParser, Item
 
 # sqlglot warns on every statement it turns into a Command; we report those ourselves.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
@@ -94,6 +95,7 @@ class StatementError(Exception):
 
 
 _DIALECTS: dict[str, Any] = {}
+_BODIES: dict[str, BodyParser] = {}
 
 
 def _dialect(name: str) -> Any:
@@ -101,6 +103,13 @@ def _dialect(name: str) -> Any:
     if d is None:
         d = _DIALECTS[name] = sqlglot.Dialect.get_or_raise(name)
     return d
+
+
+def _bodies(ctx: Ctx) -> BodyParser:
+    b = _BODIES.get(ctx.dialect)
+    if b is None:
+        b = _BODIES[ctx.dialect] = BodyParser(ctx.glot)
+    return b
 
 
 class Ctx:
@@ -196,12 +205,10 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 
 
 def _first_words(skel: str, n: int = 6) -> list[str]:
-    out = []
-    for m in _WORD.finditer(skel, 0, 400):
-        out.append(m.group(0).upper())
-        if len(out) >= n:
-            break
-    return out
+    words = _WORD.findall(skel, 0, 80)
+    if len(words) <= n:  # the n-th word may be cut at the window's end unless another follows
+        words = _WORD.findall(skel, 0, 400)
+    return [w.upper() for w in words[:n]]
 
 
 def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = False) -> list[Change]:
@@ -243,6 +250,13 @@ def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = F
             return [Change("create_schema", obj_kind="schema", name=(name, ""))]
     if first == "CREATE" and "RULE" in words[1:4]:
         return _unverifiable(base, ctx, "a rewrite RULE can change what the old binary's queries do")
+    if words[:2] == ["CREATE", "TABLE"]:
+        fast = _bodies(ctx).parse(code, skel)
+        if fast is not None:
+            try:
+                return [_create_table(fast[0], ctx, fast[1])]
+            except Exception:  # noqa: BLE001, S110 - the whole-statement path below decides
+                pass
     try:
         parsed = ctx.glot.parse(code)
     except (ParseError, TokenError) as exc:
@@ -549,8 +563,9 @@ def _default_text(d: Any, ctx: Ctx) -> str:
     return ctx.glot.generate(d, copy=False) if isinstance(d, exp.Expression) else str(d)
 
 
-def column_spec(cd: exp.ColumnDef, ctx: Ctx, table: QName) -> ColumnSpec:
-    name = ctx.ident(cd.this)
+def column_spec(cd: exp.ColumnDef, ctx: Ctx, table: QName, name: str | None = None) -> ColumnSpec:
+    """A column definition; ``name`` replaces the parsed one (a memoized definition's placeholder)."""
+    name = name if name is not None else ctx.ident(cd.this)
     kind = cd.args.get("kind")
     t = type_info(kind, ctx)
     spec = ColumnSpec(name=name, type=t)
@@ -752,16 +767,18 @@ def view_columns(query: Any, ctx: Ctx) -> tuple[tuple[str, ...] | None, tuple[QN
     return tuple(cols), tuple(star)
 
 
-def _create_table(e: exp.Create, ctx: Ctx) -> Change:
+def _create_table(e: exp.Create, ctx: Ctx, items: list[Item] | None = None) -> Change:
+    """A CREATE TABLE; ``items`` (from ``tablebody``) replace the body of a header parsed alone."""
     this = e.this
     table = ctx.qname(this)
     cols: list[ColumnSpec] = []
     cons: list[ConstraintSpec] = []
     extra: dict[str, Any] = {}
     if isinstance(this, exp.Schema):
-        for node in this.expressions:
+        for item in items if items is not None else [Item(n) for n in this.expressions]:
+            node = item.node
             if isinstance(node, exp.ColumnDef):
-                spec = column_spec(node, ctx, table)
+                spec = _item_column(item, ctx, table)
                 cols.append(spec)
                 cons.extend(spec.constraints)
             elif isinstance(node, exp.LikeProperty):
@@ -790,6 +807,24 @@ def _create_table(e: exp.Create, ctx: Ctx) -> Change:
     if e.args.get("exists"):
         extra["if_not_exists"] = True
     return Change("create_table", obj_kind="table", name=table, extra={"columns": cols, "constraints": cons, **extra})
+
+
+_TEMPLATE_TABLE = ("", "veza_t")
+_NO_TEMPLATE = ColumnSpec("")
+
+
+def _item_column(item: Item, ctx: Ctx, table: QName) -> ColumnSpec:
+    """A column of a table body; a memoized definition without constraints is converted once."""
+    memo = item.memo
+    if memo is None or item.name is None:
+        return column_spec(item.node, ctx, table, item.name)
+    t = memo.converted
+    if t is None:
+        t = column_spec(item.node, ctx, _TEMPLATE_TABLE, "")
+        t = memo.converted = _NO_TEMPLATE if t.constraints else t
+    if t is _NO_TEMPLATE:  # constraint names depend on the table and column
+        return column_spec(item.node, ctx, table, item.name)
+    return ColumnSpec(item.name, t.type, t.not_null, t.default, t.default_volatile, t.identity, t.generated)
 
 
 def _create_domain(code: str, ctx: Ctx) -> list[Change]:

@@ -118,10 +118,12 @@ class Cache:
         return self.get_many([key], kind)[0]
 
     def put_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Store values; a ``bytes`` value is taken as already pickled (a worker's result)."""
         if not self.enabled:
             return
         try:
-            rows = [(k, pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)) for k, v in items]
+            rows = [(k, v if isinstance(v, bytes) else pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL))
+                    for k, v in items]
             if not rows:
                 return
             db = self._conn()
