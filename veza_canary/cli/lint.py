@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from veza_canary.cli._common import _CONFIG_OPTION, err, out, run_guarded
+from veza_canary.cli._common import _CONFIG_OPTION, err, out, request_fast_exit, run_guarded
 
 
 def register(app: typer.Typer) -> None:
@@ -109,6 +109,7 @@ def lint_migrations(
             require_dir=settings.sources.get("migrations_dir") != "default" or not paths,
         )
         out(render(result, form))
+        request_fast_exit()  # the cache is committed and closed; nothing else is open
         if result.bypassed:
             err(f"FORCE_MIGRATE=1: {len(result.blocking)} blocking finding(s) bypassed; "
                 "the old binary may break when this migration runs")

@@ -39,6 +39,7 @@ from veza_canary.migrations.changes import (
 )
 from veza_canary.migrations.parse import LexError, lex, lex_file, normalize_text, position, word_spans
 from veza_canary.migrations.recognize import recognize
+from veza_canary.migrations.shapes import Shapes
 from veza_canary.migrations.tablebody import BodyParser, Item
 
 # sqlglot warns on every statement it turns into a Command; we report those ourselves.
@@ -96,6 +97,7 @@ class StatementError(Exception):
 
 _DIALECTS: dict[str, Any] = {}
 _BODIES: dict[str, BodyParser] = {}
+_SHAPES: dict[str, Shapes] = {}
 
 
 def _dialect(name: str) -> Any:
@@ -110,6 +112,29 @@ def _bodies(ctx: Ctx) -> BodyParser:
     if b is None:
         b = _BODIES[ctx.dialect] = BodyParser(ctx.glot)
     return b
+
+
+def _shapes(ctx: Ctx) -> Shapes:
+    sh = _SHAPES.get(ctx.dialect)
+    if sh is None:
+        sh = _SHAPES[ctx.dialect] = Shapes(ctx.mysql, ctx.default_schema, _bodies(ctx).keywords)
+    return sh
+
+
+def _add_column_fast(code: str, skel: str, ctx: Ctx) -> Change | None:
+    """A plain ``ALTER TABLE t ADD COLUMN <definition>`` through the column memo (see ``shapes``)."""
+    found = _shapes(ctx).add_column(skel)
+    if found is None:
+        return None
+    table, off = found
+    item = _bodies(ctx).item(code[off:].strip(), skel[off:])
+    if item is None or item.name is None or not isinstance(item.node, exp.ColumnDef):
+        return None
+    try:
+        spec = _item_column(item, ctx, table)
+    except Exception:  # noqa: BLE001 - the whole-statement path decides
+        return None
+    return Change("add_column", obj_kind="table", name=table, column=spec.name, column_spec=spec)
 
 
 class Ctx:
@@ -250,6 +275,14 @@ def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = F
             return [Change("create_schema", obj_kind="schema", name=(name, ""))]
     if first == "CREATE" and "RULE" in words[1:4]:
         return _unverifiable(base, ctx, "a rewrite RULE can change what the old binary's queries do")
+    if first == "CREATE" and "INDEX" in words[1:3]:
+        fields = _shapes(ctx).create_index(skel)
+        if fields is not None:
+            return [Change("create_index", obj_kind="index", **fields)]
+    if words[:2] == ["ALTER", "TABLE"] and "ADD" in words:
+        added = _add_column_fast(code, skel, ctx)
+        if added is not None:
+            return [added]
     if words[:2] == ["CREATE", "TABLE"]:
         fast = _bodies(ctx).parse(code, skel)
         if fast is not None:

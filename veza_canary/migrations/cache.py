@@ -136,6 +136,15 @@ class Cache:
     def put(self, key: str, value: Any) -> None:
         self.put_many([(key, value)])
 
+    def close(self) -> None:
+        """Close the database (it is reopened if used again)."""
+        if self._db is not None:
+            try:
+                self._db.close()
+            except Exception:  # noqa: BLE001, S110 - closing is best effort
+                pass
+            self._db = None
+
     def _broken(self) -> None:
         try:
             if self._db is not None:

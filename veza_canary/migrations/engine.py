@@ -337,6 +337,7 @@ def _run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpt
         findings = _judge_new(inputs[n_hist:], analysed, schema, opts, each_own_set, severities)
         for _rest in analysed:  # exhausts the iterator, which writes the cache
             pass
+    cache.close()
     mod_resolved = {Path(os.path.abspath(p)) for p in modified}
     for p in sorted(mod_resolved, key=version_key):
         f = _engine_finding("VC209", _shown(p, bases), 1, 1, "an already-merged migration was edited: databases "

@@ -108,13 +108,14 @@ class BodyParser:
             return None
         items: list[Item] = []
         for s, e in spans:
-            item = self._item(code[s:e].strip(), skel[s:e])
+            item = self.item(code[s:e].strip(), skel[s:e])
             if item is None:
                 return None
             items.append(item)
         return head[0], items
 
-    def _item(self, text: str, skel: str) -> Item | None:
+    def item(self, text: str, skel: str) -> Item | None:
+        """One item (``text`` stripped; ``skel`` its skeleton), parsed or from the memo; None if not one item."""
         m = _FIRST_WORD_RE.match(skel)
         word = m.group(1) if m else ""
         as_column = bool(word) and word.upper() not in self.keywords and text.startswith(word)
