@@ -20,7 +20,7 @@ import hashlib
 import os
 import pickle  # noqa: S403 - between our own processes and our own cache
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -198,16 +198,19 @@ def analyze_all(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str] |
 
 
 def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str] | None = None,
-                  cache: Cache | None = None) -> Iterator[AnalyzedFile]:
+                  cache: Cache | None = None, workers: list[ForkedAnalysis] | None = None,
+                  offset: int = 0) -> Iterator[AnalyzedFile]:
     """Analysed files in input order; each distinct content analysed once, from the cache when it can.
 
-    With many files to parse and idle cores, worker processes (forked after sqlglot is
-    imported, so they start warm) analyse the *tail* of the list while this process
-    analyses the head lazily, as the caller consumes it. The caller replays and judges
-    the head while the workers are still parsing the tail, so only the tail's
-    unpickling and judging are left once they finish. The head is a little smaller
-    than an equal share to pay for that. The cache is written when the iterator is
-    exhausted.
+    With many files to parse and several cores, forked workers (``forked``) parse
+    them, dealt out round robin in runs of ``_RUN`` files, while this process only
+    unpickles results and hands them to the caller, who replays and judges each
+    file as it arrives. ``workers`` may be forked already (before the files were
+    read); their ``load`` sees file ``i + offset`` where this sees
+    ``datas[i]`` (``run`` does not fork before reading: overlapping the workers'
+    sqlglot import with reading and hashing measured no faster on two cores, three
+    processes then competing). They are closed when the iterator ends. The cache is
+    written when the iterator is exhausted.
     """
     cache = cache or Cache(opts.cache_dir, enabled=opts.cache)
     keys = list(keys) if keys is not None else content_keys(datas, opts.dialect)
@@ -222,7 +225,14 @@ def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str]
     done: dict[int, AnalyzedFile] = {}
     blobs: dict[int, bytes] = {}
     remote: dict[int, tuple[ForkedAnalysis, int]] = {}  # index -> (its worker, position in the worker's list)
-    workers = _start_workers(datas, todo, opts.dialect, jobs, remote) if todo else []
+    if workers is None and len(todo) >= PARALLEL_THRESHOLD:
+        workers, offset = fork_workers(datas.__getitem__, jobs, opts.dialect), 0
+    workers = workers or []
+    if len(todo) < PARALLEL_THRESHOLD:
+        for w in workers:
+            w.close()
+        workers = []
+    _deal(todo, workers, offset, remote)
     try:
         analyze_text = None
         for i, k in enumerate(keys):
@@ -234,8 +244,10 @@ def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str]
                     if j in remote:
                         worker, pos = remote[j]
                         try:
-                            blobs[j] = worker.blob(pos)
-                            af = pickle.loads(blobs[j])  # noqa: S301 - from our own worker process
+                            wkey, blob = worker.result(pos)
+                            if wkey == k and blob:  # else: changed on disk since, or failed there
+                                blobs[j] = blob
+                                af = pickle.loads(blob)  # noqa: S301 - from our own worker process
                         except WorkerFailed as exc:
                             log.warning("lint.worker_failed", error=str(exc), outcome="parsing the rest here")
                             for x in [x for x, (w, _p) in remote.items() if w is worker]:
@@ -256,37 +268,37 @@ def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str]
 
 
 def default_jobs() -> int:
-    """Idle cores: CPUs minus the 1-minute load (a pool on busy cores only adds pickling)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return max(1, min(cpus, int(cpus - load + 0.5)))
+    """The CPUs this process may run on.
 
-
-def _start_workers(datas: Sequence[bytes], todo: list[int], dialect: str, jobs: int,
-                   remote: dict[int, tuple[ForkedAnalysis, int]]) -> list[ForkedAnalysis]:
-    """Fork ``jobs`` workers for ``todo``, filling ``remote``; none when not worth it.
-
-    This process does not parse when there are workers: it only unpickles and judges,
-    as results stream in, so it never imports sqlglot and the workers import it in
-    parallel. Files are dealt in round-robin runs of ``_RUN`` so results arrive in
-    about the order they are consumed.
+    Not "minus the load average": that is a one-minute mean which still counts the
+    lint run before this one, and it made back-to-back runs parse on one core. On a
+    busy machine the scheduler shares the cores anyway; an extra worker then costs
+    only its pickling (~5%).
     """
-    if len(todo) < PARALLEL_THRESHOLD or jobs < 2 or not hasattr(os, "fork"):
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def fork_workers(load: Callable[[int], bytes], jobs: int, dialect: str) -> list[ForkedAnalysis]:
+    """``jobs`` forked workers that will analyse ``load(i)`` for the indexes they are assigned (none if < 2)."""
+    if jobs < 2 or not hasattr(os, "fork"):
         return []
-    n = min(jobs, -(-len(todo) // _RUN))
-    shares: list[list[int]] = [[] for _ in range(n)]
+    return [ForkedAnalysis(load, dialect) for _ in range(jobs)]
+
+
+def _deal(todo: list[int], workers: list[ForkedAnalysis], offset: int,
+          remote: dict[int, tuple[ForkedAnalysis, int]]) -> None:
+    """Assign ``todo`` to the workers in round-robin runs, so results arrive in about consumption order."""
+    if not workers:
+        return
+    shares: list[list[int]] = [[] for _ in workers]
     for r, start in enumerate(range(0, len(todo), _RUN)):
-        shares[r % n].extend(todo[start:start + _RUN])
-    workers: list[ForkedAnalysis] = []
-    for share in shares:
-        w = ForkedAnalysis(datas, share, dialect)
-        workers.append(w)
+        shares[r % len(workers)].extend(todo[start:start + _RUN])
+    for w, share in zip(workers, shares, strict=True):
         for pos, i in enumerate(share):
             remote[i] = (w, pos)
-    return workers
+        w.assign([i + offset for i in share])
 
 
 # --- judgement ----------------------------------------------------------------------------
@@ -319,8 +331,9 @@ def _run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpt
     hist_sorted = sorted((p for p in dict.fromkeys(history_files) if os.path.abspath(p) not in new_set),
                          key=version_key)
     bases = [os.path.abspath(b) for b in (root, Path.cwd()) if b is not None]
-    inputs = [_Input(p, _shown(p, bases), read_sql(p)) for p in [*hist_sorted, *new_sorted]]
+    paths = [*hist_sorted, *new_sorted]
     n_hist = len(hist_sorted)
+    inputs = [_Input(p, _shown(p, bases), read_sql(p)) for p in paths]
     cache = Cache(opts.cache_dir, enabled=opts.cache)
     keys = content_keys([i.data for i in inputs], opts.dialect)
     hist_key = "schema-" + hashlib.sha256("\0".join([opts.dialect, *keys[:n_hist]]).encode()).hexdigest()

@@ -1,17 +1,19 @@
-"""A forked worker that analyses a list of files and streams the results back over a pipe.
+"""Forked workers that analyse files and stream the results back over a pipe.
 
 Why not ``concurrent.futures``: its pool feeds tasks and collects results with a
-thread in *this* process, which gets the GIL only between this process's own parsing
-slices, so the worker sat idle waiting for work and results queued up (measured:
-the worker's share took 30% longer). Here the worker is forked once, after sqlglot
-is imported (it starts warm and inherits the file contents instead of receiving them
-pickled), analyses its files in order, and a writer thread in the *worker* pushes
-each pickled result into the pipe -- blocking on a full pipe without stalling the
-parsing. This process reads results only when it needs them, in order.
+thread in *this* process, which gets the GIL only between this process's own work,
+so workers sat idle waiting for tasks (measured: a worker's share took 30% longer).
 
-If the worker dies or sends garbage, ``WorkerFailed`` is raised and the caller
-analyses the rest itself; closing a ``ForkedAnalysis`` early ends the worker (by
-its PID, which only we know) and reaps it.
+Here each worker is forked early -- before the files are even read, so importing
+sqlglot (~0.1 s) overlaps reading, hashing and the cache lookup -- and then waits
+for its assignment: a list of file indexes. It loads each file itself (``load`` is
+inherited through the fork), analyses it, and a writer thread in the *worker*
+pushes ``(content key, pickled result)`` into the pipe, blocking on a full pipe
+without stalling the parsing. This process reads results only when it needs them,
+in order, and checks each key against its own: a file that changed between the two
+reads, or anything the worker could not analyse, comes back empty and is analysed
+here instead. So does the rest of a worker's list if it dies (``WorkerFailed``).
+Closing a worker early ends it by its PID, which only we know, and reaps it.
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ import os
 import pickle  # noqa: S403 - between our own processes
 import signal
 import struct
-from collections.abc import Sequence
+from array import array
+from collections.abc import Callable
 from typing import Any
 
-_HEADER = struct.Struct("<I")
+_HEADER = struct.Struct("<HI")  # key length, result length
+_COUNT = struct.Struct("<Q")  # number of indexes assigned
+#: Workers of this process whose pipes are open (a later fork must close them in its child).
+_OPEN: set[ForkedAnalysis] = set()
 
 
 class WorkerFailed(RuntimeError):
@@ -31,43 +37,76 @@ class WorkerFailed(RuntimeError):
 
 
 class ForkedAnalysis:
-    """Analyse ``datas[i]`` for each of ``indexes`` in a forked process; ``blob(k)`` is the k-th result, pickled."""
+    """One forked worker: ``assign`` it file indexes, then read ``result(k)`` for the k-th."""
 
-    def __init__(self, datas: Sequence[bytes], indexes: Sequence[int], dialect: str) -> None:
-        self.count = len(indexes)
-        self._blobs: list[bytes] = []
-        r, w = os.pipe()
+    def __init__(self, load: Callable[[int], bytes], dialect: str) -> None:
+        self.count = 0
+        self._results: list[tuple[str, bytes]] = []
+        task_r, task_w = os.pipe()
+        res_r, res_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the caller's code
             code = 1
             try:
-                os.close(r)
+                os.close(task_w)
+                os.close(res_r)
+                for other in list(_OPEN):  # siblings' pipe ends must not stay open in here
+                    other._forget_in_child()
                 signal.signal(signal.SIGINT, signal.SIG_DFL)  # the terminal's Ctrl-C ends it outright
-                _work(w, datas, indexes, dialect)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _work(task_r, res_w, load, dialect)
                 code = 0
             finally:
                 os._exit(code)
-        os.close(w)
+        os.close(task_r)
+        os.close(res_w)
         self.pid: int | None = pid
-        self._in = os.fdopen(r, "rb")
+        self._task: int | None = task_w
+        self._in = os.fdopen(res_r, "rb")
+        _OPEN.add(self)
 
-    def blob(self, k: int) -> bytes:
-        """The pickled result for ``indexes[k]`` (reading the pipe up to it)."""
-        while len(self._blobs) <= k:
+    def _forget_in_child(self) -> None:
+        if self._task is not None:
+            os.close(self._task)
+        os.close(self._in.fileno())
+
+    def assign(self, indexes: list[int]) -> None:
+        """Send the worker its files (once); an empty list lets it exit."""
+        if self._task is None:
+            raise RuntimeError("already assigned")
+        self.count = len(indexes)
+        data = memoryview(_COUNT.pack(len(indexes)) + array("q", indexes).tobytes())
+        try:
+            while data:
+                data = data[os.write(self._task, data):]
+        except OSError:
+            pass  # the worker is gone: result() will say so
+        finally:
+            os.close(self._task)
+            self._task = None
+
+    def result(self, k: int) -> tuple[str, bytes]:
+        """``(content key, pickled AnalyzedFile)`` of the k-th assigned file; ``("", b"")`` if it failed there."""
+        while len(self._results) <= k:
             head = self._in.read(_HEADER.size)
             if len(head) < _HEADER.size:
+                got = len(self._results)
                 self.close()
-                raise WorkerFailed(f"analysis worker ended after {len(self._blobs)} of {self.count} files")
-            (n,) = _HEADER.unpack(head)
-            body = self._in.read(n)
-            if len(body) < n:
+                raise WorkerFailed(f"analysis worker ended after {got} of {self.count} files")
+            nk, nb = _HEADER.unpack(head)
+            body = self._in.read(nk + nb)
+            if len(body) < nk + nb:
                 self.close()
                 raise WorkerFailed("analysis worker's result was cut short")
-            self._blobs.append(body)
-        return self._blobs[k]
+            self._results.append((body[:nk].decode("ascii"), body[nk:]))
+        return self._results[k]
 
     def close(self) -> None:
-        """Stop reading; end the worker if it is still running, and reap it."""
+        """Stop; end the worker if it may still be running, and reap it."""
+        _OPEN.discard(self)
+        if self._task is not None:
+            os.close(self._task)
+            self._task = None
         if not self._in.closed:
             self._in.close()
         if self.pid is None:
@@ -75,7 +114,7 @@ class ForkedAnalysis:
         pid, self.pid = self.pid, None
         done, _status = os.waitpid(pid, os.WNOHANG)
         if done == 0:
-            if len(self._blobs) < self.count:
+            if len(self._results) < self.count or self.count == 0:
                 os.kill(pid, signal.SIGTERM)
             os.waitpid(pid, 0)
 
@@ -86,21 +125,48 @@ class ForkedAnalysis:
         self.close()
 
 
-def _work(fd: int, datas: Sequence[bytes], indexes: Sequence[int], dialect: str) -> None:
+def _read_exactly(fd: int, n: int) -> bytes:
+    chunks, got = [], 0
+    while got < n and (chunk := os.read(fd, min(n - got, 1 << 16))):
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _read_assignment(fd: int) -> array[int]:
+    """The indexes the parent sent; empty if it closed the pipe without sending (nothing to do)."""
+    indexes = array("q")
+    head = _read_exactly(fd, _COUNT.size)
+    if len(head) == _COUNT.size:
+        (n,) = _COUNT.unpack(head)
+        indexes.frombytes(_read_exactly(fd, n * indexes.itemsize))
+    os.close(fd)
+    return indexes
+
+
+def _work(task_fd: int, out_fd: int, load: Callable[[int], bytes], dialect: str) -> None:
     import queue
     import threading
 
-    from veza_canary.migrations.analyze import analyze_text
+    from veza_canary.migrations.analyze import analyze_text  # the warm-up, while the parent reads files
+    from veza_canary.migrations.cache import cache_key, sqlglot_version
+    from veza_canary.migrations.changes import ANALYZER_VERSION
     from veza_canary.migrations.engine import gc_tuned
 
-    out = os.fdopen(fd, "wb")
-    q: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    version = sqlglot_version()
+    indexes = _read_assignment(task_fd)
+    if not indexes:
+        return
+    out = os.fdopen(out_fd, "wb")
+    q: queue.SimpleQueue[tuple[bytes, bytes] | None] = queue.SimpleQueue()
     failed: list[BaseException] = []
 
     def writer() -> None:
         try:
-            while (blob := q.get()) is not None:
-                out.write(_HEADER.pack(len(blob)))
+            while (item := q.get()) is not None:
+                key, blob = item
+                out.write(_HEADER.pack(len(key), len(blob)))
+                out.write(key)
                 out.write(blob)
                 if q.empty():  # caught up: hand over what is buffered
                     out.flush()
@@ -114,7 +180,14 @@ def _work(fd: int, datas: Sequence[bytes], indexes: Sequence[int], dialect: str)
         for i in indexes:
             if failed:
                 break
-            q.put(pickle.dumps(analyze_text(datas[i].decode("utf-8"), dialect), protocol=pickle.HIGHEST_PROTOCOL))
+            key, blob = b"", b""
+            try:
+                data = load(i)
+                key = cache_key(data, dialect, ANALYZER_VERSION, version).encode("ascii")
+                blob = pickle.dumps(analyze_text(data.decode("utf-8"), dialect), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:  # noqa: BLE001, S110 - the parent analyses this file itself
+                key, blob = b"", b""
+            q.put((key, blob))
     q.put(None)
     t.join()
     if failed:

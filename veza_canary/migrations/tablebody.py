@@ -40,6 +40,9 @@ _HEAD_RE = re.compile(
 #: Brackets and commas, with quoted identifiers skipped whole (the skeleton keeps them).
 _STRUCT_RE = re.compile(r"\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`|[(),]")
 _FIRST_WORD_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_$]*)(?=\s)")
+#: Words that start a table item other than a column in some dialect, keywords or not.
+_ITEM_STARTS = frozenset({"CONSTRAINT", "PRIMARY", "FOREIGN", "UNIQUE", "CHECK", "EXCLUDE", "LIKE", "INDEX", "KEY",
+                          "FULLTEXT", "SPATIAL", "PERIOD", "REFERENCES", "PARTITION"})
 _DUMMY = "veza_dummy_col"
 _PLACEHOLDER = "veza_col"
 #: Cap on memoized items per process (a long-lived process must not grow without bound).
@@ -94,7 +97,12 @@ class BodyParser:
 
     def __init__(self, glot: Any) -> None:
         self.glot = glot
-        self.keywords = frozenset(k.upper() for k in glot.tokenizer_class.KEYWORDS)
+        # A word that starts a keyword phrase ("PRIMARY KEY", "FOREIGN KEY") starts no column either.
+        self.keywords = frozenset(
+            {k.upper() for k in glot.tokenizer_class.KEYWORDS}
+            | {k.split()[0].upper() for k in glot.tokenizer_class.KEYWORDS if " " in k}
+            | _ITEM_STARTS
+        )
         self.memo: dict[tuple[bool, str], Memo | None] = {}
 
     def parse(self, code: str, skel: str) -> tuple[exp.Create, list[Item]] | None:
