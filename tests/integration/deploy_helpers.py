@@ -135,21 +135,37 @@ def sigkill(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def wait_sli_green(lab_env: dict[str, str], timeout: float = 60) -> None:
-    """Wait until every node's SLI probe passes (a rolled-back fault stays in the rate window for a while)."""
+def wait_sli_green(lab_env: dict[str, str], timeout: float = 90) -> None:
+    """Wait until every node's SLI probe passes, and stays green long enough to trust.
+
+    A single passing probe right after a red one is not enough: a fault rolled back
+    seconds ago stays in the rate window, and the restarts of rollback and restore reset
+    the histogram counters, so ``rate()`` can read green for a probe and red again on the
+    next one (seen in CI: pass, then the deploy's preflight read p95 0.86s). So once any
+    probe was red, only a whole rate window of green probes will do; when the very first
+    probe is green (the common case, nothing failed recently), two in a row a second apart.
+    """
     import httpx
 
     from veza_canary.prometheus import Prometheus
     from veza_canary.settings import load_settings
-    from veza_canary.sli import Queries, Verdict, probe, thresholds_from_settings
+    from veza_canary.sli import Queries, Verdict, duration_seconds, probe, thresholds_from_settings
 
     s = load_settings({}, lab_env, config={})
     prom = Prometheus(httpx.Client(timeout=5), s.prom_url)
+    settle = 1.0
     deadline = time.monotonic() + timeout
+    green_since: float | None = None
     while True:
         verdicts = {n: probe(prom, Queries.from_settings(s, n), thresholds_from_settings(s)).verdict for n in s.nodes}
+        now = time.monotonic()
         if all(v is Verdict.PASS for v in verdicts.values()):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"SLI not green on every node after {timeout}s: {verdicts}")
+            green_since = now if green_since is None else green_since
+            if now - green_since >= settle:
+                return
+        else:
+            green_since = None
+            settle = duration_seconds(s.sli_rate_window) + 2.0  # + two scrapes of the lab's 1 s interval
+        if now > deadline:
+            raise AssertionError(f"SLI not green on every node for {settle:g}s within {timeout}s: {verdicts}")
         time.sleep(1.0)

@@ -45,7 +45,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.deploy_helpers import VC, DeployRun, deploy_env, exclusive_lab, reset_state_dir
+from tests.integration.deploy_helpers import (
+    VC,
+    DeployRun,
+    deploy_env,
+    exclusive_lab,
+    reset_state_dir,
+    wait_sli_green,
+)
 from veza_canary.haproxy import HAProxy, IncusSocat
 from veza_canary.lab import Faults, build_standin
 from veza_canary.node import Node
@@ -334,7 +341,7 @@ def flab(lab, tmp_path) -> Iterator[FaultLab]:
                       fault_dir=fault_dir, wrapper_dir=_wrapper_dir(tmp_path))
         wait_until(lambda: all(s.in_rotation and s.sha256 == sha_of(baseline) for s in fl.state().values()),
                    60, "the lab at its baseline")
-        _wait_sli_green(fl)  # a test before may have left a red SLI in the rate window: preflight would refuse
+        wait_sli_green(fl.env)  # a test before may have left a red SLI in the rate window: preflight would refuse
         try:
             yield fl
         finally:
@@ -362,24 +369,6 @@ def _systemctl(ct: str, *args: str) -> None:
     IncusTransport(ct).run(("systemctl", *args), timeout=60)
 
 
-def _wait_sli_green(fl: FaultLab) -> None:
-    """After Prometheus restarts: fresh samples for every node (its first sample lands ~6 s after start)."""
-    import httpx
-
-    from veza_canary.prometheus import Prometheus
-    from veza_canary.sli import Queries, Thresholds, Verdict, probe
-
-    t = Thresholds(p95_s=0.5, err_ratio=0.005, min_requests=5, rate_window_s=10)
-    with httpx.Client(timeout=5) as c:
-        prom = Prometheus(c, fl.env["PROM_URL"])
-
-        def green() -> bool:
-            return all(probe(prom, Queries.build(selector='node="{node}"', node=n, health_path="/api/v1/health",
-                                                 rate_window="10s"), t).verdict is Verdict.PASS for n in fl.nodes)
-
-        wait_until(green, 90, "the SLI green on every node again", interval=1)
-
-
 def _watch_probe_passed(e: dict) -> bool:
     return e.get("event") == "sli.probe" and (e.get("at") or 0) > 0 and e.get("verdict") == "pass"
 
@@ -391,7 +380,7 @@ def test_prometheus_stopped_during_the_watch_rolls_back_then_before_a_deploy_ref
     """Stopped mid-watch: blind, so exit 5 and the canary back on 1.0.0, the build NOT blocked.
     Still stopped at the next deploy: exit 3, nothing touched."""
     fl = flab
-    fl.on_teardown("start prometheus", lambda: (_systemctl("prom", "start", "prometheus"), _wait_sli_green(fl)))
+    fl.on_teardown("start prometheus", lambda: (_systemctl("prom", "start", "prometheus"), wait_sli_green(fl.env)))
     r = fl.start(builds["good"])
     r.wait_event(_watch_probe_passed, "a passing probe of the watch")  # now Prometheus goes away
     _systemctl("prom", "stop", "prometheus")
