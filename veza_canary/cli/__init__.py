@@ -60,12 +60,23 @@ def main() -> None:
     """The console script. A command that holds nothing to clean up may skip the interpreter's teardown."""
     from veza_canary.cli._common import fast_exit_requested
 
+    lint.prefork_if_cold(sys.argv[1:])
     try:
         app()
     except SystemExit as exc:
+        _discard_prefork()
         if fast_exit_requested() and isinstance(exc.code, int | None):
             # Freeing a cold lint's ~10^6 objects one by one costs ~30 ms and changes nothing.
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(exc.code or 0)
         raise
+    finally:
+        _discard_prefork()
+
+
+def _discard_prefork() -> None:
+    """End parse workers forked ahead (``lint.prefork_if_cold``) that the command never took."""
+    forked = sys.modules.get("veza_canary.migrations.forked")
+    if forked is not None:
+        forked.discard_prefork()

@@ -37,10 +37,19 @@ from veza_canary.migrations.changes import (
     QName,
     TypeInfo,
 )
-from veza_canary.migrations.parse import LexError, lex, lex_file, normalize_text, position, word_spans
+from veza_canary.migrations.parse import (
+    LexError,
+    lex,
+    lex_file,
+    line_starts_of,
+    normalize_text,
+    position,
+    position_in,
+    word_spans,
+)
 from veza_canary.migrations.recognize import recognize
 from veza_canary.migrations.shapes import Shapes
-from veza_canary.migrations.tablebody import BodyParser, Item
+from veza_canary.migrations.tablebody import BodyParser, Head, Item
 
 # sqlglot warns on every statement it turns into a Command; we report those ourselves.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
@@ -140,11 +149,11 @@ def _add_column_fast(code: str, skel: str, ctx: Ctx) -> Change | None:
 class Ctx:
     """Per-file analysis context."""
 
-    def __init__(self, dialect: str, line_starts: list[int], text: str) -> None:
+    def __init__(self, dialect: str, text: str) -> None:
         self.dialect = dialect
         self.mysql = dialect == "mysql"
         self.default_schema = "" if self.mysql else "public"
-        self.line_starts = line_starts
+        self._line_starts: list[int] | None = None  # built on the first ``pos``: most files never need it
         self.text = text
         self.glot = _dialect(dialect)
 
@@ -186,7 +195,9 @@ class Ctx:
         return tuple(self.ident(n) for n in nodes)
 
     def pos(self, offset: int) -> tuple[int, int]:
-        return position(self.line_starts, offset)
+        if self._line_starts is None:
+            self._line_starts = line_starts_of(self.text)
+        return position(self._line_starts, offset)
 
 
 # --- entry points -------------------------------------------------------------
@@ -198,9 +209,9 @@ def analyze_text(raw: str, dialect: str) -> AnalyzedFile:
     try:
         lf = lex_file(text, dialect)
     except LexError as exc:
-        line, col = position(_line_starts(text), exc.offset)
+        line, col = position_in(text, exc.offset)
         return AnalyzedFile([], [], [], error=(line, col, str(exc)))
-    ctx = Ctx(dialect, lf.line_starts, text)
+    ctx = Ctx(dialect, text)
     out: list[AnalyzedStatement] = []
     for st in lf.statements:
         try:
@@ -213,12 +224,6 @@ def analyze_text(raw: str, dialect: str) -> AnalyzedFile:
                 ch.line, ch.col = st.line, st.col
         out.append(AnalyzedStatement(st.line, st.col, _snippet(st.code), changes, st.directives))
     return AnalyzedFile(out, lf.file_directives, lf.bad_directives)
-
-
-def _line_starts(text: str) -> list[int]:
-    from veza_canary.migrations.parse import line_starts_of
-
-    return line_starts_of(text)
 
 
 def _snippet(code: str, limit: int = 120) -> str:
@@ -284,7 +289,7 @@ def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = F
         if added is not None:
             return [added]
     if words[:2] == ["CREATE", "TABLE"]:
-        fast = _bodies(ctx).parse(code, skel)
+        fast = _bodies(ctx).parse(code, skel, _shapes(ctx))
         if fast is not None:
             try:
                 return [_create_table(fast[0], ctx, fast[1])]
@@ -800,14 +805,18 @@ def view_columns(query: Any, ctx: Ctx) -> tuple[tuple[str, ...] | None, tuple[QN
     return tuple(cols), tuple(star)
 
 
-def _create_table(e: exp.Create, ctx: Ctx, items: list[Item] | None = None) -> Change:
-    """A CREATE TABLE; ``items`` (from ``tablebody``) replace the body of a header parsed alone."""
-    this = e.this
-    table = ctx.qname(this)
+def _create_table(e: exp.Create | Head, ctx: Ctx, items: list[Item] | None = None) -> Change:
+    """A CREATE TABLE; ``items`` (from ``tablebody``) replace the body of a header parsed (or read) alone."""
     cols: list[ColumnSpec] = []
     cons: list[ConstraintSpec] = []
     extra: dict[str, Any] = {}
-    if isinstance(this, exp.Schema):
+    if isinstance(e, Head):
+        table = e.table
+        this: Any = None
+    else:
+        this = e.this
+        table = ctx.qname(this)
+    if isinstance(e, Head) or isinstance(this, exp.Schema):
         for item in items if items is not None else [Item(n) for n in this.expressions]:
             node = item.node
             if isinstance(node, exp.ColumnDef):
@@ -834,10 +843,11 @@ def _create_table(e: exp.Create, ctx: Ctx, items: list[Item] | None = None) -> C
         for n in names or ():
             if n != "*":
                 cols.append(ColumnSpec(n))
-    props = e.args.get("properties")
-    if props is not None and any(isinstance(p, exp.PartitionedOfProperty) for p in props.expressions):
-        extra["partition_of"] = True
-    if e.args.get("exists"):
+    if not isinstance(e, Head):
+        props = e.args.get("properties")
+        if props is not None and any(isinstance(p, exp.PartitionedOfProperty) for p in props.expressions):
+            extra["partition_of"] = True
+    if e.if_not_exists if isinstance(e, Head) else e.args.get("exists"):
         extra["if_not_exists"] = True
     return Change("create_table", obj_kind="table", name=table, extra={"columns": cols, "constraints": cons, **extra})
 

@@ -31,7 +31,7 @@ from veza_canary.errors import ConfigError, LintInputError
 from veza_canary.log import get_logger
 from veza_canary.migrations.cache import Cache, cache_key
 from veza_canary.migrations.changes import ANALYZER_VERSION, AnalyzedFile
-from veza_canary.migrations.forked import ForkedAnalysis, WorkerFailed
+from veza_canary.migrations.forked import Pool, read_path, take_prefork
 from veza_canary.migrations.rules import (
     SEVERITIES,
     Finding,
@@ -51,8 +51,6 @@ PARALLEL_THRESHOLD = 48
 #: Allocations between young-generation collections while parsing (Python's default is 700).
 _GC_THRESHOLD = 20_000
 _gc_depth = 0
-#: Files dealt to a worker at a time (round robin).
-_RUN = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,19 +196,17 @@ def analyze_all(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str] |
 
 
 def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str] | None = None,
-                  cache: Cache | None = None, workers: list[ForkedAnalysis] | None = None,
-                  offset: int = 0) -> Iterator[AnalyzedFile]:
+                  cache: Cache | None = None, pool: Pool | None = None,
+                  items: Sequence[Any] | None = None) -> Iterator[AnalyzedFile]:
     """Analysed files in input order; each distinct content analysed once, from the cache when it can.
 
-    With many files to parse and several cores, forked workers (``forked``) parse
-    them, dealt out round robin in runs of ``_RUN`` files, while this process only
-    unpickles results and hands them to the caller, who replays and judges each
-    file as it arrives. ``workers`` may be forked already (before the files were
-    read); their ``load`` sees file ``i + offset`` where this sees
-    ``datas[i]`` (``run`` does not fork before reading: overlapping the workers'
-    sqlglot import with reading and hashing measured no faster on two cores, three
-    processes then competing). They are closed when the iterator ends. The cache is
-    written when the iterator is exhausted.
+    With many files to parse and several CPUs, ``jobs - 1`` forked workers
+    (``forked.Pool``) and this process share the parsing, chunk by chunk, while this
+    process also hands each result to the caller, who replays and judges files as
+    they arrive. ``pool`` may be forked already (``run`` has it forked before the
+    files are read, so the workers' sqlglot import overlaps that); then ``items[i]``
+    is what its ``load`` reads ``datas[i]`` from (a path). It is closed when the
+    iterator ends; the cache is written when the iterator is exhausted.
     """
     cache = cache or Cache(opts.cache_dir, enabled=opts.cache)
     keys = list(keys) if keys is not None else content_keys(datas, opts.dialect)
@@ -222,49 +218,90 @@ def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str]
             owner[k] = i
             todo.append(i)
     jobs = opts.jobs if opts.jobs is not None else default_jobs()
-    done: dict[int, AnalyzedFile] = {}
-    blobs: dict[int, bytes] = {}
-    remote: dict[int, tuple[ForkedAnalysis, int]] = {}  # index -> (its worker, position in the worker's list)
-    if workers is None and len(todo) >= PARALLEL_THRESHOLD:
-        workers, offset = fork_workers(datas.__getitem__, jobs, opts.dialect), 0
-    workers = workers or []
-    if len(todo) < PARALLEL_THRESHOLD:
-        for w in workers:
-            w.close()
-        workers = []
-    _deal(todo, workers, offset, remote)
+    if pool is None and len(todo) >= PARALLEL_THRESHOLD and jobs >= 2:
+        pool, items = fork_pool(jobs, datas.__getitem__), range(len(datas))
+    if pool is not None and len(todo) < PARALLEL_THRESHOLD:
+        pool.close()
+        pool = None
+    parsing = _Parsing(datas, keys, todo, opts.dialect, pool, pickled=cache.enabled)
     try:
-        analyze_text = None
+        if pool is not None:
+            pool.start([items[j] for j in todo] if items is not None else todo, opts.dialect)
         for i, k in enumerate(keys):
             af = cached[i]
             if af is None:
-                j = owner[k]
-                af = done.get(j)
-                if af is None:
-                    if j in remote:
-                        worker, pos = remote[j]
-                        try:
-                            wkey, blob = worker.result(pos)
-                            if wkey == k and blob:  # else: changed on disk since, or failed there
-                                blobs[j] = blob
-                                af = pickle.loads(blob)  # noqa: S301 - from our own worker process
-                        except WorkerFailed as exc:
-                            log.warning("lint.worker_failed", error=str(exc), outcome="parsing the rest here")
-                            for x in [x for x, (w, _p) in remote.items() if w is worker]:
-                                del remote[x]
-                    if af is None:
-                        if analyze_text is None:
-                            from veza_canary.migrations.analyze import analyze_text
-                        af = analyze_text(datas[j].decode("utf-8"), opts.dialect)
-                    done[j] = af
+                af = parsing.get(owner[k])
             yield af
     finally:
-        for w in workers:
-            w.close()
-    if cache.enabled and done:
-        cache.put_many((keys[j], blobs.get(j) or done[j]) for j in todo if j in done)
+        if pool is not None:
+            pool.close()
+            for failure in pool.failures:
+                log.warning("lint.worker_failed", error=failure, outcome="its files were parsed here")
+    if cache.enabled and parsing.done:
+        cache.put_many((keys[j], parsing.blobs.get(j) or parsing.done[j]) for j in todo if j in parsing.done)
     log.debug("lint.analysed", files=len(datas), cache_hits=cache.hits, parsed=len(todo),
-              in_workers=len(remote), jobs=jobs)
+              in_workers=parsing.from_workers, jobs=jobs)
+
+
+class _Parsing:
+    """The files to parse, shared with a pool's workers (if any); results by index into ``datas``."""
+
+    def __init__(self, datas: Sequence[bytes], keys: Sequence[str], todo: list[int], dialect: str,
+                 pool: Pool | None, *, pickled: bool = False) -> None:
+        self.datas, self.keys, self.todo, self.dialect, self.pool = datas, keys, todo, dialect, pool
+        self.pickled = pickled and pool is not None
+        self.done: dict[int, AnalyzedFile] = {}
+        self.blobs: dict[int, bytes] = {}  # pickles for the cache: the workers', and ours if ``pickled``
+        self.from_workers = 0
+        self.received: dict[int, tuple[str, bytes]] = {}
+        self._analyze: Callable[[str, str], AnalyzedFile] | None = None
+
+    def get(self, j: int) -> AnalyzedFile:
+        """File ``j``'s analysis: already here, from a worker, or parsed here (claiming more work meanwhile)."""
+        done, pool = self.done, self.pool
+        while j not in done:
+            got = self.received.pop(j, None)
+            if got is not None:
+                wkey, blob = got
+                if wkey == self.keys[j] and blob:  # else: changed on disk since, or failed there
+                    self.blobs[j] = blob
+                    self.from_workers += 1
+                    done[j] = pickle.loads(blob)  # noqa: S301 - from our own worker process
+                else:
+                    done[j] = self._local(j)
+                break
+            if pool is None:
+                done[j] = self._local(j)
+                break
+            if pool.alive:
+                self._take(pool.poll(0))
+                if j in self.received:
+                    continue
+            claimed = pool.claim()
+            if claimed is not None:  # parse a chunk here while the worker that has file j finishes it
+                for pos in claimed:
+                    x = self.todo[pos]
+                    done[x] = af = self._local(x)
+                    if self.pickled:  # now, while a worker still runs, rather than at the end
+                        self.blobs[x] = pickle.dumps(af, protocol=pickle.HIGHEST_PROTOCOL)
+            elif pool.alive:
+                self._take(pool.poll(None))
+            else:  # nobody else will send it: a worker died with it, or failed on it
+                done[j] = self._local(j)
+        return done[j]
+
+    def _take(self, results: list[tuple[int, str, bytes]]) -> None:
+        for pos, wkey, blob in results:
+            x = self.todo[pos]
+            if x not in self.done:
+                self.received[x] = (wkey, blob)
+
+    def _local(self, j: int) -> AnalyzedFile:
+        if self._analyze is None:
+            from veza_canary.migrations.analyze import analyze_text
+
+            self._analyze = analyze_text
+        return self._analyze(self.datas[j].decode("utf-8"), self.dialect)
 
 
 def default_jobs() -> int:
@@ -280,25 +317,11 @@ def default_jobs() -> int:
     return os.cpu_count() or 1
 
 
-def fork_workers(load: Callable[[int], bytes], jobs: int, dialect: str) -> list[ForkedAnalysis]:
-    """``jobs`` forked workers that will analyse ``load(i)`` for the indexes they are assigned (none if < 2)."""
+def fork_pool(jobs: int, load: Callable[[Any], bytes] = read_path) -> Pool | None:
+    """``jobs - 1`` forked workers to share with this process the analysis of what ``load`` reads (None if jobs < 2)."""
     if jobs < 2 or not hasattr(os, "fork"):
-        return []
-    return [ForkedAnalysis(load, dialect) for _ in range(jobs)]
-
-
-def _deal(todo: list[int], workers: list[ForkedAnalysis], offset: int,
-          remote: dict[int, tuple[ForkedAnalysis, int]]) -> None:
-    """Assign ``todo`` to the workers in round-robin runs, so results arrive in about consumption order."""
-    if not workers:
-        return
-    shares: list[list[int]] = [[] for _ in workers]
-    for r, start in enumerate(range(0, len(todo), _RUN)):
-        shares[r % len(workers)].extend(todo[start:start + _RUN])
-    for w, share in zip(workers, shares, strict=True):
-        for pos, i in enumerate(share):
-            remote[i] = (w, pos)
-        w.assign([i + offset for i in share])
+        return None
+    return Pool(jobs - 1, load)
 
 
 # --- judgement ----------------------------------------------------------------------------
@@ -333,23 +356,33 @@ def _run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpt
     bases = [os.path.abspath(b) for b in (root, Path.cwd()) if b is not None]
     paths = [*hist_sorted, *new_sorted]
     n_hist = len(hist_sorted)
-    inputs = [_Input(p, _shown(p, bases), read_sql(p)) for p in paths]
     cache = Cache(opts.cache_dir, enabled=opts.cache)
-    keys = content_keys([i.data for i in inputs], opts.dialect)
-    hist_key = "schema-" + hashlib.sha256("\0".join([opts.dialect, *keys[:n_hist]]).encode()).hexdigest()
-    replayed = cache.get(hist_key, tuple) if n_hist else None
-    with closing(iter_analysed([i.data for i in inputs[n_hist:]], opts, keys[n_hist:], cache)
-                 if replayed is not None and isinstance(replayed[0], Schema)
-                 else iter_analysed([i.data for i in inputs], opts, keys, cache)) as analysed:
+    pool = _early_pool(paths, opts, cache)
+    items = [os.fspath(p) for p in paths]
+    try:
+        inputs = [_Input(p, _shown(p, bases), read_sql(p)) for p in paths]
+        keys = content_keys([i.data for i in inputs], opts.dialect)
+        hist_key = "schema-" + hashlib.sha256("\0".join([opts.dialect, *keys[:n_hist]]).encode()).hexdigest()
+        replayed = cache.get(hist_key, tuple) if n_hist else None
         if replayed is not None and isinstance(replayed[0], Schema):
-            schema, notes = replayed[0], list(replayed[1])
+            analysed = iter_analysed([i.data for i in inputs[n_hist:]], opts, keys[n_hist:], cache, pool,
+                                     items[n_hist:])
         else:
-            schema, notes = _replay(inputs[:n_hist], islice(analysed, n_hist), opts.dialect)
-            if n_hist:
-                cache.put(hist_key, (schema, notes))
-        findings = _judge_new(inputs[n_hist:], analysed, schema, opts, each_own_set, severities)
-        for _rest in analysed:  # exhausts the iterator, which writes the cache
-            pass
+            replayed = None
+            analysed = iter_analysed([i.data for i in inputs], opts, keys, cache, pool, items)
+        with closing(analysed):
+            if replayed is not None:
+                schema, notes = replayed[0], list(replayed[1])
+            else:
+                schema, notes = _replay(inputs[:n_hist], islice(analysed, n_hist), opts.dialect)
+                if n_hist:
+                    cache.put(hist_key, (schema, notes))
+            findings = _judge_new(inputs[n_hist:], analysed, schema, opts, each_own_set, severities)
+            for _rest in analysed:  # exhausts the iterator, which writes the cache
+                pass
+    finally:
+        if pool is not None:
+            pool.close()
     cache.close()
     mod_resolved = {Path(os.path.abspath(p)) for p in modified}
     for p in sorted(mod_resolved, key=version_key):
@@ -364,6 +397,23 @@ def _run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpt
                     codes=sorted({f.code for f in result.blocking}),
                     message="FORCE_MIGRATE=1: blocking migration findings IGNORED")
     return result
+
+
+def _early_pool(paths: Sequence[Path], opts: LintOptions, cache: Cache) -> Pool | None:
+    """Workers forked before the files are read, when the run will likely parse many of them.
+
+    Likely: no cache, or no cache file yet (a fresh CI runner). With a cache in place
+    most files are usually hits, and ``iter_analysed`` forks later if enough are not.
+    The command line may have forked them already, before parsing its options
+    (``forked.prefork``); they are taken, or closed when this run does not want them.
+    """
+    pool = take_prefork()
+    jobs = opts.jobs if opts.jobs is not None else default_jobs()
+    if jobs < 2 or len(paths) < PARALLEL_THRESHOLD or (opts.cache and cache.path.exists()):
+        if pool is not None:
+            pool.close()
+        return None
+    return pool or fork_pool(jobs)
 
 
 def _judge_new(inputs: Sequence[_Input], analysed: Iterator[AnalyzedFile], schema: Schema, opts: LintOptions,

@@ -1,128 +1,271 @@
-"""Forked workers that analyse files and stream the results back over a pipe.
+"""Forked workers that analyse files beside this process, sharing one queue of work.
 
 Why not ``concurrent.futures``: its pool feeds tasks and collects results with a
 thread in *this* process, which gets the GIL only between this process's own work,
-so workers sat idle waiting for tasks (measured: a worker's share took 30% longer).
+so workers sat idle (measured: a worker's share took 30% longer). And a pool where
+this process only waits wastes a core on a two-core machine: it measured slower
+than parsing everything here, once pickling and the second sqlglot import were paid.
 
-Here each worker is forked early -- before the files are even read, so importing
-sqlglot (~0.1 s) overlaps reading, hashing and the cache lookup -- and then waits
-for its assignment: a list of file indexes. It loads each file itself (``load`` is
-inherited through the fork), analyses it, and a writer thread in the *worker*
-pushes ``(content key, pickled result)`` into the pipe, blocking on a full pipe
-without stalling the parsing. This process reads results only when it needs them,
-in order, and checks each key against its own: a file that changed between the two
-reads, or anything the worker could not analyse, comes back empty and is analysed
-here instead. So does the rest of a worker's list if it dies (``WorkerFailed``).
-Closing a worker early ends it by its PID, which only we know, and reaps it.
+So this process is one of the workers. ``Pool(n)`` forks ``n`` workers at once --
+for a cold lint, before the command line is even parsed (``prefork``), so their
+sqlglot import overlaps this process's start-up, reading, hashing and cache lookup --
+and each waits for ``start(items, dialect)``: the files to analyse (paths, or
+whatever ``load`` takes), cut into small chunks whose numbers go into one pipe
+that every process reads from. A read of one 4-byte record from a pipe is atomic,
+so each chunk is claimed by exactly one process, whoever is free: the balance
+between a worker that started early and this process, which also judges, sorts
+itself out. A worker loads its files itself (``load`` is inherited through the
+fork; by default it reads a path), analyses them, and a writer thread in the *worker* pushes ``(position,
+content key, pickled result)`` into its result pipe, blocking on a full pipe
+without stalling the parsing. This process takes what it needs in order: its own
+chunks' results directly, the workers' from ``poll``; it checks each key against
+its own, so a file that changed between the two reads, or anything a worker could
+not analyse, is analysed here instead. So is whatever a worker that died had
+claimed: once no worker is left and the queue is empty, a missing result can only
+come from here. Closing the pool early ends the workers by their PIDs, which only
+we know, and reaps them.
 """
 
 from __future__ import annotations
 
 import os
 import pickle  # noqa: S403 - between our own processes
+import select
 import signal
 import struct
-from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-_HEADER = struct.Struct("<HI")  # key length, result length
-_COUNT = struct.Struct("<Q")  # number of indexes assigned
-#: Workers of this process whose pipes are open (a later fork must close them in its child).
-_OPEN: set[ForkedAnalysis] = set()
+_RESULT = struct.Struct("<IHI")  # position in the started list, key length, result length
+_START = struct.Struct("<Q")  # length of the pickled (dialect, chunk size, items)
+_CHUNK = struct.Struct("<I")  # a chunk number in the queue
+#: At most this many chunks, so the whole queue is one atomic pipe write (PIPE_BUF is 4096 on Linux).
+_MAX_CHUNKS = 1000
+#: File descriptors of this process's open pools that a newly forked worker must close.
+_PARENT_FDS: dict[int, Pool] = {}
+#: A pool forked ahead of need by ``prefork``, for the first ``take_prefork``.
+_PREFORKED: Pool | None = None
 
 
-class WorkerFailed(RuntimeError):
-    """The worker ended before sending every result."""
+def read_path(path: Any) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
-class ForkedAnalysis:
-    """One forked worker: ``assign`` it file indexes, then read ``result(k)`` for the k-th."""
+def prefork(workers: int) -> None:
+    """Fork ``workers`` for the analysis this process is about to start (no-op if < 1 or no fork)."""
+    global _PREFORKED
+    if _PREFORKED is None and workers >= 1 and hasattr(os, "fork"):
+        _PREFORKED = Pool(workers)
 
-    def __init__(self, load: Callable[[int], bytes], dialect: str) -> None:
-        self.count = 0
-        self._results: list[tuple[str, bytes]] = []
-        task_r, task_w = os.pipe()
-        res_r, res_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the worker: never returns into the caller's code
-            code = 1
+
+def take_prefork() -> Pool | None:
+    """The pool ``prefork`` made, now the caller's to start and close; None if there is none."""
+    global _PREFORKED
+    pool, _PREFORKED = _PREFORKED, None
+    return pool
+
+
+def discard_prefork() -> None:
+    """Close a pool that was forked ahead but never taken (the command ended before it needed one)."""
+    pool = take_prefork()
+    if pool is not None:
+        pool.close()
+
+
+class Pool:
+    """``workers`` forked analysers plus this process, sharing a queue of chunks."""
+
+    def __init__(self, workers: int, load: Callable[[Any], bytes] = read_path) -> None:
+        self.pids: list[int] = []
+        self.items: Sequence[Any] = ()
+        self.chunk = 0
+        self._started = False
+        self._queue_r, self._queue_w = os.pipe()
+        self._starts: list[int] = []  # write ends of each worker's start pipe
+        self._outs: dict[int, bytearray] = {}  # read end of each live worker's result pipe -> unparsed bytes
+        self._by_fd: dict[int, int] = {}  # result fd -> pid
+        self.failures: list[str] = []  # workers that ended abnormally before closing
+        _PARENT_FDS[self._queue_w] = self
+        for _ in range(workers):
+            start_r, start_w = os.pipe()
+            out_r, out_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the worker: never returns into the caller's code
+                code = 1
+                try:
+                    for fd, pool in list(_PARENT_FDS.items()):  # siblings' and other pools' ends
+                        if not (pool is self and fd == self._queue_r):
+                            os.close(fd)
+                    os.close(start_w)
+                    os.close(out_r)
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)  # the terminal's Ctrl-C ends it outright
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    _work(start_r, self._queue_r, out_w, load)
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(start_r)
+            os.close(out_w)
+            self.pids.append(pid)
+            self._starts.append(start_w)
+            self._outs[out_r] = bytearray()
+            self._by_fd[out_r] = pid
+            _PARENT_FDS[start_w] = _PARENT_FDS[out_r] = self
+        _PARENT_FDS[self._queue_r] = self
+
+    @property
+    def alive(self) -> bool:
+        """Some worker may still send results."""
+        return bool(self._outs)
+
+    def start(self, items: Sequence[Any], dialect: str, chunk: int = 0) -> None:
+        """Send every worker the files (``load``'s arguments) and open the queue (once); none lets them exit."""
+        if self._started:
+            raise RuntimeError("already started")
+        self._started = True
+        n = len(items)
+        self.items = items
+        self.chunk = max(chunk, 1, -(-n // _MAX_CHUNKS))
+        body = pickle.dumps((dialect, self.chunk, list(items)), protocol=pickle.HIGHEST_PROTOCOL) if n else b""
+        msg = _START.pack(len(body)) + body
+        for fd in self._starts:
             try:
-                os.close(task_w)
-                os.close(res_r)
-                for other in list(_OPEN):  # siblings' pipe ends must not stay open in here
-                    other._forget_in_child()
-                signal.signal(signal.SIGINT, signal.SIG_DFL)  # the terminal's Ctrl-C ends it outright
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                _work(task_r, res_w, load, dialect)
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(task_r)
-        os.close(res_w)
-        self.pid: int | None = pid
-        self._task: int | None = task_w
-        self._in = os.fdopen(res_r, "rb")
-        _OPEN.add(self)
+                _fit_pipe(fd, len(msg))
+                _write_all(fd, msg)
+            except OSError:
+                pass  # that worker is gone: poll() finds its pipe closed
+            self._close_fd(fd)
+        self._starts = []
+        chunks = -(-n // self.chunk)
+        if chunks:
+            os.write(self._queue_w, struct.pack(f"<{chunks}I", *range(chunks)))  # one atomic write: < PIPE_BUF
+        self._close_fd(self._queue_w)
+        self._queue_w = -1
 
-    def _forget_in_child(self) -> None:
-        if self._task is not None:
-            os.close(self._task)
-        os.close(self._in.fileno())
+    def claim(self) -> range | None:
+        """Positions (in the started list) of the next unclaimed chunk, for this process; None when none is left."""
+        if not self._started:
+            raise RuntimeError("claim() before start()")
+        if self._queue_r < 0:
+            return None
+        rec = os.read(self._queue_r, _CHUNK.size)  # never blocks: every write end is closed
+        if len(rec) < _CHUNK.size:
+            self._close_fd(self._queue_r)
+            self._queue_r = -1
+            return None
+        (c,) = _CHUNK.unpack(rec)
+        return range(c * self.chunk, min((c + 1) * self.chunk, len(self.items)))
 
-    def assign(self, indexes: list[int]) -> None:
-        """Send the worker its files (once); an empty list lets it exit."""
-        if self._task is None:
-            raise RuntimeError("already assigned")
-        self.count = len(indexes)
-        data = memoryview(_COUNT.pack(len(indexes)) + array("q", indexes).tobytes())
-        try:
-            while data:
-                data = data[os.write(self._task, data):]
-        except OSError:
-            pass  # the worker is gone: result() will say so
-        finally:
-            os.close(self._task)
-            self._task = None
+    def poll(self, timeout: float | None = None) -> list[tuple[int, str, bytes]]:
+        """Results that arrived, as ``(position, content key, pickled AnalyzedFile)``.
 
-    def result(self, k: int) -> tuple[str, bytes]:
-        """``(content key, pickled AnalyzedFile)`` of the k-th assigned file; ``("", b"")`` if it failed there."""
-        while len(self._results) <= k:
-            head = self._in.read(_HEADER.size)
-            if len(head) < _HEADER.size:
-                got = len(self._results)
-                self.close()
-                raise WorkerFailed(f"analysis worker ended after {got} of {self.count} files")
-            nk, nb = _HEADER.unpack(head)
-            body = self._in.read(nk + nb)
-            if len(body) < nk + nb:
-                self.close()
-                raise WorkerFailed("analysis worker's result was cut short")
-            self._results.append((body[:nk].decode("ascii"), body[nk:]))
-        return self._results[k]
+        Waits up to ``timeout`` (None: until one arrives or every worker has ended). A
+        key of ``""`` means the worker could not analyse that file.
+        """
+        got: list[tuple[int, str, bytes]] = []
+        while self._outs:
+            ready, _w, _x = select.select(list(self._outs), [], [], timeout)
+            for fd in ready:
+                chunk = os.read(fd, 1 << 17)
+                if not chunk:
+                    self._end_worker(fd)
+                    continue
+                buf = self._outs[fd]
+                buf += chunk
+                got.extend(_parse_results(buf))
+            if got or timeout is not None:
+                break
+        return got
 
     def close(self) -> None:
-        """Stop; end the worker if it may still be running, and reap it."""
-        _OPEN.discard(self)
-        if self._task is not None:
-            os.close(self._task)
-            self._task = None
-        if not self._in.closed:
-            self._in.close()
-        if self.pid is None:
-            return
-        pid, self.pid = self.pid, None
-        done, _status = os.waitpid(pid, os.WNOHANG)
-        if done == 0:
-            if len(self._results) < self.count or self.count == 0:
-                os.kill(pid, signal.SIGTERM)
-            os.waitpid(pid, 0)
+        """Stop: end the workers that may still be running, and reap them (idempotent)."""
+        for fd in [*self._starts, self._queue_w, self._queue_r, *self._outs]:
+            if fd >= 0:
+                self._close_fd(fd)
+        self._starts, self._queue_w, self._queue_r = [], -1, -1
+        self._outs.clear()
+        self._by_fd.clear()
+        pids, self.pids = self.pids, []
+        for pid in pids:
+            _end(pid)
 
-    def __enter__(self) -> ForkedAnalysis:
+    def _end_worker(self, fd: int) -> None:
+        del self._outs[fd]
+        pid = self._by_fd.pop(fd)
+        self._close_fd(fd)
+        if pid in self.pids:
+            self.pids.remove(pid)
+            try:  # its result pipe closes only when it exits: this does not wait long
+                status = os.waitpid(pid, 0)[1]
+            except ChildProcessError:
+                status = 0
+            if status:
+                self.failures.append(f"analysis worker {pid} ended with wait status {status}")
+
+    def _close_fd(self, fd: int) -> None:
+        _PARENT_FDS.pop(fd, None)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    def __enter__(self) -> Pool:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _end(pid: int) -> int:
+    """Reap ``pid``, ending it first if it still runs; its wait status (0: it exited cleanly by itself)."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == 0:
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+            return 0  # ended by us
+        return status
+    except ChildProcessError:
+        return 0
+
+
+def _parse_results(buf: bytearray) -> list[tuple[int, str, bytes]]:
+    """Complete records at the start of ``buf``, removed from it."""
+    out = []
+    at = 0
+    size = _RESULT.size
+    while len(buf) - at >= size:
+        pos, nk, nb = _RESULT.unpack_from(buf, at)
+        end = at + size + nk + nb
+        if len(buf) < end:
+            break
+        out.append((pos, bytes(buf[at + size:at + size + nk]).decode("ascii"), bytes(buf[at + size + nk:end])))
+        at = end
+    del buf[:at]
+    return out
+
+
+def _fit_pipe(fd: int, size: int) -> None:
+    """Grow a pipe to hold ``size`` bytes if it can (Linux), so writing them does not wait for the reader.
+
+    A worker may still be importing sqlglot when it is started: ~2,000 paths do not fit
+    the default 64 KiB, and this process would sit idle until the worker read them.
+    """
+    if size <= 1 << 16:
+        return
+    import fcntl
+
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, min(size, 1 << 20))  # 1 MiB: the unprivileged limit by default
+    except (AttributeError, OSError):
+        pass  # then the write waits for the reader, as it would anyway
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _read_exactly(fd: int, n: int) -> bytes:
@@ -133,18 +276,32 @@ def _read_exactly(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_assignment(fd: int) -> array[int]:
-    """The indexes the parent sent; empty if it closed the pipe without sending (nothing to do)."""
-    indexes = array("q")
-    head = _read_exactly(fd, _COUNT.size)
-    if len(head) == _COUNT.size:
-        (n,) = _COUNT.unpack(head)
-        indexes.frombytes(_read_exactly(fd, n * indexes.itemsize))
+def _read_start(fd: int) -> tuple[str, int, list[Any]]:
+    """The dialect, chunk size and items the parent sent; no items if it closed the pipe without sending."""
+    head = _read_exactly(fd, _START.size)
+    start: tuple[str, int, list[Any]] = ("", 0, [])
+    if len(head) == _START.size:
+        (n,) = _START.unpack(head)
+        body = _read_exactly(fd, n)
+        if n and len(body) == n:
+            start = pickle.loads(body)  # noqa: S301 - from our own parent process
     os.close(fd)
-    return indexes
+    return start
 
 
-def _work(task_fd: int, out_fd: int, load: Callable[[int], bytes], dialect: str) -> None:
+def _claims(queue_fd: int, items: list[Any], chunk: int) -> Any:
+    """``(position, item)`` of every chunk this worker claims from the queue."""
+    n = len(items)
+    while True:
+        rec = _read_exactly(queue_fd, _CHUNK.size)  # blocks only until the parent fills the queue
+        if len(rec) < _CHUNK.size:
+            return
+        (c,) = _CHUNK.unpack(rec)
+        for pos in range(c * chunk, min((c + 1) * chunk, n)):
+            yield pos, items[pos]
+
+
+def _work(start_fd: int, queue_fd: int, out_fd: int, load: Callable[[Any], bytes]) -> None:
     import queue
     import threading
 
@@ -154,18 +311,18 @@ def _work(task_fd: int, out_fd: int, load: Callable[[int], bytes], dialect: str)
     from veza_canary.migrations.engine import gc_tuned
 
     version = sqlglot_version()
-    indexes = _read_assignment(task_fd)
-    if not indexes:
+    dialect, chunk, items = _read_start(start_fd)
+    if not items:
         return
     out = os.fdopen(out_fd, "wb")
-    q: queue.SimpleQueue[tuple[bytes, bytes] | None] = queue.SimpleQueue()
+    q: queue.SimpleQueue[tuple[int, bytes, bytes] | None] = queue.SimpleQueue()
     failed: list[BaseException] = []
 
     def writer() -> None:
         try:
             while (item := q.get()) is not None:
-                key, blob = item
-                out.write(_HEADER.pack(len(key), len(blob)))
+                pos, key, blob = item
+                out.write(_RESULT.pack(pos, len(key), len(blob)))
                 out.write(key)
                 out.write(blob)
                 if q.empty():  # caught up: hand over what is buffered
@@ -177,17 +334,17 @@ def _work(task_fd: int, out_fd: int, load: Callable[[int], bytes], dialect: str)
     t = threading.Thread(target=writer, daemon=True)
     t.start()
     with gc_tuned():
-        for i in indexes:
+        for pos, item in _claims(queue_fd, items, chunk):
             if failed:
                 break
             key, blob = b"", b""
             try:
-                data = load(i)
+                data = load(item)
                 key = cache_key(data, dialect, ANALYZER_VERSION, version).encode("ascii")
                 blob = pickle.dumps(analyze_text(data.decode("utf-8"), dialect), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception:  # noqa: BLE001, S110 - the parent analyses this file itself
                 key, blob = b"", b""
-            q.put((key, blob))
+            q.put((pos, key, blob))
     q.put(None)
     t.join()
     if failed:

@@ -97,10 +97,9 @@ class LexedFile:
     statements: list[Statement]
     file_directives: list[Directive]
     bad_directives: list[Directive]
-    line_starts: list[int]
 
     def position(self, offset: int) -> tuple[int, int]:
-        return position(self.line_starts, offset)
+        return position_in(self.text, offset)
 
 
 def normalize_text(text: str) -> str:
@@ -126,6 +125,11 @@ def position(line_starts: list[int], offset: int) -> tuple[int, int]:
     """1-based (line, column) of an offset."""
     i = bisect_right(line_starts, offset) - 1
     return i + 1, offset - line_starts[i] + 1
+
+
+def position_in(text: str, offset: int) -> tuple[int, int]:
+    """1-based (line, column) of one offset, without a table of line starts."""
+    return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
 
 
 def _blank(s: str) -> str:
@@ -374,11 +378,13 @@ def parse_directive(body: str) -> tuple[bool, tuple[str, ...], str] | None:
 def lex_file(text: str, dialect: str = "postgres") -> LexedFile:
     """Split a normalized file into statements and attach suppression directives."""
     raw, comments = lex(text, dialect)
-    starts = line_starts_of(text)
     statements = []
+    line, at = 1, 0  # the line of offset ``at``: counted onwards, statement by statement
+    count, rfind = text.count, text.rfind
     for s, e, code, skel in raw:
-        line, col = position(starts, s)
-        statements.append(Statement(s, e, line, col, code, skel))
+        line += count("\n", at, s)
+        at = s
+        statements.append(Statement(s, e, line, s - rfind("\n", 0, s), code, skel))
     file_dirs: list[Directive] = []
     bad: list[Directive] = []
     for cs, _ce, body in comments:
@@ -386,7 +392,7 @@ def lex_file(text: str, dialect: str = "postgres") -> LexedFile:
         if parsed is None:
             continue
         file_level, rules, reason = parsed
-        line, col = position(starts, cs)
+        line, col = position_in(text, cs)
         d = Directive(line, col, file_level, rules, reason, body.strip())
         if not rules:
             bad.append(d)
@@ -394,15 +400,15 @@ def lex_file(text: str, dialect: str = "postgres") -> LexedFile:
         if file_level:
             file_dirs.append(d)
             continue
-        target = _attach(statements, cs, text, starts)
+        target = _attach(statements, cs, text)
         if target is None:
             bad.append(d)
         else:
             target.directives.append(d)
-    return LexedFile(text, statements, file_dirs, bad, starts)
+    return LexedFile(text, statements, file_dirs, bad)
 
 
-def _attach(statements: list[Statement], offset: int, text: str, starts: list[int]) -> Statement | None:
+def _attach(statements: list[Statement], offset: int, text: str) -> Statement | None:
     """The statement a comment at ``offset`` belongs to.
 
     Inside a statement: that one. On the same line right after a statement's ``;``:

@@ -1,10 +1,12 @@
-"""The two commonest plain statement shapes, read without a whole-statement parse.
+"""The commonest plain statement shapes, read without a whole-statement parse.
 
 After wide CREATE TABLEs (``tablebody``), a history's parsing time goes to thousands
 of one-line statements of two shapes:
 
 * ``CREATE [UNIQUE] INDEX [CONCURRENTLY] [IF NOT EXISTS] name ON table [USING m] (col, ...)``
 * ``ALTER TABLE [IF EXISTS] [ONLY] table ADD [COLUMN] [IF NOT EXISTS] <column definition>``
+* the head ``CREATE TABLE [IF NOT EXISTS] name (`` of a table whose body ``tablebody``
+  reads item by item, when nothing follows the body's closing bracket
 
 For these exact shapes, on the skeleton (comments and strings blanked), the names
 are read here and the column definition goes through ``tablebody``'s memo, so
@@ -25,7 +27,7 @@ _PG_ID = r'(?:"[^"]+"|[A-Za-z_][A-Za-z0-9_]*)'
 _MY_ID = r"(?:`[^`]+`|[A-Za-z_][A-Za-z0-9_]*)"
 
 
-def _patterns(ident: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+def _patterns(ident: str) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     qname = rf"{ident}(?:\s*\.\s*{ident})?"
     index = re.compile(
         rf"\s*CREATE\s+(?P<unique>UNIQUE\s+)?INDEX\s+(?P<conc>CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
@@ -38,7 +40,9 @@ def _patterns(ident: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
         rf"(?:IF\s+NOT\s+EXISTS\s+)?(?=[A-Za-z_\"`])",
         re.IGNORECASE,
     )
-    return index, add
+    table = re.compile(rf"\s*CREATE\s+TABLE\s+(?P<exists>IF\s+NOT\s+EXISTS\s+)?(?P<table>{qname})\s*\(",
+                       re.IGNORECASE)
+    return index, add, table
 
 
 _PG = _patterns(_PG_ID)
@@ -53,7 +57,7 @@ class Shapes:
         self.mysql = mysql
         self.default_schema = default_schema
         self.keywords = keywords
-        self.index_re, self.add_re = _MY if mysql else _PG
+        self.index_re, self.add_re, self.table_re = _MY if mysql else _PG
         self.ident_re = _IDENT_RE[mysql]
 
     def ident(self, tok: str) -> str | None:
@@ -86,6 +90,14 @@ class Shapes:
             return None
         return {"name": (table[0], name), "table": table, "unique": bool(m.group("unique")),
                 "concurrently": bool(m.group("conc")), "index_columns": tuple(cols)}
+
+    def table_head(self, skel: str) -> tuple[tuple[str, str], bool] | None:
+        """``(table, if_not_exists)`` of a ``CREATE TABLE [IF NOT EXISTS] name (`` head, or None."""
+        m = self.table_re.match(skel)
+        if m is None:
+            return None
+        table = self.qname(m.group("table"))
+        return None if table is None else (table, bool(m.group("exists")))
 
     def add_column(self, skel: str) -> tuple[tuple[str, str], int] | None:
         """``(table, offset of the column definition)`` of a plain ALTER TABLE ... ADD COLUMN, or None."""

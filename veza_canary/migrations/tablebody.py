@@ -8,7 +8,9 @@ the plain shape ``CREATE TABLE [IF NOT EXISTS] name ( item, ... ) [suffix]`` is
 split here at its top-level commas (on the lexer's skeleton, where strings and
 comments are blanked, so a comma in a default or a comment never splits), and
 
-* the header is parsed by sqlglot with one dummy column in place of the body;
+* the header -- when it is a plain ``CREATE TABLE [IF NOT EXISTS] name`` and nothing
+  follows the body -- is read by ``shapes``; otherwise sqlglot parses it with one
+  dummy column in place of the body;
 * each item is parsed by sqlglot on its own, as ``CREATE TABLE t (item)``, memoized
   by its text; for a column whose name is a plain identifier that is no keyword of
   the dialect, by its text *after* the name, so the name is filled in afterwards.
@@ -55,6 +57,14 @@ class Memo:
 
     node: Any
     converted: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A plain table head read without sqlglot (``shapes.Shapes.table_head``)."""
+
+    table: tuple[str, str]
+    if_not_exists: bool
 
 
 @dataclass(slots=True)
@@ -105,22 +115,33 @@ class BodyParser:
         )
         self.memo: dict[tuple[bool, str], Memo | None] = {}
 
-    def parse(self, code: str, skel: str) -> tuple[exp.Create, list[Item]] | None:
-        """The header (with a dummy body) and the items of a plain CREATE TABLE, or None."""
+    def parse(self, code: str, skel: str, shapes: Any = None) -> tuple[exp.Create | Head, list[Item]] | None:
+        """The header and the items of a plain CREATE TABLE, or None.
+
+        The header is a ``Head`` read by ``shapes`` when it has a plain name and nothing
+        follows the body, else sqlglot's parse of it with a dummy body.
+        """
         split = split_body(code, skel)
         if split is None:
             return None
         open_at, close_at, spans = split
-        head = self._one_item(f"{code[:open_at + 1]}{_DUMMY} INT{code[close_at:]}")
-        if head is None or head[1].name != _DUMMY or head[0].expression is not None:
-            return None
+        header: exp.Create | Head | None = None
+        if shapes is not None and not skel[close_at + 1:].strip():
+            plain = shapes.table_head(skel)
+            if plain is not None:
+                header = Head(*plain)
+        if header is None:
+            head = self._one_item(f"{code[:open_at + 1]}{_DUMMY} INT{code[close_at:]}")
+            if head is None or head[1].name != _DUMMY or head[0].expression is not None:
+                return None
+            header = head[0]
         items: list[Item] = []
         for s, e in spans:
             item = self.item(code[s:e].strip(), skel[s:e])
             if item is None:
                 return None
             items.append(item)
-        return head[0], items
+        return header, items
 
     def item(self, text: str, skel: str) -> Item | None:
         """One item (``text`` stripped; ``skel`` its skeleton), parsed or from the memo; None if not one item."""

@@ -171,6 +171,13 @@ def test_a_corrupt_cache_is_ignored(repo: Path) -> None:
     write_history(repo / "migrations", ["ALTER TABLE users DROP COLUMN bio;"], start=2)
     r = _lint("migrations/000002_m2.up.sql")
     assert r.exit_code == 4 and "VC101" in r.stdout
+    assert not db.exists()  # deleted, so the next run rebuilds it instead of being slow for ever
+    again = _lint("migrations/000002_m2.up.sql")
+    assert again.exit_code == 4 and again.stdout == r.stdout
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] > 0
 
 
 def test_importing_the_cli_does_not_import_sqlglot() -> None:

@@ -20,7 +20,7 @@ from veza_canary.migrations import analyze
 from veza_canary.migrations.analyze import analyze_text
 from veza_canary.migrations.changes import AnalyzedFile
 from veza_canary.migrations.parse import lex_file, normalize_text
-from veza_canary.migrations.tablebody import BodyParser, split_body
+from veza_canary.migrations.tablebody import BodyParser, Head, split_body
 
 from .helpers import codes, lint_sql
 
@@ -214,8 +214,8 @@ def fast_taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     taken: list[bool] = []
     real = BodyParser.parse
 
-    def spy(self: BodyParser, code: str, skel: str) -> Any:
-        r = real(self, code, skel)
+    def spy(self: BodyParser, code: str, skel: str, shapes: Any = None) -> Any:
+        r = real(self, code, skel, shapes)
         taken.append(r is not None)
         return r
 
@@ -225,7 +225,7 @@ def fast_taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 def _whole_statement(sql: str, dialect: str, monkeypatch: pytest.MonkeyPatch) -> AnalyzedFile:
     with monkeypatch.context() as m:
-        m.setattr(BodyParser, "parse", lambda self, code, skel: None)
+        m.setattr(BodyParser, "parse", lambda self, code, skel, shapes=None: None)
         return analyze_text(sql, dialect)
 
 
@@ -288,6 +288,39 @@ def test_fast_path_is_taken_for_plain_tables(dialect: str, sql: str, n_items: in
     parsed = BodyParser(analyze._dialect(dialect)).parse(code, skel)
     assert parsed is not None
     assert len(parsed[1]) == n_items
+
+
+@pytest.mark.parametrize(("dialect", "sql", "plain_head"), [
+    ("postgres", "CREATE TABLE t (a int, b text)", True),
+    ("postgres", "CREATE TABLE IF NOT EXISTS app.t (a int)", True),
+    ("postgres", 'CREATE TABLE "My T" (a int)', True),
+    ("postgres", "CREATE TABLE t (a int) PARTITION BY RANGE (a)", False),  # something follows the body
+    ("postgres", "CREATE TABLE t (a int) WITH (fillfactor = 70)", False),
+    ("postgres", "CREATE TABLE t (a int) INHERITS (p)", False),
+    ("mysql", "CREATE TABLE `db`.`t` (a int)", True),
+    ("mysql", "CREATE TABLE t (a int) ENGINE=InnoDB", False),
+])
+def test_plain_heads_are_read_without_sqlglot(dialect: str, sql: str, plain_head: bool, monkeypatch: pytest.MonkeyPatch,
+                                              fresh_memo: None) -> None:
+    """Only ``CREATE TABLE [IF NOT EXISTS] name (...)`` with nothing after the body skips the header parse."""
+    heads: list[str] = []
+    real = BodyParser._one_item
+
+    def spy(self: BodyParser, sql: str) -> Any:
+        if "veza_dummy_col" in sql:
+            heads.append(sql)
+        return real(self, sql)
+
+    monkeypatch.setattr(BodyParser, "_one_item", spy)
+    code, skel = _stmt(sql, dialect)
+    parsed = BodyParser(analyze._dialect(dialect)).parse(code, skel, analyze._shapes(analyze.Ctx(dialect, sql)))
+    if parsed is not None:
+        assert isinstance(parsed[0], Head) is plain_head
+    assert (heads == []) is plain_head
+    with monkeypatch.context() as m:
+        m.setattr(BodyParser, "parse", lambda self, code, skel, shapes=None: None)
+        want = analyze_text(sql + ";", dialect)
+    _assert_same(analyze_text(sql + ";", dialect), want)
 
 
 @pytest.mark.parametrize(("dialect", "sql"), [
