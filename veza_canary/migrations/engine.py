@@ -321,7 +321,11 @@ def fork_pool(jobs: int, load: Callable[[Any], bytes] = read_path) -> Pool | Non
     """``jobs - 1`` forked workers to share with this process the analysis of what ``load`` reads (None if jobs < 2)."""
     if jobs < 2 or not hasattr(os, "fork"):
         return None
-    return Pool(jobs - 1, load)
+    try:
+        return Pool(jobs - 1, load)
+    except OSError as exc:  # cannot fork now (EAGAIN, EMFILE): parse everything here
+        log.warning("lint.no_workers", error=str(exc), outcome="parsing in this process only")
+        return None
 
 
 # --- judgement ----------------------------------------------------------------------------

@@ -56,7 +56,10 @@ def prefork(workers: int) -> None:
     """Fork ``workers`` for the analysis this process is about to start (no-op if < 1 or no fork)."""
     global _PREFORKED
     if _PREFORKED is None and workers >= 1 and hasattr(os, "fork"):
-        _PREFORKED = Pool(workers)
+        try:
+            _PREFORKED = Pool(workers)
+        except OSError:
+            pass  # cannot fork now (EAGAIN, EMFILE): the run parses here, or forks later
 
 
 def take_prefork() -> Pool | None:
@@ -87,32 +90,49 @@ class Pool:
         self._by_fd: dict[int, int] = {}  # result fd -> pid
         self.failures: list[str] = []  # workers that ended abnormally before closing
         _PARENT_FDS[self._queue_w] = self
-        for _ in range(workers):
-            start_r, start_w = os.pipe()
-            out_r, out_w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the worker: never returns into the caller's code
-                code = 1
-                try:
-                    for fd, pool in list(_PARENT_FDS.items()):  # siblings' and other pools' ends
-                        if not (pool is self and fd == self._queue_r):
-                            os.close(fd)
-                    os.close(start_w)
-                    os.close(out_r)
-                    signal.signal(signal.SIGINT, signal.SIG_DFL)  # the terminal's Ctrl-C ends it outright
-                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                    _work(start_r, self._queue_r, out_w, load)
-                    code = 0
-                finally:
-                    os._exit(code)
-            os.close(start_r)
-            os.close(out_w)
-            self.pids.append(pid)
-            self._starts.append(start_w)
-            self._outs[out_r] = bytearray()
-            self._by_fd[out_r] = pid
-            _PARENT_FDS[start_w] = _PARENT_FDS[out_r] = self
         _PARENT_FDS[self._queue_r] = self
+        try:
+            for _ in range(workers):
+                self._fork_one(load)
+        except BaseException:  # a fork or pipe that failed midway (EAGAIN, EMFILE): none left behind
+            self.close()
+            raise
+
+    def _fork_one(self, load: Callable[[Any], bytes]) -> None:
+        start_r, start_w = os.pipe()
+        try:
+            out_r, out_w = os.pipe()
+        except BaseException:
+            os.close(start_r)
+            os.close(start_w)
+            raise
+        try:
+            pid = os.fork()
+        except BaseException:
+            for fd in (start_r, start_w, out_r, out_w):
+                os.close(fd)
+            raise
+        if pid == 0:  # the worker: never returns into the caller's code
+            code = 1
+            try:
+                for fd, pool in list(_PARENT_FDS.items()):  # siblings' and other pools' ends
+                    if not (pool is self and fd == self._queue_r):
+                        os.close(fd)
+                os.close(start_w)
+                os.close(out_r)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)  # the terminal's Ctrl-C ends it outright
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _work(start_r, self._queue_r, out_w, load)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(start_r)
+        os.close(out_w)
+        self.pids.append(pid)
+        self._starts.append(start_w)
+        self._outs[out_r] = bytearray()
+        self._by_fd[out_r] = pid
+        _PARENT_FDS[start_w] = _PARENT_FDS[out_r] = self
 
     @property
     def alive(self) -> bool:
@@ -188,7 +208,9 @@ class Pool:
         self._by_fd.clear()
         pids, self.pids = self.pids, []
         for pid in pids:
-            _end(pid)
+            status = _end(pid)
+            if status:
+                self.failures.append(f"analysis worker {pid} ended with wait status {status}")
 
     def _end_worker(self, fd: int) -> None:
         del self._outs[fd]

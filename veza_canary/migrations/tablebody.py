@@ -136,8 +136,18 @@ class BodyParser:
                 return None
             header = head[0]
         items: list[Item] = []
+        first_word, keywords, memo_get = _FIRST_WORD_RE.match, self.keywords, self.memo.get
         for s, e in spans:
-            item = self.item(code[s:e].strip(), skel[s:e])
+            text = code[s:e].strip()
+            m = first_word(skel, s, e)  # the memo hit of ``item``, inline: most items of a history are hits
+            if m is not None:
+                word = m.group(1)
+                if text.startswith(word) and word.upper() not in keywords:
+                    memo = memo_get((True, text[len(word):].lstrip()))
+                    if memo is not None:
+                        items.append(Item(memo.node, word.lower(), memo))
+                        continue
+            item = self.item(text, skel[s:e])
             if item is None:
                 return None
             items.append(item)
