@@ -542,12 +542,12 @@ def test_every_position_is_claimed_by_exactly_one_process(monkeypatch: pytest.Mo
     logs, go = tmp_path / "claims", tmp_path / "go"
     logs.mkdir()
 
-    def recording(queue_fd: int, items: list[Any], chunk: int) -> Iterator[tuple[int, Any]]:
+    def recording(queue_fd: int, items: list[Any], chunk: int) -> Iterator[list[tuple[int, Any]]]:
         with open(logs / str(os.getpid()), "a") as f:  # in the worker
-            for pos, item in real_claims(queue_fd, items, chunk):
-                f.write(f"{pos}\n")
+            for claimed in real_claims(queue_fd, items, chunk):
+                f.write("".join(f"{pos}\n" for pos, _item in claimed))
                 f.flush()
-                yield pos, item
+                yield claimed
 
     def load(item: str) -> bytes:  # in the worker: holds its first chunk until this process has claimed one
         while not go.exists():
