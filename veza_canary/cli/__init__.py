@@ -60,7 +60,6 @@ def main() -> None:
     """The console script. A command that holds nothing to clean up may skip the interpreter's teardown."""
     from veza_canary.cli._common import fast_exit_requested
 
-    lint.prefork_if_cold(sys.argv[1:])
     try:
         app()
     except SystemExit as exc:
@@ -76,7 +75,7 @@ def main() -> None:
 
 
 def _discard_prefork() -> None:
-    """End parse workers forked ahead (``lint.prefork_if_cold``) that the command never took."""
+    """End parse workers forked ahead (``veza_canary.launch``) that the command never took."""
     forked = sys.modules.get("veza_canary.migrations.forked")
     if forked is not None:
         forked.discard_prefork()

@@ -17,47 +17,6 @@ import typer
 from veza_canary.cli._common import _CONFIG_OPTION, err, out, request_fast_exit, run_guarded
 
 
-def prefork_if_cold(argv: list[str]) -> None:
-    """Fork the parse workers now if ``argv`` is a lint that will likely parse from scratch.
-
-    Called before the command line is parsed (~0.06 s of start-up), so the workers'
-    sqlglot import is done by the time the files are read. Likely cold: ``--no-cache``,
-    or no cache file yet. A wrong guess costs a fork and an import on another core;
-    the run closes workers it does not want (``engine._early_pool``), and ``main``
-    closes them if the command never gets that far.
-    """
-    args = iter(argv)
-    for a in args:  # the command is the first word that is not a root option
-        if a == "--log-format":
-            next(args, None)
-        elif not a.startswith("-"):
-            if a != "lint-migrations":
-                return
-            break
-    else:
-        return
-    rest = list(args)
-    if any(a in ("--help", "--list-rules") or a.startswith("--explain") for a in rest):
-        return
-    jobs: str | None = None
-    for k, a in enumerate(rest):
-        if a in ("--jobs", "-j") and k + 1 < len(rest):
-            jobs = rest[k + 1]
-        elif a.startswith(("--jobs=", "-j")) and a != "-j":
-            jobs = a.split("=", 1)[1] if a.startswith("--jobs=") else a[2:]
-    from veza_canary.migrations.cache import default_cache_dir
-    from veza_canary.migrations.engine import default_jobs
-    from veza_canary.migrations.forked import prefork
-
-    if "--no-cache" not in rest and (default_cache_dir() / "cache.sqlite3").exists():
-        return
-    try:
-        n = int(jobs) if jobs is not None else default_jobs()
-    except ValueError:
-        return  # the command reports the bad value
-    prefork(n - 1)
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
     app.command("lint-migrations")(lint_migrations)

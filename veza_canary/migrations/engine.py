@@ -15,13 +15,12 @@ Only reading files touches the disk (and the cache); judgement is pure.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import os
 import pickle  # noqa: S403 - between our own processes and our own cache
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -31,7 +30,7 @@ from veza_canary.errors import ConfigError, LintInputError
 from veza_canary.log import get_logger
 from veza_canary.migrations.cache import Cache, cache_key
 from veza_canary.migrations.changes import ANALYZER_VERSION, AnalyzedFile
-from veza_canary.migrations.forked import Pool, read_path, take_prefork
+from veza_canary.migrations.forked import Pool, default_jobs, gc_tuned, read_path, take_prefork
 from veza_canary.migrations.rules import (
     SEVERITIES,
     Finding,
@@ -48,9 +47,6 @@ log = get_logger(__name__)
 
 #: Below this many files to parse, a process pool costs more than it saves.
 PARALLEL_THRESHOLD = 48
-#: Allocations between young-generation collections while parsing (Python's default is 700).
-_GC_THRESHOLD = 20_000
-_gc_depth = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,31 +152,6 @@ def up_files(directory: Path) -> list[Path]:
 # --- analysis (cached, parallel) ------------------------------------------------------
 
 
-@contextmanager
-def gc_tuned() -> Iterator[None]:
-    """Run a parse-heavy section with a calmer cyclic GC, restoring it afterwards.
-
-    sqlglot builds many short-lived trees with parent links (cycles). With the default
-    thresholds, full collections walk every object the imports created, over and over;
-    freezing those and collecting less often cut the CPU of a cold lint by ~15%
-    (docs/benchmarks.md). Memory stays bounded: collections still run.
-    """
-    global _gc_depth
-    if _gc_depth:
-        yield
-        return
-    old = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(old[0], _GC_THRESHOLD), old[1], old[2])
-    _gc_depth += 1
-    try:
-        yield
-    finally:
-        _gc_depth -= 1
-        gc.set_threshold(*old)
-        gc.unfreeze()
-
-
 def content_keys(datas: Sequence[bytes], dialect: str) -> list[str]:
     from veza_canary.migrations.cache import sqlglot_version
 
@@ -206,7 +177,9 @@ def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str]
     they arrive. ``pool`` may be forked already (``run`` has it forked before the
     files are read, so the workers' sqlglot import overlaps that); then ``items[i]``
     is what its ``load`` reads ``datas[i]`` from (a path). It is closed when the
-    iterator ends; the cache is written when the iterator is exhausted.
+    iterator ends; the cache is written when the iterator is exhausted. A pool that
+    ``run`` started already (``pool.items``) has every file of ``datas``, duplicates
+    included: it began before the files were read and hashed.
     """
     cache = cache or Cache(opts.cache_dir, enabled=opts.cache)
     keys = list(keys) if keys is not None else content_keys(datas, opts.dialect)
@@ -220,12 +193,14 @@ def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str]
     jobs = opts.jobs if opts.jobs is not None else default_jobs()
     if pool is None and len(todo) >= PARALLEL_THRESHOLD and jobs >= 2:
         pool, items = fork_pool(jobs, datas.__getitem__), range(len(datas))
-    if pool is not None and len(todo) < PARALLEL_THRESHOLD:
+    started = pool is not None and pool.started
+    if pool is not None and len(todo) < PARALLEL_THRESHOLD and not started:
         pool.close()
         pool = None
-    parsing = _Parsing(datas, keys, todo, opts.dialect, pool, pickled=cache.enabled)
+    positions = list(range(len(datas))) if started else todo  # what the pool's positions are
+    parsing = _Parsing(datas, keys, positions, opts.dialect, pool, pickled=cache.enabled)
     try:
-        if pool is not None:
+        if pool is not None and not started:
             pool.start([items[j] for j in todo] if items is not None else todo, opts.dialect)
         for i, k in enumerate(keys):
             af = cached[i]
@@ -304,19 +279,6 @@ class _Parsing:
         return self._analyze(self.datas[j].decode("utf-8"), self.dialect)
 
 
-def default_jobs() -> int:
-    """The CPUs this process may run on.
-
-    Not "minus the load average": that is a one-minute mean which still counts the
-    lint run before this one, and it made back-to-back runs parse on one core. On a
-    busy machine the scheduler shares the cores anyway; an extra worker then costs
-    only its pickling (~5%).
-    """
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
 def fork_pool(jobs: int, load: Callable[[Any], bytes] = read_path) -> Pool | None:
     """``jobs - 1`` forked workers to share with this process the analysis of what ``load`` reads (None if jobs < 2)."""
     if jobs < 2 or not hasattr(os, "fork"):
@@ -363,12 +325,14 @@ def _run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpt
     cache = Cache(opts.cache_dir, enabled=opts.cache)
     pool = _early_pool(paths, opts, cache)
     items = [os.fspath(p) for p in paths]
+    if pool is not None:  # a cold run parses everything: the workers need not wait for the reading
+        pool.start(items, opts.dialect)
     try:
         inputs = [_Input(p, _shown(p, bases), read_sql(p)) for p in paths]
         keys = content_keys([i.data for i in inputs], opts.dialect)
         hist_key = "schema-" + hashlib.sha256("\0".join([opts.dialect, *keys[:n_hist]]).encode()).hexdigest()
         replayed = cache.get(hist_key, tuple) if n_hist else None
-        if replayed is not None and isinstance(replayed[0], Schema):
+        if replayed is not None and isinstance(replayed[0], Schema) and pool is None:
             analysed = iter_analysed([i.data for i in inputs[n_hist:]], opts, keys[n_hist:], cache, pool,
                                      items[n_hist:])
         else:

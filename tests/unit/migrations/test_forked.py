@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from veza_canary import launch
 from veza_canary.migrations import analyze, engine, forked
 from veza_canary.migrations.analyze import analyze_text
 from veza_canary.migrations.cache import Cache
@@ -934,7 +935,7 @@ def test_lint_run_with_workers_equals_a_serial_run(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize("bad", ["unparseable", "not-utf8"])
 def test_a_lint_run_that_fails_midway_reaps_its_workers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                         corpus: list[bytes], bad: str) -> None:
-    """A new file that cannot be parsed (judging stops there) or read (before the pool is started)."""
+    """A new file that cannot be parsed (judging stops there) or read (the pool had been started already)."""
     from veza_canary.errors import LintInputError
 
     history, new = _history_and_new(tmp_path, corpus)
@@ -946,7 +947,8 @@ def test_a_lint_run_that_fails_midway_reaps_its_workers(monkeypatch: pytest.Monk
     with _deadline(), pytest.raises(LintInputError, match=new[3].name):
         engine.run(new, history, LintOptions(jobs=3, cache=False), root=tmp_path)
     assert len(spy.pools) == 1 and len(spy.pids) == 2  # forked before the files were read
-    assert len(spy.started) == (1 if bad == "unparseable" else 0)
+    # Started with every path before any file was read (a cold run parses them all).
+    assert len(spy.started) == 1 and len(spy.started[0]) == len(history) + len(new)
     spy.assert_all_reaped()
 
 
@@ -1016,6 +1018,7 @@ def cold_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """An empty cache home (no cache file yet) and two CPUs by default."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(engine, "default_jobs", lambda: 2)
+    monkeypatch.setattr(forked, "default_jobs", lambda: 2)
     return tmp_path / "xdg" / "veza-canary" / "lint"
 
 
@@ -1050,10 +1053,8 @@ def _preforked_workers() -> int:
     ([], 0),
 ])
 def test_prefork_if_cold(cold_home: Path, argv: list[str], workers: int) -> None:
-    from veza_canary.cli import lint as cli_lint
-
     with _deadline():
-        cli_lint.prefork_if_cold(argv)
+        launch.prefork_if_cold(argv)
         assert _preforked_workers() == workers
 
 
@@ -1062,17 +1063,23 @@ def test_prefork_if_cold(cold_home: Path, argv: list[str], workers: int) -> None
     (["lint-migrations", "--all", "--no-cache", "-j", "2"], 1),
 ])
 def test_prefork_if_cold_with_a_cache_file(cold_home: Path, argv: list[str], workers: int) -> None:
-    from veza_canary.cli import lint as cli_lint
-
     cold_home.mkdir(parents=True)
     (cold_home / "cache.sqlite3").touch()
     with _deadline():
-        cli_lint.prefork_if_cold(argv)
+        launch.prefork_if_cold(argv)
         assert _preforked_workers() == workers
 
 
+def test_launcher_knows_where_the_cache_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from veza_canary.migrations.cache import default_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert launch.cache_file() == str(default_cache_dir() / "cache.sqlite3")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert launch.cache_file() == str(default_cache_dir() / "cache.sqlite3")
+
+
 def test_main_discards_workers_the_command_never_took(monkeypatch: pytest.MonkeyPatch, cold_home: Path) -> None:
-    import veza_canary.cli as cli
     from veza_canary.cli import _common
 
     made: list[list[int]] = []
@@ -1088,7 +1095,7 @@ def test_main_discards_workers_the_command_never_took(monkeypatch: pytest.Monkey
     # A bad --format fails before the lint starts: the forked workers are never taken.
     monkeypatch.setattr("sys.argv", ["veza-canary", "lint-migrations", "--no-cache", "-j", "2", "--format", "nope"])
     with _deadline(), pytest.raises(SystemExit) as exc:
-        cli.main()
+        launch.main()
     assert exc.value.code not in (0, None)
     assert len(made) == 1 and len(made[0]) == 1
     assert forked.take_prefork() is None
