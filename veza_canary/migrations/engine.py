@@ -30,7 +30,7 @@ from veza_canary.errors import ConfigError, LintInputError
 from veza_canary.log import get_logger
 from veza_canary.migrations.cache import Cache, cache_key
 from veza_canary.migrations.changes import ANALYZER_VERSION, AnalyzedFile
-from veza_canary.migrations.forked import Pool, default_jobs, gc_tuned, read_path, take_prefork
+from veza_canary.migrations.forked import Pool, default_jobs, gc_tuned, parsed, read_path, take_prefork
 from veza_canary.migrations.rules import (
     SEVERITIES,
     Finding,
@@ -276,6 +276,7 @@ class _Parsing:
             from veza_canary.migrations.analyze import analyze_text
 
             self._analyze = analyze_text
+        parsed()
         return self._analyze(self.datas[j].decode("utf-8"), self.dialect)
 
 

@@ -1101,3 +1101,38 @@ def test_main_discards_workers_the_command_never_took(monkeypatch: pytest.Monkey
     assert forked.take_prefork() is None
     for pid in made[0]:
         _assert_reaped(pid)
+
+
+# --- the GC while parsing -------------------------------------------------------------------------
+
+
+def test_gc_tuned_turns_automatic_collection_off_and_restores_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    assert gc.isenabled()
+    collections: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda *a: collections.append(1) or 0)
+    monkeypatch.setattr(forked, "_GC_EVERY", 3)
+    with forked.gc_tuned():
+        assert not gc.isenabled()
+        with forked.gc_tuned():  # nested: no change, and leaving it does not re-enable
+            pass
+        assert not gc.isenabled()
+        for _ in range(7):
+            forked.parsed()
+        assert len(collections) == 2  # after the 3rd and the 6th file: cycles cannot pile up
+    assert gc.isenabled()
+    forked.parsed(10)  # outside: only counts
+    assert len(collections) == 2
+
+
+def test_gc_tuned_leaves_a_disabled_gc_disabled() -> None:
+    import gc
+
+    gc.disable()
+    try:
+        with forked.gc_tuned():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
