@@ -30,6 +30,8 @@ def cache_file() -> str:
 def prefork_if_cold(argv: list[str]) -> None:
     """Fork the parse workers now if ``argv`` is a lint that will likely parse from scratch.
 
+    Any lint also gets ``forked.keep_until_exit``: the process ends with ``os._exit``.
+
     Likely cold: ``--no-cache``, or no cache file yet. A wrong guess costs a fork and an
     import on another core; the run closes workers it does not want
     (``engine._early_pool``), and ``cli.main`` closes them if the command never gets
@@ -45,6 +47,9 @@ def prefork_if_cold(argv: list[str]) -> None:
             break
     else:
         return
+    from veza_canary.migrations import forked
+
+    forked.keep_until_exit()  # a lint ends with os._exit: freeing its analysis first is wasted time
     rest = list(args)
     if any(a in ("--help", "--list-rules") or a.startswith("--explain") for a in rest):
         return
@@ -56,8 +61,6 @@ def prefork_if_cold(argv: list[str]) -> None:
             jobs = a.split("=", 1)[1] if a.startswith("--jobs=") else a[2:]
     if "--no-cache" not in rest and os.path.exists(cache_file()):
         return
-    from veza_canary.migrations import forked
-
     try:
         n = int(jobs) if jobs is not None else forked.default_jobs()
     except ValueError:

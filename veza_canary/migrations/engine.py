@@ -30,7 +30,7 @@ from veza_canary.errors import ConfigError, LintInputError
 from veza_canary.log import get_logger
 from veza_canary.migrations.cache import Cache, cache_key
 from veza_canary.migrations.changes import ANALYZER_VERSION, AnalyzedFile
-from veza_canary.migrations.forked import Pool, default_jobs, gc_tuned, parsed, read_path, take_prefork
+from veza_canary.migrations.forked import Pool, default_jobs, gc_tuned, keep, parsed, read_path, take_prefork
 from veza_canary.migrations.rules import (
     SEVERITIES,
     Finding,
@@ -216,6 +216,7 @@ def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str]
         cache.put_many((keys[j], parsing.blobs.get(j) or parsing.done[j]) for j in todo if j in parsing.done)
     log.debug("lint.analysed", files=len(datas), cache_hits=cache.hits, parsed=len(todo),
               in_workers=parsing.from_workers, jobs=jobs)
+    keep(parsing)
 
 
 class _Parsing:
@@ -349,6 +350,7 @@ def _run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpt
             findings = _judge_new(inputs[n_hist:], analysed, schema, opts, each_own_set, severities)
             for _rest in analysed:  # exhausts the iterator, which writes the cache
                 pass
+            keep((inputs, schema))
     finally:
         if pool is not None:
             pool.close()

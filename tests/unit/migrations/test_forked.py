@@ -1136,3 +1136,33 @@ def test_gc_tuned_leaves_a_disabled_gc_disabled() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.fixture(autouse=True)
+def _nothing_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``launch.prefork_if_cold`` turns ``keep`` on for the whole process: never beyond one test here."""
+    monkeypatch.setattr(forked, "_KEPT", None)
+
+
+def test_keep_holds_objects_only_after_keep_until_exit() -> None:
+    import weakref
+
+    class Thing:
+        pass
+
+    a, b = Thing(), Thing()
+    ra, rb = weakref.ref(a), weakref.ref(b)
+    forked.keep(a)  # not asked to: nothing held
+    del a
+    assert ra() is None
+    forked.keep_until_exit()
+    forked.keep(b)
+    del b
+    assert rb() is not None  # held until the process ends
+
+
+def test_a_lint_command_line_turns_keep_on(cold_home: Path) -> None:
+    launch.prefork_if_cold(["status"])
+    assert forked._KEPT is None
+    launch.prefork_if_cold(["lint-migrations", "--help"])
+    assert forked._KEPT == []
