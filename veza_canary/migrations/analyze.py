@@ -24,10 +24,6 @@ import logging
 import re
 from typing import Any
 
-import sqlglot
-from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
-
 from veza_canary.migrations.changes import (
     AnalyzedFile,
     AnalyzedStatement,
@@ -37,6 +33,7 @@ from veza_canary.migrations.changes import (
     QName,
     TypeInfo,
 )
+from veza_canary.migrations.glot import ParseError, TokenError, exp, sqlglot
 from veza_canary.migrations.parse import (
     LexError,
     lex,

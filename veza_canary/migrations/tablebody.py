@@ -30,8 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
+from veza_canary.migrations.glot import ParseError, TokenError, exp
 
 _HEAD_RE = re.compile(
     r"\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
