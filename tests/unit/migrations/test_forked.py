@@ -1166,3 +1166,29 @@ def test_a_lint_command_line_turns_keep_on(cold_home: Path) -> None:
     assert forked._KEPT is None
     launch.prefork_if_cold(["lint-migrations", "--help"])
     assert forked._KEPT == []
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--bogus"], ["--format", "nope", "--all"], ["-j", "0", "--all"]])
+def test_the_lint_only_app_behaves_like_the_whole_cli(args: list[str], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``launch`` runs a lint with an app holding only that command: same output, same exit code."""
+    from typer.testing import CliRunner
+
+    from veza_canary import cli
+
+    monkeypatch.chdir(tmp_path)
+    whole = CliRunner().invoke(cli.build_app(), ["lint-migrations", *args])
+    alone = CliRunner().invoke(cli.build_app(("lint",)), ["lint-migrations", *args])
+    assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output)
+    assert whole.exit_code != 0 or "Usage" in whole.output
+
+
+@pytest.mark.parametrize(("argv", "word"), [
+    (["lint-migrations", "--all"], "lint-migrations"),
+    (["--log-format", "json", "-v", "status"], "status"),
+    (["--log-format", "lint-migrations", "deploy"], "deploy"),
+    (["--version"], None),
+    ([], None),
+])
+def test_launch_finds_the_command_word(argv: list[str], word: str | None) -> None:
+    assert launch.command(argv) == word
