@@ -51,7 +51,7 @@ def lint_migrations(
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the analysis cache."),
     jobs: Optional[int] = typer.Option(  # noqa: UP045
-        None, "--jobs", "-j", help="Parse worker processes (default: the CPUs this process may use).", show_default=False,
+        None, "--jobs", "-j", help="Processes that parse, this one included (default: the CPUs this process may use).", show_default=False,
     ),
     explain: Optional[str] = typer.Option(  # noqa: UP045
         None, "--explain", help="Print the documentation of a rule (code or name) and exit.", metavar="CODE",
