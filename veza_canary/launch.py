@@ -49,12 +49,41 @@ def cache_file() -> str:
     return os.path.join(base, "veza-canary", "lint", "cache.sqlite3")
 
 
+#: ``engine.PARALLEL_THRESHOLD``, without importing the engine (tested equal).
+_ENOUGH_FILES = 48
+
+
+def _option(args: list[str], names: tuple[str, ...]) -> str | None:
+    """The last value given to an option (``--name V``, ``--name=V``, ``-xV``), or None."""
+    value = None
+    for k, a in enumerate(args):
+        for name in names:
+            if a == name and k + 1 < len(args):
+                value = args[k + 1]
+            elif name.startswith("--") and a.startswith(name + "="):
+                value = a.split("=", 1)[1]
+            elif not name.startswith("--") and a.startswith(name) and a != name:
+                value = a[len(name):]
+    return value
+
+
+def _up_files(directory: str) -> int:
+    """How many ``*.up.sql`` files ``directory`` holds (0 if it cannot be read)."""
+    try:
+        with os.scandir(directory) as it:
+            return sum(1 for e in it if e.name.endswith(".up.sql"))
+    except OSError:
+        return 0
+
+
 def prefork_if_cold(argv: list[str]) -> None:
     """Fork the parse workers now if ``argv`` is a lint that will likely parse from scratch.
 
     Any lint also gets ``forked.keep_until_exit``: the process ends with ``os._exit``.
 
-    Likely cold: ``--no-cache``, or no cache file yet. A wrong guess costs a fork and an
+    Likely cold: ``--no-cache``, or no cache file yet; and worth it: the migrations
+    directory (``--dir``, ``MIGRATIONS_DIR``, else ``migrations``; not the config file's)
+    holds at least ``_ENOUGH_FILES`` files. A wrong guess costs a fork and an
     import on another core; the run closes workers it does not want
     (``engine._early_pool``), and ``cli.main`` closes them if the command never gets
     that far. A bad ``--jobs`` value forks nothing: the command reports it.
@@ -68,14 +97,12 @@ def prefork_if_cold(argv: list[str]) -> None:
     rest = argv[at + 1:]
     if any(a in ("--help", "--list-rules") or a.startswith("--explain") for a in rest):
         return
-    jobs: str | None = None
-    for k, a in enumerate(rest):
-        if a in ("--jobs", "-j") and k + 1 < len(rest):
-            jobs = rest[k + 1]
-        elif a.startswith(("--jobs=", "-j")) and a != "-j":
-            jobs = a.split("=", 1)[1] if a.startswith("--jobs=") else a[2:]
+    jobs = _option(rest, ("--jobs", "-j"))
     if "--no-cache" not in rest and os.path.exists(cache_file()):
         return
+    if _up_files(_option(rest, ("--dir", "--migrations-dir")) or os.environ.get("MIGRATIONS_DIR")
+                 or "migrations") < _ENOUGH_FILES:
+        return  # a small history parses faster than a worker imports sqlglot
     try:
         n = int(jobs) if jobs is not None else forked.default_jobs()
     except ValueError:

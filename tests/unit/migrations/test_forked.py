@@ -1015,7 +1015,15 @@ def test_early_pool_closes_a_preforked_pool_it_does_not_want(monkeypatch: pytest
 
 @pytest.fixture
 def cold_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """An empty cache home (no cache file yet) and two CPUs by default."""
+    """An empty cache home (no cache file yet), two CPUs by default, and cwd a repository whose
+    ``migrations`` directory is just big enough to be worth a worker."""
+    repo = tmp_path / "repo"
+    (repo / "migrations").mkdir(parents=True)
+    for i in range(launch._ENOUGH_FILES):
+        (repo / "migrations" / f"{i + 1:06d}_m.up.sql").write_text("SELECT 1;\n")
+        (repo / "migrations" / f"{i + 1:06d}_m.down.sql").write_text("SELECT 1;\n")
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("MIGRATIONS_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(engine, "default_jobs", lambda: 2)
     monkeypatch.setattr(forked, "default_jobs", lambda: 2)
@@ -1181,6 +1189,27 @@ def test_the_lint_only_app_behaves_like_the_whole_cli(args: list[str], tmp_path:
     alone = CliRunner().invoke(cli.build_app(("lint",)), ["lint-migrations", *args])
     assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output)
     assert whole.exit_code != 0 or "Usage" in whole.output
+
+
+def test_a_small_or_missing_migrations_directory_is_not_worth_a_worker(cold_home: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    assert launch._ENOUGH_FILES == engine.PARALLEL_THRESHOLD
+    small = tmp_path / "small"
+    small.mkdir()
+    for i in range(launch._ENOUGH_FILES - 1):
+        (small / f"{i:06d}_m.up.sql").write_text("SELECT 1;\n")
+    with _deadline():
+        for argv in (["lint-migrations", "--all", "--no-cache", "-j2", "--dir", str(small)],
+                     ["lint-migrations", "--all", "--no-cache", "-j2", f"--migrations-dir={small}"],
+                     ["lint-migrations", "--all", "--no-cache", "-j2", "--dir", "/nonexistent"]):
+            launch.prefork_if_cold(argv)
+            assert _preforked_workers() == 0, argv
+        monkeypatch.setenv("MIGRATIONS_DIR", str(small))
+        launch.prefork_if_cold(["lint-migrations", "--all", "--no-cache", "-j2"])
+        assert _preforked_workers() == 0
+        monkeypatch.setenv("MIGRATIONS_DIR", "migrations")  # the repository's: big enough
+        launch.prefork_if_cold(["lint-migrations", "--all", "--no-cache", "-j2"])
+        assert _preforked_workers() == 1
 
 
 @pytest.mark.parametrize(("argv", "word"), [
