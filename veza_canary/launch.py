@@ -49,10 +49,6 @@ def cache_file() -> str:
     return os.path.join(base, "veza-canary", "lint", "cache.sqlite3")
 
 
-#: ``engine.PARALLEL_THRESHOLD``, without importing the engine (tested equal).
-_ENOUGH_FILES = 48
-
-
 def _option(args: list[str], names: tuple[str, ...]) -> str | None:
     """The last value given to an option (``--name V``, ``--name=V``, ``-xV``), or None."""
     value = None
@@ -83,7 +79,7 @@ def prefork_if_cold(argv: list[str]) -> None:
 
     Likely cold: ``--no-cache``, or no cache file yet; and worth it: the migrations
     directory (``--dir``, ``MIGRATIONS_DIR``, else ``migrations``; not the config file's)
-    holds at least ``_ENOUGH_FILES`` files. A wrong guess costs a fork and an
+    holds at least ``forked.PARALLEL_THRESHOLD`` files. A wrong guess costs a fork and an
     import on another core; the run closes workers it does not want
     (``engine._early_pool``), and ``cli.main`` closes them if the command never gets
     that far. A bad ``--jobs`` value forks nothing: the command reports it.
@@ -101,7 +97,7 @@ def prefork_if_cold(argv: list[str]) -> None:
     if "--no-cache" not in rest and os.path.exists(cache_file()):
         return
     if _up_files(_option(rest, ("--dir", "--migrations-dir")) or os.environ.get("MIGRATIONS_DIR")
-                 or "migrations") < _ENOUGH_FILES:
+                 or "migrations") < forked.PARALLEL_THRESHOLD:
         return  # a small history parses faster than a worker imports sqlglot
     try:
         n = int(jobs) if jobs is not None else forked.default_jobs()

@@ -30,7 +30,16 @@ from veza_canary.errors import ConfigError, LintInputError
 from veza_canary.log import get_logger
 from veza_canary.migrations.cache import Cache, cache_key
 from veza_canary.migrations.changes import ANALYZER_VERSION, AnalyzedFile
-from veza_canary.migrations.forked import Pool, default_jobs, gc_tuned, keep, parsed, read_path, take_prefork
+from veza_canary.migrations.forked import (
+    PARALLEL_THRESHOLD,
+    Pool,
+    default_jobs,
+    gc_tuned,
+    keep,
+    parsed,
+    read_path,
+    take_prefork,
+)
 from veza_canary.migrations.rules import (
     SEVERITIES,
     Finding,
@@ -45,8 +54,6 @@ from veza_canary.migrations.schema import NewObjects, Schema
 
 log = get_logger(__name__)
 
-#: Below this many files to parse, a process pool costs more than it saves.
-PARALLEL_THRESHOLD = 48
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,19 +174,16 @@ def analyze_all(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str] |
 
 
 def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str] | None = None,
-                  cache: Cache | None = None, pool: Pool | None = None,
-                  items: Sequence[Any] | None = None) -> Iterator[AnalyzedFile]:
+                  cache: Cache | None = None, pool: Pool | None = None) -> Iterator[AnalyzedFile]:
     """Analysed files in input order; each distinct content analysed once, from the cache when it can.
 
     With many files to parse and several CPUs, ``jobs - 1`` forked workers
     (``forked.Pool``) and this process share the parsing, chunk by chunk, while this
     process also hands each result to the caller, who replays and judges files as
-    they arrive. ``pool`` may be forked already (``run`` has it forked before the
-    files are read, so the workers' sqlglot import overlaps that); then ``items[i]``
-    is what its ``load`` reads ``datas[i]`` from (a path). It is closed when the
-    iterator ends; the cache is written when the iterator is exhausted. A pool that
-    ``run`` started already (``pool.items``) has every file of ``datas``, duplicates
-    included: it began before the files were read and hashed.
+    they arrive. ``pool`` may be given already started on every file of ``datas``
+    (its position ``i`` is ``datas[i]``, duplicates included): ``run`` starts one
+    before the files are even read. Either way it is closed when the iterator ends;
+    the cache is written when the iterator is exhausted.
     """
     cache = cache or Cache(opts.cache_dir, enabled=opts.cache)
     keys = list(keys) if keys is not None else content_keys(datas, opts.dialect)
@@ -191,17 +195,14 @@ def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str]
             owner[k] = i
             todo.append(i)
     jobs = opts.jobs if opts.jobs is not None else default_jobs()
+    positions = list(range(len(datas)))  # a given pool's: every file
     if pool is None and len(todo) >= PARALLEL_THRESHOLD and jobs >= 2:
-        pool, items = fork_pool(jobs, datas.__getitem__), range(len(datas))
-    started = pool is not None and pool.started
-    if pool is not None and len(todo) < PARALLEL_THRESHOLD and not started:
-        pool.close()
-        pool = None
-    positions = list(range(len(datas))) if started else todo  # what the pool's positions are
+        pool = fork_pool(jobs, datas.__getitem__)
+        if pool is not None:
+            pool.start(todo, opts.dialect)
+            positions = todo
     parsing = _Parsing(datas, keys, positions, opts.dialect, pool, pickled=cache.enabled)
     try:
-        if pool is not None and not started:
-            pool.start([items[j] for j in todo] if items is not None else todo, opts.dialect)
         for i, k in enumerate(keys):
             af = cached[i]
             if af is None:
@@ -222,9 +223,10 @@ def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str]
 class _Parsing:
     """The files to parse, shared with a pool's workers (if any); results by index into ``datas``."""
 
-    def __init__(self, datas: Sequence[bytes], keys: Sequence[str], todo: list[int], dialect: str,
+    def __init__(self, datas: Sequence[bytes], keys: Sequence[str], positions: list[int], dialect: str,
                  pool: Pool | None, *, pickled: bool = False) -> None:
-        self.datas, self.keys, self.todo, self.dialect, self.pool = datas, keys, todo, dialect, pool
+        self.datas, self.keys, self.dialect, self.pool = datas, keys, dialect, pool
+        self.positions = positions  # the pool's position p is datas[positions[p]]
         self.pickled = pickled and pool is not None
         self.done: dict[int, AnalyzedFile] = {}
         self.blobs: dict[int, bytes] = {}  # pickles for the cache: the workers', and ours if ``pickled``
@@ -256,7 +258,7 @@ class _Parsing:
             claimed = pool.claim()
             if claimed is not None:  # parse a chunk here while the worker that has file j finishes it
                 for pos in claimed:
-                    x = self.todo[pos]
+                    x = self.positions[pos]
                     done[x] = af = self._local(x)
                     if self.pickled:  # now, while a worker still runs, rather than at the end
                         self.blobs[x] = pickle.dumps(af, protocol=pickle.HIGHEST_PROTOCOL)
@@ -268,7 +270,7 @@ class _Parsing:
 
     def _take(self, results: list[tuple[int, str, bytes]]) -> None:
         for pos, wkey, blob in results:
-            x = self.todo[pos]
+            x = self.positions[pos]
             if x not in self.done:
                 self.received[x] = (wkey, blob)
 
@@ -326,20 +328,18 @@ def _run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpt
     n_hist = len(hist_sorted)
     cache = Cache(opts.cache_dir, enabled=opts.cache)
     pool = _early_pool(paths, opts, cache)
-    items = [os.fspath(p) for p in paths]
     if pool is not None:  # a cold run parses everything: the workers need not wait for the reading
-        pool.start(items, opts.dialect)
+        pool.start([os.fspath(p) for p in paths], opts.dialect)
     try:
         inputs = [_Input(p, _shown(p, bases), read_sql(p)) for p in paths]
         keys = content_keys([i.data for i in inputs], opts.dialect)
         hist_key = "schema-" + hashlib.sha256("\0".join([opts.dialect, *keys[:n_hist]]).encode()).hexdigest()
         replayed = cache.get(hist_key, tuple) if n_hist else None
         if replayed is not None and isinstance(replayed[0], Schema) and pool is None:
-            analysed = iter_analysed([i.data for i in inputs[n_hist:]], opts, keys[n_hist:], cache, pool,
-                                     items[n_hist:])
-        else:
+            analysed = iter_analysed([i.data for i in inputs[n_hist:]], opts, keys[n_hist:], cache)
+        else:  # (a started pool has every file: its history is parsed, not read from the cache)
             replayed = None
-            analysed = iter_analysed([i.data for i in inputs], opts, keys, cache, pool, items)
+            analysed = iter_analysed([i.data for i in inputs], opts, keys, cache, pool)
         with closing(analysed):
             if replayed is not None:
                 schema, notes = replayed[0], list(replayed[1])

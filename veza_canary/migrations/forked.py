@@ -49,6 +49,8 @@ _PARENT_FDS: dict[int, Pool] = {}
 _GC_EVERY = 4000
 _gc_depth = 0
 _gc_files = 0
+#: Below this many files to parse, a pool costs more than it saves (the engine's and launcher's rule).
+PARALLEL_THRESHOLD = 48
 #: What ``keep`` holds until the process ends (None: ``keep_until_exit`` not called).
 _KEPT: list[Any] | None = None
 #: A pool forked ahead of need by ``prefork``, for the first ``take_prefork``.
@@ -213,10 +215,6 @@ class Pool:
         self._outs[out_r] = bytearray()
         self._by_fd[out_r] = pid
         _PARENT_FDS[start_w] = _PARENT_FDS[out_r] = self
-
-    @property
-    def started(self) -> bool:
-        return self._started
 
     @property
     def alive(self) -> bool:

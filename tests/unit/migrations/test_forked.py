@@ -29,7 +29,10 @@ from veza_canary.migrations.changes import AnalyzedFile
 from veza_canary.migrations.engine import LintOptions, analyze_all, content_keys, iter_analysed
 from veza_canary.migrations.forked import Pool
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+# Without os.fork the lint parses in one process; these tests then skip -- except under CI=true,
+# where they run (and fail): CI must not pass with the parallel path untested.
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork") and os.environ.get("CI", "").lower() != "true",
+                                reason="needs os.fork")
 
 _REAL_WORK = forked._work
 PG = "postgres"
@@ -781,7 +784,8 @@ def test_a_worker_result_that_does_not_match_is_analysed_here(monkeypatch: pytes
     with _deadline():
         pool = WorkersOnly(1, load=load)
         pids = list(pool.pids)
-        got = list(iter_analysed(corpus, LintOptions(jobs=2, cache=False), pool=pool, items=range(len(corpus))))
+        pool.start(range(len(corpus)), PG)
+        got = list(iter_analysed(corpus, LintOptions(jobs=2, cache=False), pool=pool))
     assert spy.pools == []  # the given pool was used
     assert got == expected
     assert sorted(local_parses) == sorted([corpus[10].decode(), corpus[12].decode()])
@@ -796,7 +800,8 @@ def test_a_changed_file_is_redone_here_whoever_claimed_it(monkeypatch: pytest.Mo
     spy = _Spy(monkeypatch, gate=_Gate(tmp_path / "gate"))
     with _deadline():
         pool = spy.Pool(1, load=lambda i: changed.get(i, corpus[i]))
-        got = list(iter_analysed(corpus, LintOptions(jobs=2, cache=False), pool=pool, items=range(len(corpus))))
+        pool.start(range(len(corpus)), PG)
+        got = list(iter_analysed(corpus, LintOptions(jobs=2, cache=False), pool=pool))
     assert got == expected
     spy.assert_shared_once()
     [started] = spy.started
@@ -810,16 +815,16 @@ def test_a_changed_file_is_redone_here_whoever_claimed_it(monkeypatch: pytest.Mo
 def test_a_given_pool_reads_its_items_not_the_positions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                         corpus: list[bytes], expected: list[AnalyzedFile],
                                                         local_parses: list[str]) -> None:
-    """``items[i]`` is what the pool's ``load`` reads ``datas[i]`` from (``run`` passes paths)."""
+    """A given pool was started on what its ``load`` reads ``datas[i]`` from (``run`` starts it on paths)."""
     history = [b"CREATE TABLE h1 (a int);\n", b"CREATE TABLE h2 (b int);\n", b"SELECT 1;\n"]
     everything = history + corpus
     spy = _Spy(monkeypatch, gate=_Gate(tmp_path / "gate"))
     with _deadline():
         pool = spy.Pool(1, load=everything.__getitem__)
-        items = range(len(history), len(everything))
-        got = list(iter_analysed(corpus, LintOptions(jobs=2, cache=False), pool=pool, items=items))
+        pool.start(range(len(history), len(everything)), PG)
+        got = list(iter_analysed(corpus, LintOptions(jobs=2, cache=False), pool=pool))
     assert got == expected
-    assert spy.started == [[len(history) + i for i in _first_indexes(corpus)]]
+    assert spy.started == [[len(history) + i for i in range(len(corpus))]]  # every file, duplicates too
     assert spy.delivered
     spy.assert_shared_once()
     [started] = spy.started
@@ -828,16 +833,18 @@ def test_a_given_pool_reads_its_items_not_the_positions(monkeypatch: pytest.Monk
     spy.assert_all_reaped()
 
 
-def test_a_given_pool_is_closed_when_there_is_little_to_parse(monkeypatch: pytest.MonkeyPatch,
-                                                              corpus: list[bytes],
-                                                              expected: list[AnalyzedFile]) -> None:
+def test_a_given_pool_with_little_to_parse_is_used_then_closed(monkeypatch: pytest.MonkeyPatch,
+                                                               corpus: list[bytes],
+                                                               expected: list[AnalyzedFile]) -> None:
+    """Whether few files are worth workers is ``_early_pool``'s decision: a started pool is used as given."""
     few = corpus[:3]
     spy = _Spy(monkeypatch)
     with _deadline():
         pool = spy.Pool(2, load=few.__getitem__)
         pids = list(pool.pids)
-        assert list(iter_analysed(few, LintOptions(jobs=3, cache=False), pool=pool, items=range(3))) == expected[:3]
-    assert spy.started == []  # never started: closed at once
+        pool.start(range(3), PG)
+        assert list(iter_analysed(few, LintOptions(jobs=3, cache=False), pool=pool)) == expected[:3]
+    assert spy.pools == [pool]  # no other pool forked
     _assert_closed(pool, pids)
 
 
@@ -1019,7 +1026,7 @@ def cold_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     ``migrations`` directory is just big enough to be worth a worker."""
     repo = tmp_path / "repo"
     (repo / "migrations").mkdir(parents=True)
-    for i in range(launch._ENOUGH_FILES):
+    for i in range(engine.PARALLEL_THRESHOLD):
         (repo / "migrations" / f"{i + 1:06d}_m.up.sql").write_text("SELECT 1;\n")
         (repo / "migrations" / f"{i + 1:06d}_m.down.sql").write_text("SELECT 1;\n")
     monkeypatch.chdir(repo)
@@ -1193,10 +1200,9 @@ def test_the_lint_only_app_behaves_like_the_whole_cli(args: list[str], tmp_path:
 
 def test_a_small_or_missing_migrations_directory_is_not_worth_a_worker(cold_home: Path, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    assert launch._ENOUGH_FILES == engine.PARALLEL_THRESHOLD
     small = tmp_path / "small"
     small.mkdir()
-    for i in range(launch._ENOUGH_FILES - 1):
+    for i in range(engine.PARALLEL_THRESHOLD - 1):
         (small / f"{i:06d}_m.up.sql").write_text("SELECT 1;\n")
     with _deadline():
         for argv in (["lint-migrations", "--all", "--no-cache", "-j2", "--dir", str(small)],
