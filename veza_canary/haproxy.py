@@ -10,6 +10,18 @@ replies with an empty line; errors are text (``No such server.``, ``No such
 backend.``, ...). ``show servers state`` carries ``srv_admin_state`` as a
 bitmask; DRAIN on a DOWN server still shows ``DOWN`` in ``show stat``, so
 drain/maint are read from the bitmask, health from ``show stat``.
+
+Cost per read is flat in the size of the backend: ``stat(server)`` asks for one
+row (``show stat BACKEND 4 SID``, SID being HAProxy's numeric server id),
+``state(server)`` picks the server's one line out of ``show servers state``
+without parsing the others, and ``view(server)`` gets both in one call
+(``show servers state B; show stat B 4 SID``: the runtime API runs
+``;``-separated commands in order, each reply ending with an empty line). Server
+ids are learnt from ``show servers state`` once and kept; they are stable until
+HAProxy reloads with a changed configuration, so every reply is checked by
+*name*: a row that is missing or names another server means the ids moved (a
+reload), and the ids are read again before the one retry. A stale id can
+therefore cost a read, never return another server's figures.
 """
 
 from __future__ import annotations
@@ -128,6 +140,7 @@ class ServerState:
     addr: str
     op_state: int  # 0 stopped, 1 starting, 2 running, 3 stopping
     admin_state: int
+    srv_id: int = 0  # HAProxy's numeric id of the server (stable until a reload)
 
     @property
     def drained(self) -> bool:
@@ -144,6 +157,14 @@ class ServerState:
         if self.drained:
             return "drain"
         return "ready"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerView:
+    """What one poll needs about one server (admin state and health, sessions), read in one call."""
+
+    state: ServerState
+    stat: ServerStat
 
 
 def parse_show_stat(reply: str) -> list[ServerStat]:
@@ -175,21 +196,70 @@ def parse_show_stat(reply: str) -> list[ServerStat]:
 def parse_servers_state(reply: str) -> list[ServerState]:
     """Parse ``show servers state BACKEND``. Raises HAProxyError on an error reply."""
     lines = [ln for ln in reply.splitlines() if ln.strip()]
-    if len(lines) < 2 or not lines[1].startswith("# "):
-        raise HAProxyError(f"HAProxy: {_first_line(reply)}")
-    header = lines[1][2:].split()
-    try:
-        ix = {n: header.index(n) for n in ("be_name", "srv_name", "srv_addr", "srv_op_state", "srv_admin_state")}
-    except ValueError as exc:
-        raise HAProxyError(f"HAProxy: unexpected show servers state header ({exc})") from None
+    ix = _servers_state_header(lines[1] if len(lines) > 1 else "", reply)
     out = []
     for line in lines[2:]:
-        f = line.split()
-        if len(f) <= max(ix.values()):
-            continue
-        out.append(ServerState(backend=f[ix["be_name"]], server=f[ix["srv_name"]], addr=f[ix["srv_addr"]],
-                               op_state=_int(f[ix["srv_op_state"]]), admin_state=_int(f[ix["srv_admin_state"]])))
+        st = _server_state_line(line, ix)
+        if st is not None:
+            out.append(st)
     return out
+
+
+def find_server_state(reply: str, backend: str, server: str) -> ServerState | None:
+    """The one line of ``server`` in a ``show servers state`` reply, or None when it has none.
+
+    Only that line is split and parsed: the search over the others is ``str.find``, so a read costs
+    the same for 3 servers and for 500. Raises HAProxyError on an error reply.
+    """
+    head_end = reply.find("\n", reply.find("\n") + 1)  # end of the "# be_id ..." header (second line)
+    lines = reply[:head_end].splitlines() if head_end > 0 else reply.splitlines()
+    ix = _servers_state_header(lines[1] if len(lines) > 1 else "", reply)
+    needle = f" {server} "  # a line is "<be_id> <be_name> <srv_id> <srv_name> ...": a match elsewhere is skipped
+    pos = head_end
+    while pos >= 0:
+        pos = reply.find(needle, pos + 1)
+        if pos < 0:
+            return None
+        start = reply.rfind("\n", 0, pos) + 1
+        end = reply.find("\n", pos)
+        line = reply[start:end if end >= 0 else len(reply)]
+        st = _server_state_line(line, ix)
+        if st is not None and st.server == server and st.backend == backend:
+            return st
+        pos = end if end >= 0 else -1
+    return None
+
+
+def _servers_state_header(header_line: str, reply: str) -> dict[str, int]:
+    if not header_line.startswith("# "):
+        raise HAProxyError(f"HAProxy: {_first_line(reply)}")
+    header = header_line[2:].split()
+    try:
+        return {n: header.index(n)
+                for n in ("be_name", "srv_id", "srv_name", "srv_addr", "srv_op_state", "srv_admin_state")}
+    except ValueError as exc:
+        raise HAProxyError(f"HAProxy: unexpected show servers state header ({exc})") from None
+
+
+def _server_state_line(line: str, ix: dict[str, int]) -> ServerState | None:
+    f = line.split()
+    if len(f) <= max(ix.values()):
+        return None
+    return ServerState(backend=f[ix["be_name"]], server=f[ix["srv_name"]], addr=f[ix["srv_addr"]],
+                       op_state=_int(f[ix["srv_op_state"]]), admin_state=_int(f[ix["srv_admin_state"]]),
+                       srv_id=_int(f[ix["srv_id"]]))
+
+
+def split_replies(reply: str, count: int) -> list[str]:
+    """Cut the reply to ``count`` ``;``-separated commands into one reply each.
+
+    Every reply of the runtime API ends with an empty line and none holds one inside, so the
+    replies are the text between empty lines. Raises HAProxyError when there are fewer.
+    """
+    parts = reply.split("\n\n")
+    if len(parts) < count:
+        raise HAProxyError(f"HAProxy: {count} replies expected, got {len(parts)}: {_first_line(reply)}")
+    return [p + "\n\n" for p in parts[:count]]
 
 
 def check_empty_reply(reply: str, command: str) -> None:
@@ -220,6 +290,9 @@ class HAProxy:
         _check_name(backend, "backend")
         self.sock = sock
         self.backend = backend
+        #: server name -> HAProxy's numeric server id, learnt from ``show servers state``; valid until a
+        #: reload renumbers them, which every read detects (replies are matched by name, not by id).
+        self._sids: dict[str, int] = {}
 
     def _send(self, command: str) -> str:
         reply = self.sock.send(command)
@@ -234,27 +307,81 @@ class HAProxy:
         return reply
 
     def stats(self) -> dict[str, ServerStat]:
+        """Every server of the backend (one whole read: for status views, not for polls)."""
         reply = self._send(f"show stat {self.backend} 4 -1")
         rows = parse_show_stat(reply)
         return {r.server: r for r in rows if r.backend == self.backend}
 
     def stat(self, server: str) -> ServerStat:
+        """One server's ``show stat`` row: HAProxy is asked for that row only."""
         _check_name(server, "server")
-        stats = self.stats()
-        if server not in stats:
-            raise HAProxyError(f"HAProxy: no server {server!r} in backend {self.backend!r}")
-        return stats[server]
+        for attempt in (1, 2):
+            sid = self._sid(server)
+            row = self._stat_row(self._send(f"show stat {self.backend} 4 {sid}"), server)
+            if row is not None:
+                return row
+            if attempt == 1:
+                self._ids_moved(server, sid)
+        raise HAProxyError(f"HAProxy: no server {server!r} in backend {self.backend!r}")
 
     def states(self) -> dict[str, ServerState]:
+        """Every server's admin/op state (one whole read); refreshes the cached server ids."""
         reply = self._send(f"show servers state {self.backend}")
-        return {s.server: s for s in parse_servers_state(reply) if s.backend == self.backend}
+        rows = [s for s in parse_servers_state(reply) if s.backend == self.backend]
+        self._sids = {s.server: s.srv_id for s in rows}
+        return {s.server: s for s in rows}
 
     def state(self, server: str) -> ServerState:
+        """One server's admin/op state; only its line of the reply is parsed."""
         _check_name(server, "server")
-        states = self.states()
-        if server not in states:
+        st = find_server_state(self._send(f"show servers state {self.backend}"), self.backend, server)
+        if st is None:
             raise HAProxyError(f"HAProxy: no server {server!r} in backend {self.backend!r}")
-        return states[server]
+        self._learn(st)
+        return st
+
+    def view(self, server: str) -> ServerView:
+        """``state(server)`` and ``stat(server)`` in one runtime-API call: what a drain poll needs."""
+        _check_name(server, "server")
+        sid = self._sid(server)
+        state_reply, stat_reply = split_replies(
+            self._send(f"show servers state {self.backend}; show stat {self.backend} 4 {sid}"), 2)
+        st = find_server_state(state_reply, self.backend, server)
+        if st is None:
+            raise HAProxyError(f"HAProxy: no server {server!r} in backend {self.backend!r}")
+        row = self._stat_row(stat_reply, server) if st.srv_id == sid else None
+        if row is None:  # the ids moved under us (a reload): this reply's state line has the new one
+            self._ids_moved(server, sid)
+            self._learn(st)
+            row = self.stat(server)
+        return ServerView(st, row)
+
+    # -- server ids -------------------------------------------------------------------
+    def _sid(self, server: str) -> int:
+        sid = self._sids.get(server)
+        if sid is None:
+            self.states()  # learns every id in one read (once per run, or after a reload)
+            sid = self._sids.get(server)
+            if sid is None:
+                raise HAProxyError(f"HAProxy: no server {server!r} in backend {self.backend!r}")
+        return sid
+
+    def _learn(self, st: ServerState) -> None:
+        if st.srv_id and self._sids.get(st.server) != st.srv_id:
+            if st.server in self._sids:
+                log.info("haproxy.server_ids_changed", server=st.server, was=self._sids[st.server], now=st.srv_id)
+            self._sids[st.server] = st.srv_id
+
+    def _ids_moved(self, server: str, sid: int) -> None:
+        log.info("haproxy.server_ids_stale", server=server, sid=sid,
+                 msg="HAProxy's server ids changed (a reload?): reading them again")
+        self._sids.clear()
+
+    def _stat_row(self, reply: str, server: str) -> ServerStat | None:
+        for row in parse_show_stat(reply):
+            if row.backend == self.backend and row.server == server:
+                return row
+        return None
 
     def set_state(self, server: str, state: str) -> None:
         _check_name(server, "server")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from veza_canary.errors import HAProxyError
-from veza_canary.haproxy import AdminSocket, HAProxy, parse_servers_state, parse_show_stat
+from veza_canary.haproxy import (
+    AdminSocket,
+    HAProxy,
+    find_server_state,
+    parse_servers_state,
+    parse_show_stat,
+    split_replies,
+)
 
 SHOW_STAT = (
     "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,"
@@ -78,3 +85,118 @@ def test_hostile_names_never_reach_the_socket(name):
 
 def test_get_weight_parses_current_and_initial():
     assert HAProxy(Canned("100 (initial 100)\n"), "api_pool").get_weight("backend-api-1") == (100, 100)
+
+
+# -- reads that cost the same for 3 servers and for 500 ---------------------------------------------
+
+
+class RuntimeAPI(AdminSocket):
+    """HAProxy's runtime API over a list of servers, with the 2.6 reply shapes and numeric server ids.
+
+    ``reload(order)`` renumbers the servers as a reload with a changed configuration does.
+    """
+
+    STAT_HEADER = "# pxname,svname,qcur,qmax,scur,smax,status,weight,iid,sid,check_status,"
+
+    def __init__(self, names: list[str], backend: str = "api_pool") -> None:
+        self.backend = backend
+        self.ids = {n: i for i, n in enumerate(names, 1)}
+        self.admin = dict.fromkeys(names, 0)
+        self.scur = dict.fromkeys(names, 0)
+        self.sent: list[str] = []
+
+    def reload(self, names: list[str]) -> None:
+        self.ids = {n: i for i, n in enumerate(names, 1)}
+        self.admin = {n: self.admin.get(n, 0) for n in names}
+        self.scur = {n: self.scur.get(n, 0) for n in names}
+
+    def send(self, command: str) -> str:
+        self.sent.append(command)
+        return "".join(self._one(c.strip()) for c in command.split(";"))
+
+    def _one(self, command: str) -> str:
+        p = command.split()
+        if p[:3] == ["show", "servers", "state"]:
+            if p[3] != self.backend:
+                return "Can't find backend.\n\n"
+            lines = [f"4 {self.backend} {i} {n} 10.0.0.{i} 2 {self.admin[n]} 1 1 5 6 3 4 6 0 0 0 {n}.lxd 8080 - 0 0 - - 0"
+                     for n, i in sorted(self.ids.items(), key=lambda kv: kv[1])]
+            return "1\n" + SERVERS_STATE.splitlines()[1] + "\n" + "\n".join(lines) + "\n\n"
+        if p[:2] == ["show", "stat"]:
+            if p[2] != self.backend:
+                return "No such proxy.\n\n"
+            sid = int(p[4])
+            rows = [f"{self.backend},{n},0,0,{self.scur[n]},5,{'DRAIN' if self.admin[n] else 'UP'},1,4,{i},L7OK,"
+                    for n, i in sorted(self.ids.items(), key=lambda kv: kv[1]) if sid in (-1, i)]
+            return "\n".join([self.STAT_HEADER, *rows]) + "\n\n"
+        return "Unknown command.\n"
+
+
+NAMES = [f"backend-api-{i}" for i in range(1, 501)]
+
+
+def test_stat_learns_the_ids_once_then_asks_for_one_row():
+    api = RuntimeAPI(NAMES)
+    h = HAProxy(api, "api_pool")
+    assert h.stat("backend-api-7").server == "backend-api-7"
+    assert h.stat("backend-api-400").server == "backend-api-400"
+    assert api.sent == ["show servers state api_pool", "show stat api_pool 4 7", "show stat api_pool 4 400"]
+
+
+def test_state_parses_only_the_servers_line():
+    api = RuntimeAPI(NAMES)
+    api.admin["backend-api-250"] = 8
+    st = HAProxy(api, "api_pool").state("backend-api-250")
+    assert (st.server, st.admin, st.srv_id) == ("backend-api-250", "drain", 250)
+
+
+def test_find_server_state_skips_the_name_seen_in_another_field():
+    # backend-api-1's fqdn column holds "backend-api-2": the search must not take that line for backend-api-2.
+    reply = SERVERS_STATE.replace("0 0 0 - 8080", "0 0 0 backend-api-2 8080", 1)
+    st = find_server_state(reply, "api_pool", "backend-api-2")
+    assert st is not None and st.srv_id == 2 and st.admin == "drain"
+    assert find_server_state(reply, "api_pool", "backend-api-9") is None
+    with pytest.raises(HAProxyError):
+        find_server_state("Can't find backend.\n\n", "api_pool", "backend-api-2")
+
+
+def test_view_reads_state_and_stat_in_one_call():
+    api = RuntimeAPI(NAMES[:3])
+    h = HAProxy(api, "api_pool")
+    h.states()  # preflight's whole read: the ids come with it
+    api.sent.clear()
+    api.admin["backend-api-2"], api.scur["backend-api-2"] = 8, 3
+    v = h.view("backend-api-2")
+    assert (v.state.admin, v.stat.scur, v.stat.server) == ("drain", 3, "backend-api-2")
+    assert api.sent == ["show servers state api_pool; show stat api_pool 4 2"]
+
+
+def test_a_reload_that_renumbers_the_servers_is_detected_and_the_ids_read_again():
+    api = RuntimeAPI(NAMES[:3])
+    h = HAProxy(api, "api_pool")
+    h.states()
+    api.reload(["backend-api-3", "backend-api-1", "backend-api-2"])  # now backend-api-1 is 2, -2 is 3, -3 is 1
+    api.scur["backend-api-1"] = 5
+    assert h.stat("backend-api-1").scur == 5  # id 1 now answers backend-api-3's row: refused, ids re-read
+    assert api.sent[-3:] == ["show stat api_pool 4 1", "show servers state api_pool", "show stat api_pool 4 2"]
+    api.reload(["backend-api-2", "backend-api-1", "backend-api-3"])
+    api.admin["backend-api-2"] = 1
+    v = h.view("backend-api-2")
+    assert (v.state.srv_id, v.state.admin, v.stat.server) == (1, "maint", "backend-api-2")
+
+
+def test_a_server_gone_after_a_reload_is_an_error_not_another_servers_row():
+    api = RuntimeAPI(NAMES[:3])
+    h = HAProxy(api, "api_pool")
+    h.states()
+    api.reload(["backend-api-1", "backend-api-3"])  # backend-api-2 removed; id 2 is now backend-api-3
+    with pytest.raises(HAProxyError, match="no server 'backend-api-2'"):
+        h.stat("backend-api-2")
+    with pytest.raises(HAProxyError, match="no server 'backend-api-2'"):
+        h.view("backend-api-2")
+
+
+def test_split_replies_needs_one_reply_per_command():
+    assert split_replies("a\n\nb\n\n", 2) == ["a\n\n", "b\n\n"]
+    with pytest.raises(HAProxyError):
+        split_replies("Unknown command.\n", 2)
