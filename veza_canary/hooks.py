@@ -63,6 +63,8 @@ DEFAULT_TIMEOUT = 300.0
 _TAIL_LINES = 20
 _MAX_LOGGED_LINES = 500
 _MAX_OUTPUT = 1 << 20
+_MAX_LINE_CHARS = 2000
+_MAX_ENV_CHARS = 8000
 #: After killing a timed-out hook's group, wait this long for its pipes to close.
 _REAP_WAIT = 5.0
 
@@ -147,7 +149,7 @@ def _env_str(v: object) -> str:
     if isinstance(v, dict):
         return json.dumps(v, sort_keys=True, default=str)
     # NUL cannot be in an environment variable; nothing of ours has one, but never crash on it.
-    return redact_text(str(v)).replace("\x00", "")
+    return redact_text(str(v)[:_MAX_ENV_CHARS]).replace("\x00", "")
 
 
 class Hooks:
@@ -262,7 +264,8 @@ class Hooks:
             raise
         code = proc.returncode
         code = 128 - code if code < 0 else code
-        lines = out[-_MAX_OUTPUT:].decode("utf-8", "replace").splitlines()
+        # Lines clipped before redaction (its regexes are slow on very long strings).
+        lines = [ln[:_MAX_LINE_CHARS] for ln in out[-_MAX_OUTPUT:].decode("utf-8", "replace").splitlines()]
         for i, line in enumerate(lines[:_MAX_LOGGED_LINES]):
             log.info("hook.output", hook=name, line=redact_text(line), n=i + 1)
         if len(lines) > _MAX_LOGGED_LINES:

@@ -133,7 +133,8 @@ class Event:
         ver = f" ({f.version})" if f.version else ""
         code = f" [exit {self.exit_code}]" if self.exit_code is not None else ""
         icon = _ICONS.get(self.name, ":information_source:")
-        return redact_text(f"{icon} veza-canary {f.command}{sha}{ver} by {f.operator}: {self.summary}{code}")
+        line = " ".join(f"{icon} veza-canary {f.command}{sha}{ver} by {f.operator}: {self.summary}{code}".split())
+        return redact_text(line[:_MAX_STR])
 
     def payload(self) -> dict[str, Any]:
         """The JSON body posted to every URL (secrets redacted)."""
@@ -156,7 +157,21 @@ class Event:
             "tool_version": __version__,
             "data": self.data,
         }
-        return redact_value(body)
+        # NOTE: long strings clipped before redaction (its regexes are slow on very long strings).
+        return redact_value(_clip(body))
+
+
+_MAX_STR = 4000
+
+
+def _clip(v: Any) -> Any:
+    if isinstance(v, str):
+        return v if len(v) <= _MAX_STR else v[:_MAX_STR] + "…"
+    if isinstance(v, dict):
+        return {k: _clip(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clip(x) for x in v]
+    return v
 
 
 # --- delivery ------------------------------------------------------------------------------------
