@@ -216,3 +216,68 @@ def test_concurrent_appenders_never_interleave_lines(tmp_path: Path):
     got = h.read(limit=0)
     assert got.problems == [] and len(got.entries) == 80
     assert len({e["run_id"] for e in got.entries}) == 80
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(monkeypatch, fake):
+    """``veza-canary history`` over the fake state store (the command's one seam, ``open_store``)."""
+    from contextlib import contextmanager
+
+    import typer
+    from typer.testing import CliRunner
+
+    from veza_canary.cli import history as cli_history
+    from veza_canary.cli import root
+
+    h, t = fake
+
+    @contextmanager
+    def open_store(_settings):
+        yield h.store
+
+    monkeypatch.setattr(cli_history, "open_store", open_store)
+    for var in ("VEZA_CANARY_CONFIG", "STATE_DIR", "INCUS_HOST", "HAPROXY_LOCAL_SOCKET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(Path(__file__).parent)  # no ./veza-canary.toml here
+    app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False)
+    app.callback()(root)
+    cli_history.register(app)  # the lead registers the module in cli/__init__.py
+    return (lambda *args: CliRunner().invoke(app, ["history", *args])), h, t
+
+
+def test_history_command_prints_a_table_newest_first(cli):
+    run, h, _t = cli
+    h.append(_entry(0))
+    h.append(_entry(1, outcome="rolled-back", exit_code=5, cause="p95 0.9s > 0.5s"))
+    r = run()
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("WHEN") and "rolled-back" in lines[1] and "success" in lines[2]
+
+
+def test_history_command_json_with_limit_and_a_corrupt_line(cli):
+    run, h, t = cli
+    h.append(_entry(0))
+    t.files[h.path] += b"garbage\n"
+    h.append(_entry(1))
+    r = run("--format", "json", "--limit", "2")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert [e["run_id"] for e in data["entries"]] == ["r1"]
+    assert len(data["problems"]) == 1 and "not a JSON object" in r.stderr
+
+
+def test_history_command_without_a_record_says_so_and_exits_0(cli):
+    run, _h, _t = cli
+    r = run()
+    assert r.exit_code == 0 and r.stdout.startswith("no history yet")
+
+
+def test_history_command_exits_10_when_the_state_host_is_unreachable(cli):
+    run, _h, t = cli
+    t.down = True
+    r = run()
+    assert r.exit_code == 10 and "Connection refused" in r.stderr
