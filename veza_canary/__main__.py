@@ -1,4 +1,4 @@
-from veza_canary.launch import main
+from veza_canary.cli import main
 
 if __name__ == "__main__":
     main()

@@ -7,8 +7,6 @@ to exit codes. Heavy imports (paramiko, sqlglot, rich) happen inside commands.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Optional
 
 import typer
@@ -19,13 +17,8 @@ from veza_canary import __version__
 _MODULES = ("deploy", "lint", "oncall", "lab", "acceptance")
 
 
-def build_app(modules: tuple[str, ...] = _MODULES) -> typer.Typer:
-    """The root app with the commands of ``modules`` (all by default).
-
-    The console script builds one with ``lint`` only for a ``lint-migrations`` run
-    (``veza_canary.launch``): the other modules' imports and their click commands cost
-    ~20 ms that a lint, timed against squawk, does not need. Same root options.
-    """
+def build_app() -> typer.Typer:
+    """The root app with every command module's commands."""
     import importlib
 
     app = typer.Typer(
@@ -36,7 +29,7 @@ def build_app(modules: tuple[str, ...] = _MODULES) -> typer.Typer:
         pretty_exceptions_enable=False,
     )
     app.callback()(root)
-    for name in modules:
+    for name in _MODULES:
         importlib.import_module(f"veza_canary.cli.{name}").register(app)
     return app
 
@@ -75,26 +68,6 @@ def root(
     ctx.call_on_close(clear_deferred)
 
 
-def main(modules: tuple[str, ...] = _MODULES) -> None:
-    """The console script. A command that holds nothing to clean up may skip the interpreter's teardown."""
-    from veza_canary.cli._common import fast_exit_requested
-
-    try:
-        build_app(modules)()
-    except SystemExit as exc:
-        _discard_prefork()
-        if fast_exit_requested() and isinstance(exc.code, int | None):
-            # Freeing a cold lint's ~10^6 objects one by one costs ~30 ms and changes nothing.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(exc.code or 0)
-        raise
-    finally:
-        _discard_prefork()
-
-
-def _discard_prefork() -> None:
-    """End parse workers forked ahead (``veza_canary.launch``) that the command never took."""
-    forked = sys.modules.get("veza_canary.migrations.forked")
-    if forked is not None:
-        forked.discard_prefork()
+def main() -> None:
+    """The console script (``veza-canary``)."""
+    build_app()()

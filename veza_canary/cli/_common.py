@@ -23,19 +23,6 @@ _CONFIG_OPTION = typer.Option(
 )
 
 
-_fast_exit = False
-
-
-def request_fast_exit() -> None:
-    """This command's work is done and flushed to disk: the console script may ``os._exit``."""
-    global _fast_exit
-    _fast_exit = True
-
-
-def fast_exit_requested() -> bool:
-    return _fast_exit
-
-
 def with_knobs(*names: str) -> Callable[[F], F]:
     """Add a kebab-case option for each named knob, plus ``--config``.
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from veza_canary.cli._common import _CONFIG_OPTION, err, out, request_fast_exit, run_guarded
+from veza_canary.cli._common import _CONFIG_OPTION, err, out, run_guarded
 
 
 def register(app: typer.Typer) -> None:
@@ -50,9 +50,6 @@ def lint_migrations(
         metavar="text|json|github|sarif",
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the analysis cache."),
-    jobs: Optional[int] = typer.Option(  # noqa: UP045
-        None, "--jobs", "-j", help="Processes that parse, this one included (default: the CPUs this process may use).", show_default=False,
-    ),
     explain: Optional[str] = typer.Option(  # noqa: UP045
         None, "--explain", help="Print the documentation of a rule (code or name) and exit.", metavar="CODE",
         show_default=False,
@@ -93,23 +90,19 @@ def lint_migrations(
             raise ConfigError("--format", f"must be one of {', '.join(FORMATS)}, not {form!r}")
         if paths and all_files:
             raise ConfigError("--all", "cannot be combined with explicit files")
-        if jobs is not None and jobs < 1:
-            raise ConfigError("--jobs", "must be at least 1")
         result = lint(
-            directory=Path(settings.migrations_dir),
+            directory=Path(settings.migrations.dir),
             paths=list(paths or []),
-            since=settings.migrations_since,
+            since=settings.migrations.since,
             all_files=all_files,
-            dialect=settings.migrations_dialect,
+            dialect=settings.migrations.dialect,
             severities=cfg.get("severity", {}),
-            force=settings.force_migrate,
+            force=settings.migrations.force,
             cache=not no_cache and bool(cfg.get("cache", True)),
-            jobs=jobs if jobs is not None else cfg.get("jobs"),
             # An explicit --dir must exist; the default one may be absent when files are given.
             require_dir=settings.sources.get("migrations_dir") != "default" or not paths,
         )
         out(render(result, form))
-        request_fast_exit()  # the cache is committed and closed; nothing else is open
         if result.bypassed:
             err(f"FORCE_MIGRATE=1: {len(result.blocking)} blocking finding(s) bypassed; "
                 "the old binary may break when this migration runs")

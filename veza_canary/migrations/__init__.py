@@ -38,7 +38,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-_LINT_KEYS = {"severity", "format", "cache", "jobs"}
+#: ``jobs`` is accepted and ignored (the lint parses in one process); ``no_migrations = true`` says the
+#: repository has no migrations, so a deploy does not require the migrations directory.
+_LINT_KEYS = {"severity", "format", "cache", "jobs", "no_migrations"}
 
 
 def lint_config(config_path: Path | None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -73,7 +75,6 @@ def lint(
     severities: Mapping[str, str] | None = None,
     force: bool = False,
     cache: bool = True,
-    jobs: int | None = None,
     repo_root: Path | None = None,
     require_dir: bool = True,
 ) -> LintResult:
@@ -87,8 +88,7 @@ def lint(
     from veza_canary.migrations import engine, gitsel
 
     log = get_logger(__name__)
-    opts = engine.LintOptions(dialect=dialect, severities=dict(severities or {}), force=force, cache=cache,
-                              jobs=jobs)
+    opts = engine.LintOptions(dialect=dialect, severities=dict(severities or {}), force=force, cache=cache)
     root = repo_root or Path.cwd()
     directory = directory if directory.is_absolute() else root / directory
     dir_exists = directory.is_dir()
@@ -107,37 +107,51 @@ def lint(
             p = p if p.is_absolute() else Path.cwd() / p
             if p.is_dir():
                 raise LintInputError(f"{p}: is a directory; pass files, or use --dir with --all/--since")
-            if not p.exists():
-                raise LintInputError(f"{p}: no such file")
+            engine.check_regular(p)
             if p.name.endswith(".down.sql"):
                 continue
             new.append(p)
-        return engine.run(new, everything, opts, root=root)
+        return engine.run(new, everything, opts, root=root, listed=everything)
     if all_files:
-        return engine.run(everything, [], opts, each_own_set=True, root=root)
+        return engine.run(everything, [], opts, each_own_set=True, root=root, listed=everything)
     sel = gitsel.select_new(root, directory, since or "origin/main")
     log.debug("lint.selected", base=sel.base, new=[str(p) for p in sel.new])
-    return engine.run(sel.new, everything, opts, modified=sel.modified, root=root)
+    return engine.run(sel.new, everything, opts, modified=sel.modified, root=root, listed=everything)
 
 
 def deploy_gate(settings: Settings, repo_root: Path, *, config_path: Path | None = None) -> LintResult:
-    """Step 1 of a deploy: lint the migrations new since ``settings.migrations_since``.
+    """Step 1 of a deploy: lint the migrations new since ``settings.migrations.since``.
 
-    Uses ``settings.migrations_dir`` (relative to ``repo_root``), ``migrations_since``,
-    ``migrations_dialect`` and ``force_migrate``; rule severities come from the
-    ``[lint]`` table of the config file. A repo without a migrations directory has
-    nothing to lint. Raises LintInputError for input it cannot read or parse; never
-    raises for blocking findings (``result.blocking``, ``result.bypassed``).
+    Uses ``settings.migrations`` (``dir`` relative to ``repo_root``, ``since``, ``dialect``,
+    ``force``); rule severities and the cache come from the ``[lint]`` table of the config
+    file ``config_path`` (pass the deploy's ``--config``; None: the usual lookup).
+
+    Fails closed: a migrations directory that was configured (flag, env or config file)
+    and is missing raises LintInputError, unless ``[lint] no_migrations = true``; so does
+    a migration "file" that is not a regular file. Only the default directory may be
+    absent (nothing to lint). Raises LintInputError for input it cannot read or parse;
+    never raises for blocking findings (``result.blocking``, ``result.bypassed``).
     """
+    from veza_canary.errors import ConfigError
+
     cfg = lint_config(config_path)
+    m = settings.migrations
+    no_migrations = cfg.get("no_migrations", False)
+    if not isinstance(no_migrations, bool):
+        raise ConfigError("lint.no_migrations", "must be true or false")
+    if no_migrations:
+        from veza_canary.migrations.engine import LintResult
+
+        return LintResult([], [], notes=["[lint] no_migrations = true: the migration gate has nothing to check"],
+                          dialect=m.dialect)
+    configured = settings.sources.get("migrations_dir", "default") != "default"
     return lint(
-        directory=Path(settings.migrations_dir),
-        since=settings.migrations_since,
-        dialect=settings.migrations_dialect,
+        directory=Path(m.dir),
+        since=m.since,
+        dialect=m.dialect,
         severities=cfg.get("severity", {}),
-        force=settings.force_migrate,
+        force=m.force,
         cache=bool(cfg.get("cache", True)),
-        jobs=cfg.get("jobs"),
         repo_root=repo_root,
-        require_dir=False,
+        require_dir=configured,
     )

@@ -24,6 +24,10 @@ import logging
 import re
 from typing import Any
 
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
 from veza_canary.migrations.changes import (
     AnalyzedFile,
     AnalyzedStatement,
@@ -33,7 +37,6 @@ from veza_canary.migrations.changes import (
     QName,
     TypeInfo,
 )
-from veza_canary.migrations.glot import ParseError, TokenError, exp, sqlglot
 from veza_canary.migrations.parse import (
     LexError,
     lex,
@@ -260,7 +263,7 @@ def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = F
         return _unverifiable(base, ctx, f"{what}: its effect on the schema cannot be known statically")
     if first == "CREATE" and any(w in ("TRIGGER", "POLICY") for w in words[1:4]) or \
             words[:2] == ["ALTER", "POLICY"]:
-        rec = recognize(code, words, ctx.dialect, ctx.default_schema)
+        rec = recognize(code, skel, words, ctx.dialect, ctx.default_schema)
         if rec is not None:
             return rec
     if first == "CREATE" and words[1:2] and words[1] in _CREATE_OTHER and words[1:3] != ["TEXT", "SEARCH"] \
@@ -295,7 +298,7 @@ def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = F
     try:
         parsed = ctx.glot.parse(code)
     except (ParseError, TokenError) as exc:
-        rec = recognize(code, words, ctx.dialect, ctx.default_schema)
+        rec = recognize(code, skel, words, ctx.dialect, ctx.default_schema)
         if rec is not None:
             return rec
         reason, off = _parse_error_reason(exc, code)
@@ -305,7 +308,7 @@ def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = F
         return _unverifiable(base, ctx, "sqlglot read this as several statements")
     e = exprs[0]
     if isinstance(e, exp.Command):
-        rec = recognize(code, words, ctx.dialect, ctx.default_schema)
+        rec = recognize(code, skel, words, ctx.dialect, ctx.default_schema)
         if rec is not None:
             return rec
         shown = " ".join(code.split()[:4])
@@ -313,7 +316,7 @@ def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = F
     try:
         changes = _from_expression(e, code, base, ctx)
     except _Unhandled as u:
-        rec = recognize(code, words, ctx.dialect, ctx.default_schema)
+        rec = recognize(code, skel, words, ctx.dialect, ctx.default_schema)
         if rec is not None:
             return rec
         return _unverifiable(base, ctx, str(u))

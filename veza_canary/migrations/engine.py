@@ -1,8 +1,8 @@
-"""The lint run: read, analyse (cached, in parallel), replay the history, judge the new files.
+"""The lint run: read, analyse (cached), replay the history, judge the new files.
 
 ::
 
-    read files --> analyse each (content-hash cache; process pool when many)
+    read files --> analyse each (content-hash cache; parsed in this process)
                --> replay history (every non-new .up.sql, in version order) into a Schema
                --> for each new file, in version order:
                        each change: rules judge it against the schema, then it is applied
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle  # noqa: S403 - between our own processes and our own cache
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import stat
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import islice
@@ -30,16 +30,6 @@ from veza_canary.errors import ConfigError, LintInputError
 from veza_canary.log import get_logger
 from veza_canary.migrations.cache import Cache, cache_key
 from veza_canary.migrations.changes import ANALYZER_VERSION, AnalyzedFile
-from veza_canary.migrations.forked import (
-    PARALLEL_THRESHOLD,
-    Pool,
-    default_jobs,
-    gc_tuned,
-    keep,
-    parsed,
-    read_path,
-    take_prefork,
-)
 from veza_canary.migrations.rules import (
     SEVERITIES,
     Finding,
@@ -63,7 +53,6 @@ class LintOptions:
     force: bool = False
     cache: bool = True
     cache_dir: Path | None = None
-    jobs: int | None = None
 
 
 @dataclass(slots=True)
@@ -127,11 +116,57 @@ class LintResult:
 
 def version_key(path: Path) -> tuple[int, int, str]:
     """golang-migrate order: the numeric version prefix, then the name."""
-    m = re.match(r"^(\d+)", path.name)
-    return (0, int(m.group(1)), path.name) if m else (1, 0, path.name)
+    name = path.name
+    m = _VERSION_RE.match(name)
+    return (0, int(m.group(1)), name) if m else (1, 0, name)
 
 
-def read_sql(path: Path) -> bytes:
+_VERSION_RE = re.compile(r"(\d+)")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def check_regular(path: Path, within: Path | None = None) -> None:
+    """Refuse a migration "file" that is not a regular file, or a link that dangles or leads out of ``within``.
+
+    Such an entry is never skipped: a gate that skips what it cannot read lets it through.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise LintInputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise LintInputError(f"{path}: cannot read ({exc.strerror})") from None
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise LintInputError(f"{path}: is a dangling symbolic link; refusing it") from None
+        if within is not None:
+            target = Path(os.path.realpath(path))
+            if not target.is_relative_to(os.path.realpath(within)):
+                raise LintInputError(f"{path}: is a symbolic link leading outside {within} (to {target}); "
+                                     "refusing it")
+    if not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode) and within is None:
+            raise LintInputError(f"{path}: is a directory")
+        raise LintInputError(f"{path}: is {_kind(st.st_mode)}, not a regular file; refusing it")
+
+
+def read_sql(path: Path, *, checked: bool = False) -> bytes:
+    """The bytes of a migration file, refused unless it is readable UTF-8 text in a regular file."""
+    if not checked:
+        check_regular(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -151,12 +186,27 @@ def read_sql(path: Path) -> bytes:
 
 
 def up_files(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        raise LintInputError(f"{directory}: migrations directory does not exist")
-    return sorted((p for p in directory.iterdir() if p.name.endswith(".up.sql") and p.is_file()), key=version_key)
+    """Every ``*.up.sql`` of ``directory`` in version order; an entry that is not a regular file is refused."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        raise LintInputError(f"{directory}: migrations directory does not exist") from None
+    except NotADirectoryError:
+        raise LintInputError(f"{directory}: is not a directory") from None
+    except OSError as exc:
+        raise LintInputError(f"{directory}: cannot read the migrations directory ({exc.strerror})") from None
+    out = []
+    for e in entries:
+        if not e.name.endswith(".up.sql"):
+            continue
+        p = Path(e.path)
+        if not e.is_file(follow_symlinks=False):  # (d_type: no system call for the regular files)
+            check_regular(p, directory)
+        out.append(p)
+    return sorted(out, key=version_key)
 
 
-# --- analysis (cached, parallel) ------------------------------------------------------
+# --- analysis (cached) --------------------------------------------------------------------
 
 
 def content_keys(datas: Sequence[bytes], dialect: str) -> list[str]:
@@ -174,124 +224,27 @@ def analyze_all(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str] |
 
 
 def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str] | None = None,
-                  cache: Cache | None = None, pool: Pool | None = None) -> Iterator[AnalyzedFile]:
+                  cache: Cache | None = None) -> Iterator[AnalyzedFile]:
     """Analysed files in input order; each distinct content analysed once, from the cache when it can.
 
-    With many files to parse and several CPUs, ``jobs - 1`` forked workers
-    (``forked.Pool``) and this process share the parsing, chunk by chunk, while this
-    process also hands each result to the caller, who replays and judges files as
-    they arrive. ``pool`` may be given already started on every file of ``datas``
-    (its position ``i`` is ``datas[i]``, duplicates included): ``run`` starts one
-    before the files are even read. Either way it is closed when the iterator ends;
-    the cache is written when the iterator is exhausted.
+    A generator, so the caller replays and judges each file as it comes; the cache is
+    written once the iterator is exhausted.
     """
     cache = cache or Cache(opts.cache_dir, enabled=opts.cache)
     keys = list(keys) if keys is not None else content_keys(datas, opts.dialect)
     cached: list[AnalyzedFile | None] = cache.get_many(keys)
-    owner: dict[str, int] = {}  # content key -> index of its first file to parse
-    todo: list[int] = []
+    done: dict[str, AnalyzedFile] = {}  # content key -> analysis parsed in this run
+    analyze_text = None
     for i, k in enumerate(keys):
-        if cached[i] is None and k not in owner:
-            owner[k] = i
-            todo.append(i)
-    jobs = opts.jobs if opts.jobs is not None else default_jobs()
-    positions = list(range(len(datas)))  # a given pool's: every file
-    if pool is None and len(todo) >= PARALLEL_THRESHOLD and jobs >= 2:
-        pool = fork_pool(jobs, datas.__getitem__)
-        if pool is not None:
-            pool.start(todo, opts.dialect)
-            positions = todo
-    parsing = _Parsing(datas, keys, positions, opts.dialect, pool, pickled=cache.enabled)
-    try:
-        for i, k in enumerate(keys):
-            af = cached[i]
-            if af is None:
-                af = parsing.get(owner[k])
-            yield af
-    finally:
-        if pool is not None:
-            pool.close()
-            for failure in pool.failures:
-                log.warning("lint.worker_failed", error=failure, outcome="its files were parsed here")
-    if cache.enabled and parsing.done:
-        cache.put_many((keys[j], parsing.blobs.get(j) or parsing.done[j]) for j in todo if j in parsing.done)
-    log.debug("lint.analysed", files=len(datas), cache_hits=cache.hits, parsed=len(todo),
-              in_workers=parsing.from_workers, jobs=jobs)
-    keep(parsing)
-
-
-class _Parsing:
-    """The files to parse, shared with a pool's workers (if any); results by index into ``datas``."""
-
-    def __init__(self, datas: Sequence[bytes], keys: Sequence[str], positions: list[int], dialect: str,
-                 pool: Pool | None, *, pickled: bool = False) -> None:
-        self.datas, self.keys, self.dialect, self.pool = datas, keys, dialect, pool
-        self.positions = positions  # the pool's position p is datas[positions[p]]
-        self.pickled = pickled and pool is not None
-        self.done: dict[int, AnalyzedFile] = {}
-        self.blobs: dict[int, bytes] = {}  # pickles for the cache: the workers', and ours if ``pickled``
-        self.from_workers = 0
-        self.received: dict[int, tuple[str, bytes]] = {}
-        self._analyze: Callable[[str, str], AnalyzedFile] | None = None
-
-    def get(self, j: int) -> AnalyzedFile:
-        """File ``j``'s analysis: already here, from a worker, or parsed here (claiming more work meanwhile)."""
-        done, pool = self.done, self.pool
-        while j not in done:
-            got = self.received.pop(j, None)
-            if got is not None:
-                wkey, blob = got
-                if wkey == self.keys[j] and blob:  # else: changed on disk since, or failed there
-                    self.blobs[j] = blob
-                    self.from_workers += 1
-                    done[j] = pickle.loads(blob)  # noqa: S301 - from our own worker process
-                else:
-                    done[j] = self._local(j)
-                break
-            if pool is None:
-                done[j] = self._local(j)
-                break
-            if pool.alive:
-                self._take(pool.poll(0))
-                if j in self.received:
-                    continue
-            claimed = pool.claim()
-            if claimed is not None:  # parse a chunk here while the worker that has file j finishes it
-                for pos in claimed:
-                    x = self.positions[pos]
-                    done[x] = af = self._local(x)
-                    if self.pickled:  # now, while a worker still runs, rather than at the end
-                        self.blobs[x] = pickle.dumps(af, protocol=pickle.HIGHEST_PROTOCOL)
-            elif pool.alive:
-                self._take(pool.poll(None))
-            else:  # nobody else will send it: a worker died with it, or failed on it
-                done[j] = self._local(j)
-        return done[j]
-
-    def _take(self, results: list[tuple[int, str, bytes]]) -> None:
-        for pos, wkey, blob in results:
-            x = self.positions[pos]
-            if x not in self.done:
-                self.received[x] = (wkey, blob)
-
-    def _local(self, j: int) -> AnalyzedFile:
-        if self._analyze is None:
-            from veza_canary.migrations.analyze import analyze_text
-
-            self._analyze = analyze_text
-        parsed()
-        return self._analyze(self.datas[j].decode("utf-8"), self.dialect)
-
-
-def fork_pool(jobs: int, load: Callable[[Any], bytes] = read_path) -> Pool | None:
-    """``jobs - 1`` forked workers to share with this process the analysis of what ``load`` reads (None if jobs < 2)."""
-    if jobs < 2 or not hasattr(os, "fork"):
-        return None
-    try:
-        return Pool(jobs - 1, load)
-    except OSError as exc:  # cannot fork now (EAGAIN, EMFILE): parse everything here
-        log.warning("lint.no_workers", error=str(exc), outcome="parsing in this process only")
-        return None
+        af = cached[i] or done.get(k)
+        if af is None:
+            if analyze_text is None:  # sqlglot is imported only when something must be parsed
+                from veza_canary.migrations.analyze import analyze_text
+            af = done[k] = analyze_text(datas[i].decode("utf-8"), opts.dialect)
+        yield af
+    if cache.enabled and done:
+        cache.put_many(done.items())
+    log.debug("lint.analysed", files=len(datas), cache_hits=cache.hits, parsed=len(done))
 
 
 # --- judgement ----------------------------------------------------------------------------
@@ -305,18 +258,14 @@ class _Input:
 
 
 def run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOptions, *,
-        each_own_set: bool = False, modified: Iterable[Path] = (), root: Path | None = None) -> LintResult:
+        each_own_set: bool = False, modified: Iterable[Path] = (), root: Path | None = None,
+        listed: Iterable[Path] = ()) -> LintResult:
     """Lint ``new_files`` against the schema built from ``history_files``.
 
     ``each_own_set``: every new file is judged against all files before it (``--all``),
-    instead of the new files forming one set whose creations are exempt.
+    instead of the new files forming one set whose creations are exempt. ``listed``:
+    paths ``up_files`` returned, already known to be regular files; any other is checked.
     """
-    with gc_tuned():
-        return _run(new_files, history_files, opts, each_own_set=each_own_set, modified=modified, root=root)
-
-
-def _run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOptions, *,
-         each_own_set: bool, modified: Iterable[Path], root: Path | None) -> LintResult:
     load_rules()
     severities = _severity_map(opts.severities)
     new_sorted = sorted(dict.fromkeys(new_files), key=version_key)
@@ -326,20 +275,18 @@ def _run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpt
     bases = [os.path.abspath(b) for b in (root, Path.cwd()) if b is not None]
     paths = [*hist_sorted, *new_sorted]
     n_hist = len(hist_sorted)
+    known = set(listed)
     cache = Cache(opts.cache_dir, enabled=opts.cache)
-    pool = _early_pool(paths, opts, cache)
-    if pool is not None:  # a cold run parses everything: the workers need not wait for the reading
-        pool.start([os.fspath(p) for p in paths], opts.dialect)
     try:
-        inputs = [_Input(p, _shown(p, bases), read_sql(p)) for p in paths]
+        inputs = [_Input(p, _shown(p, bases), read_sql(p, checked=p in known)) for p in paths]
         keys = content_keys([i.data for i in inputs], opts.dialect)
         hist_key = "schema-" + hashlib.sha256("\0".join([opts.dialect, *keys[:n_hist]]).encode()).hexdigest()
         replayed = cache.get(hist_key, tuple) if n_hist else None
-        if replayed is not None and isinstance(replayed[0], Schema) and pool is None:
+        if replayed is not None and isinstance(replayed[0], Schema):
             analysed = iter_analysed([i.data for i in inputs[n_hist:]], opts, keys[n_hist:], cache)
-        else:  # (a started pool has every file: its history is parsed, not read from the cache)
+        else:
             replayed = None
-            analysed = iter_analysed([i.data for i in inputs], opts, keys, cache, pool)
+            analysed = iter_analysed([i.data for i in inputs], opts, keys, cache)
         with closing(analysed):
             if replayed is not None:
                 schema, notes = replayed[0], list(replayed[1])
@@ -350,11 +297,8 @@ def _run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpt
             findings = _judge_new(inputs[n_hist:], analysed, schema, opts, each_own_set, severities)
             for _rest in analysed:  # exhausts the iterator, which writes the cache
                 pass
-            keep((inputs, schema))
     finally:
-        if pool is not None:
-            pool.close()
-    cache.close()
+        cache.close()
     mod_resolved = {Path(os.path.abspath(p)) for p in modified}
     for p in sorted(mod_resolved, key=version_key):
         f = _engine_finding("VC209", _shown(p, bases), 1, 1, "an already-merged migration was edited: databases "
@@ -368,23 +312,6 @@ def _run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpt
                     codes=sorted({f.code for f in result.blocking}),
                     message="FORCE_MIGRATE=1: blocking migration findings IGNORED")
     return result
-
-
-def _early_pool(paths: Sequence[Path], opts: LintOptions, cache: Cache) -> Pool | None:
-    """Workers forked before the files are read, when the run will likely parse many of them.
-
-    Likely: no cache, or no cache file yet (a fresh CI runner). With a cache in place
-    most files are usually hits, and ``iter_analysed`` forks later if enough are not.
-    The command line may have forked them already, before parsing its options
-    (``forked.prefork``); they are taken, or closed when this run does not want them.
-    """
-    pool = take_prefork()
-    jobs = opts.jobs if opts.jobs is not None else default_jobs()
-    if jobs < 2 or len(paths) < PARALLEL_THRESHOLD or (opts.cache and cache.path.exists()):
-        if pool is not None:
-            pool.close()
-        return None
-    return pool or fork_pool(jobs)
 
 
 def _judge_new(inputs: Sequence[_Input], analysed: Iterator[AnalyzedFile], schema: Schema, opts: LintOptions,

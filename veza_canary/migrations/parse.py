@@ -1,4 +1,4 @@
-"""Lexing a migration file: statements, comments, strings, suppression directives, DO bodies.
+"""The one statement scanner: statements, comments, strings, suppression directives, DO bodies.
 
 sqlglot parses one statement at a time; this module decides where statements start
 and end, with the quoting rules of each dialect, so that a ``;`` or a scary word
@@ -10,7 +10,10 @@ two views of its text:
 * ``skeleton``: comments *and* string/dollar-quoted contents blanked -- what the
   keyword recognizers look at, so ``COMMENT ON t IS 'drop table'`` has no DROP.
 
-Pure functions, no I/O.
+Only ``lex`` knows the quoting rules. Everything else that needs structure works on
+the skeleton through the helpers at the end of this module: ``tokens`` (the
+recognizers' tokens), ``top_level_items`` and ``has_top_level_comma`` (brackets and
+commas, quoted identifiers skipped whole). Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -453,3 +456,95 @@ def dollar_bodies(code: str) -> list[tuple[int, int]]:
             return out
         out.append((dm.end(), j))
         pos = j + len(tag)
+
+
+# --- structure of a skeleton (shared by recognize, shapes and tablebody) ----------------------
+
+#: Brackets and commas of a skeleton; quoted identifiers (visible there) are skipped whole.
+_STRUCT_RE = re.compile(r"\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`|[(),]")
+
+
+def top_level_items(skel: str, open_at: int, end: int | None = None) -> tuple[int, list[tuple[int, int]]] | None:
+    """``(close, items)`` of the bracket opened at ``open_at``: its closing offset and the
+    ``(start, end)`` of each comma-separated item inside; None if it is not closed."""
+    depth = 0
+    start = open_at + 1
+    items: list[tuple[int, int]] = []
+    for t in _STRUCT_RE.finditer(skel, open_at, len(skel) if end is None else end):
+        c = t.group(0)
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                items.append((start, t.start()))
+                return t.start(), items
+        elif c == "," and depth == 1:
+            items.append((start, t.start()))
+            start = t.end()
+    return None
+
+
+def has_top_level_comma(skel: str, start: int = 0) -> bool:
+    """A comma outside every bracket from ``start`` on (several items or actions)."""
+    depth = 0
+    for t in _STRUCT_RE.finditer(skel, start):
+        c = t.group(0)
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == ",":
+            if depth == 0:
+                return True
+    return False
+
+
+def split_top_level(skel: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each comma-separated part of ``skel`` outside every bracket."""
+    depth = 0
+    start = 0
+    out: list[tuple[int, int]] = []
+    for t in _STRUCT_RE.finditer(skel):
+        c = t.group(0)
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "," and depth == 0:
+            out.append((start, t.start()))
+            start = t.end()
+    out.append((start, len(skel)))
+    return out
+
+
+#: Tokens of a skeleton. Strings and dollar-quoted bodies are blanked there, so their
+#: extent is read from the skeleton and their text from the code at the same offsets.
+_TOKEN_RE = re.compile(
+    r"""\s+
+    |(?P<qid>"(?:[^"]|"")*")
+    |(?P<bq>`(?:[^`]|``)*`)
+    |(?P<str>[eE]?'[ \n]*')
+    |(?P<dol>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*|)\$[^$]*?\$(?P=tag)\$)
+    |(?P<word>(?:[A-Za-z_]|[^\x00-\x7f])(?:[A-Za-z0-9_$]|[^\x00-\x7f])*)
+    |(?P<num>[0-9]+(?:\.[0-9]*)?)
+    |(?P<op>::|:=|<>|!=|<=|>=|=>|\|\||.)""",
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def tokens(code: str, skel: str) -> list[tuple[str, str, int]]:
+    """``(kind, text, offset)`` of each token of a statement (``skel`` is its skeleton).
+
+    Kinds: qid (double-quoted), bq (backquoted), str, dol (dollar-quoted), word, num, op.
+    """
+    out = []
+    for m in _TOKEN_RE.finditer(skel):
+        kind = m.lastgroup
+        if kind is None:
+            continue
+        if kind == "tag":
+            kind = "dol"
+        s, e = m.span(kind)
+        out.append((kind, code[s:e], s))
+    return out

@@ -14,18 +14,7 @@ import re
 from collections.abc import Callable
 
 from veza_canary.migrations.changes import Change, ConstraintSpec, QName
-
-_TOKEN_RE = re.compile(
-    r"""\s+
-    |(?P<qid>"(?:[^"]|"")*")
-    |(?P<bq>`(?:[^`]|``)*`)
-    |(?P<str>[eE]'(?:[^'\\]|''|\\.)*'|'(?:[^']|'')*')
-    |(?P<dol>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*|)\$.*?\$(?P=tag)\$)
-    |(?P<word>(?:[A-Za-z_]|[^\x00-\x7f])(?:[A-Za-z0-9_$]|[^\x00-\x7f])*)
-    |(?P<num>[0-9]+(?:\.[0-9]*)?)
-    |(?P<op>::|:=|<>|!=|<=|>=|=>|\|\||.)""",
-    re.VERBOSE | re.DOTALL,
-)
+from veza_canary.migrations.parse import split_top_level, tokens
 
 
 class Tok:
@@ -41,16 +30,9 @@ class Tok:
         return f"Tok({self.kind},{self.text!r})"
 
 
-def tokenize(code: str) -> list[Tok]:
-    out = []
-    for m in _TOKEN_RE.finditer(code):
-        kind = m.lastgroup
-        if kind is None:
-            continue
-        if kind == "tag":
-            kind = "dol"
-        out.append(Tok(kind, m.group(kind), m.start()))
-    return out
+def tokenize(code: str, skel: str) -> list[Tok]:
+    """The statement's tokens, from the scanner (``parse.tokens``)."""
+    return [Tok(kind, text, pos) for kind, text, pos in tokens(code, skel)]
 
 
 class NoMatch(Exception):
@@ -503,26 +485,9 @@ def rec_create_index(c: Cursor) -> list[Change]:
     if c.accept("USING"):
         c.ident()
     inside = c.skip_parens()
-    cols = tuple(_index_col(x) for x in _split_top(inside))
+    cols = tuple(_index_col(inside[s:e]) for s, e in split_top_level(inside) if inside[s:e].strip())
     return [Change("create_index", obj_kind="index", name=(table[0], name or ""), table=table, unique=unique,
                    concurrently=conc, index_columns=cols)]
-
-
-def _split_top(s: str) -> list[str]:
-    out, depth, cur = [], 0, []
-    for ch in s:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            out.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    if "".join(cur).strip():
-        out.append("".join(cur).strip())
-    return out
 
 
 def _index_col(s: str) -> str:
@@ -594,14 +559,14 @@ RECOGNIZERS: list[tuple[tuple[str, ...], Recognizer]] = [
 ]
 
 
-def recognize(code: str, words: list[str], dialect: str, default_schema: str) -> list[Change] | None:
-    """Changes of a statement matched by one of the recognizers, or None."""
+def recognize(code: str, skel: str, words: list[str], dialect: str, default_schema: str) -> list[Change] | None:
+    """Changes of a statement (``code`` and its skeleton) matched by one of the recognizers, or None."""
     toks: list[Tok] | None = None
     for prefix, fn in RECOGNIZERS:
         if tuple(words[: len(prefix)]) != prefix:
             continue
         if toks is None:
-            toks = tokenize(code)
+            toks = tokenize(code, skel)
         try:
             return fn(Cursor(toks, dialect, default_schema))
         except NoMatch:

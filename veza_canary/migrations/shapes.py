@@ -14,7 +14,7 @@ sqlglot parses each distinct definition once. Only plain names qualify: an unquo
 identifier that is no keyword of the dialect, or a simply quoted one (double quotes
 in PostgreSQL, backticks in MySQL); anything else -- expressions, ordering, opclasses,
 ``WHERE``, ``INCLUDE``, several actions -- is not matched and sqlglot parses the
-statement as before. ``tests/unit/migrations/test_shapes.py`` checks that each shape
+statement as before. ``tests/unit/migrations/test_tablebody.py`` checks that each shape
 gives the very same changes as the whole-statement parse.
 """
 
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import re
 from typing import Any
+
+from veza_canary.migrations.parse import has_top_level_comma
 
 _PG_ID = r'(?:"[^"]+"|[A-Za-z_][A-Za-z0-9_]*)'
 _MY_ID = r"(?:`[^`]+`|[A-Za-z_][A-Za-z0-9_]*)"
@@ -105,19 +107,6 @@ class Shapes:
         if m is None:
             return None
         table = self.qname(m.group("table"))
-        if table is None or _top_level_comma(skel, m.end()):
+        if table is None or has_top_level_comma(skel, m.end()):
             return None
         return table, m.end()
-
-
-def _top_level_comma(skel: str, start: int) -> bool:
-    depth = 0
-    for m in re.finditer(r"[(),]", skel[start:]):
-        c = m.group(0)
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif depth == 0:
-            return True
-    return False

@@ -30,7 +30,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from veza_canary.migrations.glot import ParseError, TokenError, exp
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from veza_canary.migrations.parse import top_level_items
 
 _HEAD_RE = re.compile(
     r"\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
@@ -38,8 +41,6 @@ _HEAD_RE = re.compile(
     r"\s*\(",
     re.IGNORECASE,
 )
-#: Brackets and commas, with quoted identifiers skipped whole (the skeleton keeps them).
-_STRUCT_RE = re.compile(r"\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`|[(),]")
 _FIRST_WORD_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_$]*)(?=\s)")
 #: Words that start a table item other than a column in some dialect, keywords or not.
 _ITEM_STARTS = frozenset({"CONSTRAINT", "PRIMARY", "FOREIGN", "UNIQUE", "CHECK", "EXCLUDE", "LIKE", "INDEX", "KEY",
@@ -81,24 +82,13 @@ def split_body(code: str, skel: str) -> tuple[int, int, list[tuple[int, int]]] |
     if m is None:
         return None
     open_at = m.end() - 1
-    depth = 1
-    start = open_at + 1
-    items: list[tuple[int, int]] = []
-    for t in _STRUCT_RE.finditer(skel, open_at + 1):
-        c = t.group(0)
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                items.append((start, t.start()))
-                if any(not code[s:e].strip() for s, e in items):
-                    return None
-                return open_at, t.start(), items
-        elif c == "," and depth == 1:
-            items.append((start, t.start()))
-            start = t.end()
-    return None
+    found = top_level_items(skel, open_at)
+    if found is None:
+        return None
+    close_at, items = found
+    if any(not code[s:e].strip() for s, e in items):
+        return None
+    return open_at, close_at, items
 
 
 class BodyParser:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.settings_helper import make_settings
 from veza_canary.errors import LintInputError
 from veza_canary.migrations import deploy_gate, lint
-from veza_canary.settings import settings_for_tests
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +93,7 @@ def test_not_a_repository_is_an_input_error(tmp_path: Path) -> None:
 
 def test_deploy_gate_reports_and_does_not_raise_for_blocking(repo: Path) -> None:
     (repo / "migrations" / "000003_drop.up.sql").write_text("ALTER TABLE users DROP COLUMN bio;")
-    result = deploy_gate(settings_for_tests(), repo)
+    result = deploy_gate(make_settings(), repo)
     assert result.files == ["migrations/000003_drop.up.sql"]
     assert [f.code for f in result.blocking] == ["VC101"] and not result.bypassed
     f = result.findings[0]
@@ -105,19 +105,27 @@ def test_deploy_gate_reports_and_does_not_raise_for_blocking(repo: Path) -> None
 
 def test_deploy_gate_force_keeps_blocking_and_marks_bypassed(repo: Path) -> None:
     (repo / "migrations" / "000003_drop.up.sql").write_text("ALTER TABLE users DROP COLUMN bio;")
-    result = deploy_gate(settings_for_tests(force_migrate=True), repo)
+    result = deploy_gate(make_settings(force_migrate=True), repo)
     assert result.bypassed and len(result.blocking) == 1 and result.to_dict()["ok"] is True
 
 
+def test_deploy_gate_honours_the_lint_table_of_the_config_it_is_given(repo: Path, tmp_path: Path) -> None:
+    (repo / "migrations" / "000003_drop.up.sql").write_text("ALTER TABLE users DROP COLUMN bio;")
+    cfg = tmp_path / "other.toml"
+    cfg.write_text('[lint.severity]\nVC101 = "warn"\n')
+    result = deploy_gate(make_settings(), repo, config_path=cfg)
+    assert [(f.code, f.severity) for f in result.findings] == [("VC101", "warn")] and not result.blocking
+
+
 def test_deploy_gate_without_a_migrations_dir_has_nothing_to_lint(tmp_path: Path) -> None:
-    result = deploy_gate(settings_for_tests(), tmp_path)
+    result = deploy_gate(make_settings(), tmp_path)
     assert result.files == [] and result.findings == [] and "nothing" in result.summary()
 
 
 def test_deploy_gate_raises_for_unparseable_sql(repo: Path) -> None:
     (repo / "migrations" / "000003_bad.up.sql").write_text("CREATE TABLE (;")
     with pytest.raises(LintInputError, match="cannot parse SQL"):
-        deploy_gate(settings_for_tests(), repo)
+        deploy_gate(make_settings(), repo)
 
 
 def _script(repo: Path, *args: str, force: str | None = None) -> subprocess.CompletedProcess[str]:

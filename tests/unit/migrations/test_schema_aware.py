@@ -111,11 +111,20 @@ def test_mysql_history_modify_keeps_defaults_honest(tmp_path: Path) -> None:
                           "mysql")) == ["VC123"]
 
 
-def test_parallel_analysis_gives_the_same_result_as_serial(tmp_path: Path) -> None:
+def test_analysis_read_back_from_the_cache_equals_a_fresh_one(tmp_path: Path) -> None:
     from veza_canary.migrations import engine
+    from veza_canary.migrations.cache import Cache
 
     datas = [f"CREATE TABLE t{i} (id int, v varchar({i + 1}));\nINSERT INTO t{i} VALUES (1, 'x;y');\n"
-             f"ALTER TABLE t{i} DROP COLUMN v;".encode() for i in range(engine.PARALLEL_THRESHOLD + 5)]
-    serial = engine.analyze_all(datas, engine.LintOptions(cache=False, jobs=1))
-    parallel = engine.analyze_all(datas, engine.LintOptions(cache=False, jobs=2))
-    assert serial == parallel
+             f"ALTER TABLE t{i} DROP COLUMN v;".encode() for i in range(20)]
+    datas.append(datas[3])  # the same content twice: analysed once
+    fresh = engine.analyze_all(datas, engine.LintOptions(cache=False))
+    opts = engine.LintOptions(cache=True, cache_dir=tmp_path / "cache")
+    first = Cache(opts.cache_dir)
+    assert engine.analyze_all(datas, opts, cache=first) == fresh
+    first.close()
+    assert first.hits == 0
+    second = Cache(opts.cache_dir)
+    assert engine.analyze_all(datas, opts, cache=second) == fresh
+    second.close()
+    assert second.hits == len(datas) and second.misses == 0
