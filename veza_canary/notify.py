@@ -19,6 +19,9 @@ incoming-webhook URL works as is, and the structured fields for anything else.
   error, a timeout, HTTP 429 or 5xx is retried with exponential backoff (tenacity,
   with an injectable ``sleep`` so tests never sleep); any other 4xx is permanent
   (a wrong URL does not get better by asking again).
+* **A dead receiver is not asked thrice for every event.** Once a URL has failed
+  every attempt of one event, its next events get a single attempt each, until
+  one is delivered.
 * **Never raises.** Every failure is logged and becomes a ``Delivery`` record with
   ``ok: false``; nothing here raises into the deploy.
 * **No secrets out.** Event text goes through ``log.redact_value``; a URL is only
@@ -342,7 +345,8 @@ class Notifier:
         return out
 
     # -- one POST with retries -----------------------------------------------------------
-    def _post(self, client: httpx.Client, url: str, name: str, payload: dict[str, Any]) -> Delivery:
+    def _post(self, client: httpx.Client, url: str, name: str, payload: dict[str, Any],
+              attempts: int | None = None) -> Delivery:
         shown = shown_url(url)
         attempt = [0]
         start = time.monotonic()
@@ -368,7 +372,7 @@ class Notifier:
                         error=str(exc), wait_s=round(rs.next_action.sleep, 3) if rs.next_action else None)
 
         retryer = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
+            stop=tenacity.stop_after_attempt(attempts or self.attempts),
             wait=tenacity.wait_exponential(multiplier=self.backoff, min=self.backoff, max=_BACKOFF_MAX),
             retry=tenacity.retry_if_exception_type(_Retryable),
             sleep=self._sleep,
@@ -411,6 +415,7 @@ class _Worker:
         self.q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._loop, name=f"veza-notify-{shown_url(url)}", daemon=True)
         self._abandoned = threading.Event()
+        self.failing = False
         self.thread.start()
 
     def put(self, name: str, payload: dict[str, Any]) -> None:
@@ -450,7 +455,10 @@ class _Worker:
                     self.n._record(Delivery(event=name, url=shown_url(self.url), ok=False, attempts=0,
                                             error=f"no HTTP client: {why}"))
                     continue
-                self.n._post(client, self.url, name, payload)
+                # A URL that just failed every attempt gets one attempt per event until it answers
+                # again: a dead receiver must not build a backlog that outlives the run.
+                d = self.n._post(client, self.url, name, payload, attempts=1 if self.failing else None)
+                self.failing = not d.ok
 
 
 def _why(exc: Exception) -> str:

@@ -278,3 +278,12 @@ def _self_signed(tmp_path):
     k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption()))
     return str(c), str(k)
+
+
+def test_after_a_failed_event_a_dead_url_gets_one_attempt_per_event_until_it_answers(receiver):
+    receiver.statuses = [500, 500, 500, 500, 500]  # event 1: 3 attempts; events 2, 3: one each; event 4: ok
+    n = _notifier(receiver.url, attempts=3)
+    for i in range(4):
+        n.emit(FACTS.event(DEPLOY_STARTED, f"e{i}"))
+    records = n.close()
+    assert [(r.ok, r.attempts) for r in records] == [(False, 3), (False, 1), (False, 1), (True, 1)]
