@@ -173,8 +173,8 @@ def child(n: int, trace: bool) -> dict:
 def one_roll(n: int, trace: bool, tmp: Path, devnull) -> dict:  # noqa: ANN001
     import tracemalloc
 
+    from tests.settings_helper import make_settings
     from veza_canary.runner import run_deploy
-    from veza_canary.settings import settings_for_tests
     from veza_canary.testing import SimFleet, sha, sim_fleet
 
     tmp.mkdir(parents=True)
@@ -183,10 +183,10 @@ def one_roll(n: int, trace: bool, tmp: Path, devnull) -> dict:  # noqa: ANN001
     artifact.chmod(0o755)
     names = [f"backend-api-{i}" for i in range(1, n + 1)]
     canary, peers = names[1], [x for x in names if x != names[1]]
-    s = settings_for_tests(artifact=artifact, canary_node=canary, peer_nodes=tuple(peers), sli_window=0.01,
+    s = make_settings(artifact=artifact, canary_node=canary, peer_nodes=tuple(peers), sli_window=0.01,
                            sli_probe_interval=0.01, allow_short_window=True, state_dir=tmp / "state",
                            poll_interval=POLL_INTERVAL)
-    sim = SimFleet(names, install_dir=s.install_dir)
+    sim = SimFleet(names, install_dir=s.service.install_dir)
     sim.commands = _Discard()
     lat = Latency(sim)
     fleet, sim = sim_fleet(s, sim)

@@ -89,7 +89,7 @@ class SidePoller(threading.Thread):
         from veza_canary.sli import Queries, Verdict, probe, thresholds_from_settings
 
         s = load_settings({}, self.env, config={})
-        prom = Prometheus(httpx.Client(timeout=5), s.prom_url)
+        prom = Prometheus(httpx.Client(timeout=5), s.prometheus.url)
         hap = haproxy(self.env)
         qs, th = Queries.from_settings(s), thresholds_from_settings(s)
         while not self.stop.is_set():
@@ -98,7 +98,7 @@ class SidePoller(threading.Thread):
                 if self.case.fault in ("5xx", "latency"):
                     red = probe(prom, qs, th).verdict is Verdict.FAIL
                 else:
-                    red = not hap.stat(s.canary_node).is_up
+                    red = not hap.stat(s.pool.canary).is_up
             except Exception as exc:  # noqa: BLE001 - a failed read is not "visible"
                 self.error, red = str(exc), False
             if red:

@@ -151,7 +151,7 @@ class Live:
         t = thresholds_from_settings(s)
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=5) as c:
-            prom = Prometheus(c, s.prom_url)
+            prom = Prometheus(c, s.prometheus.url)
             while time.monotonic() < deadline:
                 if all(probe(prom, Queries.from_settings(s, n), t).verdict is Verdict.PASS for n in self.nodes):
                     return

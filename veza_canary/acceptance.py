@@ -192,6 +192,6 @@ def baseline_binary(env: dict[str, str], workdir: Path) -> Path:
 
     s = load_settings({}, env)
     dst = workdir / "veza-api-baseline"
-    IncusTransport(s.canary_node, host_transport(s)).pull(s.binary_path, dst)
+    IncusTransport(s.pool.canary, host_transport(s)).pull(s.service.binary_path, dst)
     os.chmod(dst, 0o700)
     return dst

@@ -39,14 +39,14 @@ class Fleet:
 
     @property
     def canary(self) -> Node:
-        return self.nodes[self.settings.canary_node]
+        return self.nodes[self.settings.pool.canary]
 
     @property
     def peers(self) -> list[Node]:
-        return [self.nodes[n] for n in self.settings.peer_nodes]
+        return [self.nodes[n] for n in self.settings.pool.peers]
 
     def lock(self) -> FleetLock:
-        return FleetLock(self.store, self.clock, stale_after=self.settings.lock_stale_after)
+        return FleetLock(self.store, self.clock, stale_after=self.settings.safety.lock_stale_after)
 
     def blocked(self) -> BlockedReleases:
         return BlockedReleases(self.store)
@@ -88,25 +88,25 @@ class Fleet:
 
 def build_fleet(settings: Settings, *, clock: Clock | None = None) -> Fleet:
     host = host_transport(settings)
-    if settings.haproxy_local_socket:
-        sock = UnixSocket(str(settings.haproxy_local_socket))
+    if settings.haproxy.local_socket:
+        sock = UnixSocket(str(settings.haproxy.local_socket))
         store = StateStore(LocalTransport(), str(settings.resolved_state_dir / "fleet"))
     else:
-        hap_t = IncusTransport(settings.haproxy_container, host)
-        sock = IncusSocat(hap_t, settings.haproxy_socket)
+        hap_t = IncusTransport(settings.haproxy.container, host)
+        sock = IncusSocat(hap_t, settings.haproxy.socket)
         store = StateStore(hap_t, DEFAULT_STATE_DIR)
     nodes = {
-        name: Node(name, IncusTransport(name, host), install_dir=settings.install_dir,
-                   restart_argv=settings.restart_argv, health_url=settings.node_health_full_url,
-                   service=settings.service_name)
-        for name in settings.nodes
+        name: Node(name, IncusTransport(name, host), install_dir=settings.service.install_dir,
+                   restart_argv=settings.service.restart_argv, health_url=settings.service.node_health_url,
+                   service=settings.service.name)
+        for name in settings.pool.nodes
     }
     return Fleet(
         settings=settings,
-        haproxy=HAProxy(sock, settings.pool_backend),
+        haproxy=HAProxy(sock, settings.haproxy.backend),
         nodes=nodes,
-        prom=Prometheus(make_http_client(settings), settings.prom_url),
-        lb_client=httpx.Client(timeout=settings.http_timeout, follow_redirects=False),
+        prom=Prometheus(make_http_client(settings), settings.prometheus.url),
+        lb_client=httpx.Client(timeout=settings.timeouts.http, follow_redirects=False),
         store=store,
         clock=clock or Clock(),
         host=host,

@@ -125,8 +125,8 @@ class ViewState:
 
     @classmethod
     def for_settings(cls, s: Settings, title: str) -> ViewState:
-        return cls(title=title, p95_threshold=s.prom_p95_threshold_s, err_threshold=s.prom_err_rate_threshold,
-                   max_nodata=s.sli_max_nodata, max_errors=s.sli_max_errors)
+        return cls(title=title, p95_threshold=s.sli.p95_threshold_s, err_threshold=s.sli.err_ratio_threshold,
+                   max_nodata=s.sli.max_nodata, max_errors=s.sli.max_errors)
 
     def apply_poll(self, p: Poll, now: float) -> None:
         sw = self.watch

@@ -169,7 +169,7 @@ class ManualRollback:
         unknown = [n for n in self.nodes if n not in states or n not in stats]
         if unknown:
             raise PreflightError(f"unknown node(s) {', '.join(unknown)}: not servers of HAProxy backend "
-                                 f"{s.pool_backend!r} (it has: {', '.join(sorted(states)) or 'none'})")
+                                 f"{s.haproxy.backend!r} (it has: {', '.join(sorted(states)) or 'none'})")
         plans, missing = [], []
         for name in self.nodes:
             current, previous = read_shas(f.nodes[name])
@@ -188,7 +188,7 @@ class ManualRollback:
             plans.append(NodePlan(name, current, want, st.admin, stat.status, action, note))
         if missing:
             raise PreflightError(
-                f"{', '.join(missing)}: {s.previous_path} does not exist; nothing was changed",
+                f"{', '.join(missing)}: {s.service.previous_path} does not exist; nothing was changed",
                 hint="roll back to a local binary instead: veza-canary rollback --to /path/to/veza-api")
         targets = {p.target_sha for p in plans}
         if len(targets) > 1:
@@ -239,7 +239,7 @@ class ManualRollback:
                         self.say(line)
                     with rep.step("lock"):
                         sha = self.target.artifact.sha256 if self.target.artifact else PREVIOUS
-                        self.lock.acquire(LockInfo.mine(sha, redact_text(self.command_line)), wait=self.s.lock_wait)
+                        self.lock.acquire(LockInfo.mine(sha, redact_text(self.command_line)), wait=self.s.safety.lock_wait)
                     with rep.step("confirm"):
                         if self._confirm is not None and any(p.action == "roll" for p in self.plans):
                             names = ", ".join(p.name for p in self.plans if p.action == "roll")
@@ -323,15 +323,15 @@ class ManualRollback:
         if f.haproxy.state(node.name).admin != "drain":
             f.haproxy.set_state(node.name, "drain")
         try:
-            wait_drained(f.haproxy, node.name, timeout=s.drain_timeout, interval=s.poll_interval, clock=f.clock,
+            wait_drained(f.haproxy, node.name, timeout=s.timeouts.drain, interval=s.timeouts.poll_interval, clock=f.clock,
                          on_poll=self._on_poll)
         except WaitTimedOut as exc:
-            if s.drain_timeout_action != "shutdown-sessions":
+            if s.timeouts.drain_action != "shutdown-sessions":
                 raise DrainTimedOut(f"{exc}", hint="--drain-timeout-action=shutdown-sessions kills them") from None
             log.warning("drain.timeout.shutdown_sessions", node=node.name, last=str(exc.last))
             self.report.event("shutdown_sessions", node=node.name)
             f.haproxy.shutdown_sessions(node.name)
-            wait_drained(f.haproxy, node.name, timeout=10.0, interval=s.poll_interval, clock=f.clock,
+            wait_drained(f.haproxy, node.name, timeout=10.0, interval=s.timeouts.poll_interval, clock=f.clock,
                          on_poll=self._on_poll)
 
     def _restore(self, node: Node, p: NodePlan) -> None:
@@ -347,15 +347,15 @@ class ManualRollback:
             node.install(self.target.artifact.path, self.target.artifact.sha256)
         node.restart()
         try:
-            wait_node_healthy(node, timeout=s.node_health_timeout, interval=s.poll_interval, clock=f.clock,
+            wait_node_healthy(node, timeout=s.timeouts.node_health, interval=s.timeouts.poll_interval, clock=f.clock,
                               on_poll=self._on_poll)
         except WaitTimedOut as exc:
             raise HealthCheckFailed(f"{node.name} health: {exc}") from None
         f.haproxy.set_state(node.name, "ready")
         try:
-            wait_up(f.haproxy, node.name, timeout=s.up_timeout, interval=s.poll_interval, clock=f.clock,
+            wait_up(f.haproxy, node.name, timeout=s.timeouts.up, interval=s.timeouts.poll_interval, clock=f.clock,
                     on_poll=self._on_poll)
-            wait_lb_healthy(f.lb_client, s.lb_health_url, timeout=min(s.up_timeout, 30.0), interval=s.poll_interval,
+            wait_lb_healthy(f.lb_client, s.service.lb_health_url, timeout=min(s.timeouts.up, 30.0), interval=s.timeouts.poll_interval,
                             clock=f.clock, on_poll=self._on_poll)
         except WaitTimedOut as exc:
             raise HealthCheckFailed(f"{exc}") from None
@@ -419,7 +419,7 @@ class ManualRollback:
                 return "not requested"
             return "target" if sha == targets[node] else "other"
 
-        return self.fleet.snapshot(dict.fromkeys([*self.nodes, *self.s.nodes]), classify)
+        return self.fleet.snapshot(dict.fromkeys([*self.nodes, *self.s.pool.nodes]), classify)
 
 
 def _why(exc: BaseException) -> str:

@@ -219,10 +219,10 @@ class Deploy:
         with self.guard.armed():
             try:
                 for step in STEPS:
-                    with rep.step(step.name, node=self.s.canary_node if step.phase == "canary" else None):
+                    with rep.step(step.name, node=self.s.pool.canary if step.phase == "canary" else None):
                         getattr(self, step.method)()
                 rep.outcome, rep.exit_code = "success", 0
-                rep.message = f"deployed {self._sha()[:12]} to {len(self.s.nodes)} node(s)"
+                rep.message = f"deployed {self._sha()[:12]} to {len(self.s.pool.nodes)} node(s)"
             except DeployInterrupt as exc:
                 with self.guard.cleanup():
                     error = self._on_failure(exc, step)
@@ -270,14 +270,14 @@ class Deploy:
         # HAProxy: reachable, backend and every server known, fleet healthy.
         states = f.haproxy.states()
         stats = f.haproxy.stats()
-        unknown = [n for n in s.nodes if n not in states or n not in stats]
+        unknown = [n for n in s.pool.nodes if n not in states or n not in stats]
         if unknown:
             raise PreflightError(
-                f"unknown node(s) {', '.join(unknown)}: not servers of HAProxy backend {s.pool_backend!r} "
+                f"unknown node(s) {', '.join(unknown)}: not servers of HAProxy backend {s.haproxy.backend!r} "
                 f"(it has: {', '.join(sorted(states)) or 'none'})"
             )
         bad = []
-        for n in s.nodes:
+        for n in s.pool.nodes:
             st, stat = states[n], stats[n]
             if st.in_maint:
                 bad.append(f"{n} is in MAINT")
@@ -291,17 +291,17 @@ class Deploy:
                             msg=f"node is {found} (left by an earlier run?); this run will reinstall and re-enable it")
                 self.report.event("reconcile", node=n, found=found)
         if bad:
-            if not s.allow_degraded:
+            if not s.safety.allow_degraded:
                 raise PreflightError(f"fleet is degraded: {'; '.join(bad)}",
                                      hint="fix the fleet first, or pass --allow-degraded to deploy anyway")
             log.warning("preflight.degraded_allowed", problems=bad)
 
         # Nodes: reachable, current binary known (temp files of a killed run are removed once the lock is held).
         shas = {}
-        for n in s.nodes:
+        for n in s.pool.nodes:
             node = f.nodes[n]
             shas[n] = node.sha256()
-        self.canary_sha_before = shas[s.canary_node]
+        self.canary_sha_before = shas[s.pool.canary]
         self.report.event("fleet_before", shas={n: (v or "missing") for n, v in shas.items()})
 
         # Rollback source.
@@ -333,9 +333,9 @@ class Deploy:
                             hint="set ROLLBACK_BINARY to roll back to the build the canary runs now")
                 self.report.event("rollback_target_differs", previous=prev, running=self.canary_sha_before)
             return RollbackSource("previous", prev)
-        why = (f"{f.canary.previous_path} is missing on {s.canary_node}" if prev is None
-               else f"{f.canary.previous_path} on {s.canary_node} is the artifact itself")
-        if s.allow_no_rollback:
+        why = (f"{f.canary.previous_path} is missing on {s.pool.canary}" if prev is None
+               else f"{f.canary.previous_path} on {s.pool.canary} is the artifact itself")
+        if s.safety.allow_no_rollback:
             log.warning("preflight.no_rollback", reason=why)
             return RollbackSource("none", None)
         raise PreflightError(f"no last-known-good binary: {why}",
@@ -345,11 +345,11 @@ class Deploy:
         """Refuse to start into a red SLI or a blind one; a node with no data yet is only a warning."""
         s, f = self.s, self.fleet
         t = thresholds_from_settings(s)
-        scoped = "{node}" in s.sli_selector
-        targets = [n for n in s.nodes if not states[n].drained and not states[n].in_maint] if scoped else [None]
+        scoped = "{node}" in s.sli.selector
+        targets = [n for n in s.pool.nodes if not states[n].drained and not states[n].in_maint] if scoped else [None]
         nodata = []
         for n in targets:
-            sample = probe(f.prom, Queries.from_settings(s, n or s.canary_node), t)
+            sample = probe(f.prom, Queries.from_settings(s, n or s.pool.canary), t)
             where = f" on {n}" if n else ""
             if sample.verdict is Verdict.ERROR:
                 raise PreflightError(f"Prometheus: {sample.reason}")
@@ -384,17 +384,17 @@ class Deploy:
 
     def take_lock(self) -> None:
         mine = LockInfo.mine(self._sha(), redact_text(self.command_line))
-        self.lock.acquire(mine, wait=self.s.lock_wait)
+        self.lock.acquire(mine, wait=self.s.safety.lock_wait)
         self.locked = True
         # Only now, holding the lock: a refused concurrent run must not delete the temp file of a push in flight.
-        for n in self.s.nodes:
+        for n in self.s.pool.nodes:
             self.fleet.nodes[n].remove_stale_temps()
 
     def confirm(self) -> None:
         if self._confirm is None:
             return
-        plan = (f"Deploy {self._sha()[:12]} to canary {self.s.canary_node}, then peers "
-                f"{', '.join(self.s.peer_nodes) or '(none)'}?")
+        plan = (f"Deploy {self._sha()[:12]} to canary {self.s.pool.canary}, then peers "
+                f"{', '.join(self.s.pool.peers) or '(none)'}?")
         if not self._confirm(plan):
             raise PreflightError("not confirmed; nothing was changed")
 
@@ -418,17 +418,17 @@ class Deploy:
 
     def lb_health(self) -> None:
         try:
-            wait_lb_healthy(self.fleet.lb_client, self.s.lb_health_url, timeout=min(self.s.up_timeout, 30.0),
-                            interval=self.s.poll_interval, clock=self.fleet.clock, on_poll=self._on_poll)
+            wait_lb_healthy(self.fleet.lb_client, self.s.service.lb_health_url, timeout=min(self.s.timeouts.up, 30.0),
+                            interval=self.s.timeouts.poll_interval, clock=self.fleet.clock, on_poll=self._on_poll)
         except WaitTimedOut as exc:
             raise HealthCheckFailed(f"LB health: {exc}") from None
 
     def sli_watch(self) -> None:
         s, f = self.s, self.fleet
         queries, t = Queries.from_settings(s), thresholds_from_settings(s)
-        policy = WatchPolicy(window_s=s.sli_window, interval_s=s.sli_probe_interval,
-                             max_nodata=s.sli_max_nodata, max_errors=s.sli_max_errors)
-        canary = s.canary_node
+        policy = WatchPolicy(window_s=s.sli.window, interval_s=s.sli.probe_interval,
+                             max_nodata=s.sli.max_nodata, max_errors=s.sli.max_errors)
+        canary = s.pool.canary
         restarts0 = f.canary.service_restarts()
 
         def take(at: float) -> Sample:
@@ -436,7 +436,7 @@ class Deploy:
             if restarts0 is not None:
                 now = f.canary.service_restarts()
                 if now is not None and now > restarts0:
-                    smp = Sample(Verdict.FAIL, f"canary service {s.service_name} crashed and was restarted "
+                    smp = Sample(Verdict.FAIL, f"canary service {s.service.name} crashed and was restarted "
                                                f"{now - restarts0} time(s) by systemd", at=round(at, 3))
                     log.info("sli.probe", verdict=str(smp.verdict), reason=smp.reason, at=smp.at)
                     return smp
@@ -542,7 +542,7 @@ class Deploy:
         else:
             log.info("drain.noop", node=node.name, reason="already drained")
         try:
-            wait_drained(f.haproxy, node.name, timeout=s.drain_timeout, interval=s.poll_interval, clock=f.clock,
+            wait_drained(f.haproxy, node.name, timeout=s.timeouts.drain, interval=s.timeouts.poll_interval, clock=f.clock,
                          on_poll=self._drain_watch(node))
         except _DrainLost:
             if again:
@@ -552,14 +552,14 @@ class Deploy:
             self._drain(node, again=True)
             return
         except WaitTimedOut as exc:
-            if s.drain_timeout_action != "shutdown-sessions":
+            if s.timeouts.drain_action != "shutdown-sessions":
                 raise DrainTimedOut(f"drain of {node.name}: {exc}",
                                     hint="--drain-timeout-action=shutdown-sessions kills them") from None
             log.warning("drain.timeout.shutdown_sessions", node=node.name, last=str(exc.last))
             self.report.event("shutdown_sessions", node=node.name)
             f.haproxy.shutdown_sessions(node.name)
             try:
-                wait_drained(f.haproxy, node.name, timeout=10.0, interval=s.poll_interval, clock=f.clock,
+                wait_drained(f.haproxy, node.name, timeout=10.0, interval=s.timeouts.poll_interval, clock=f.clock,
                              on_poll=self._on_poll)
             except WaitTimedOut as exc2:
                 raise DrainTimedOut(f"drain of {node.name} even after shutdown sessions: {exc2}") from None
@@ -590,7 +590,7 @@ class Deploy:
 
     def _node_health(self, node: Node) -> None:
         try:
-            h = wait_node_healthy(node, timeout=self.s.node_health_timeout, interval=self.s.poll_interval,
+            h = wait_node_healthy(node, timeout=self.s.timeouts.node_health, interval=self.s.timeouts.poll_interval,
                                   clock=self.fleet.clock, on_poll=self._on_poll)
         except WaitTimedOut as exc:
             raise HealthCheckFailed(f"{node.name} health: {exc}") from None
@@ -601,7 +601,7 @@ class Deploy:
         f.haproxy.set_state(node.name, "ready")
         self.drained.discard(node.name)
         try:
-            wait_up(f.haproxy, node.name, timeout=self.s.up_timeout, interval=self.s.poll_interval, clock=f.clock,
+            wait_up(f.haproxy, node.name, timeout=self.s.timeouts.up, interval=self.s.timeouts.poll_interval, clock=f.clock,
                     on_poll=self._on_poll)
         except WaitTimedOut as exc:
             raise HealthCheckFailed(f"HAProxy did not report {node.name} UP: {exc}") from None
@@ -681,8 +681,8 @@ class Deploy:
                 f.haproxy.set_state(node.name, "drain")
             self.drained.add(node.name)
             try:
-                wait_drained(f.haproxy, node.name, timeout=min(self.s.drain_timeout, 30.0),
-                             interval=self.s.poll_interval, clock=f.clock, on_poll=self._on_poll)
+                wait_drained(f.haproxy, node.name, timeout=min(self.s.timeouts.drain, 30.0),
+                             interval=self.s.timeouts.poll_interval, clock=f.clock, on_poll=self._on_poll)
             except WaitTimedOut:
                 f.haproxy.shutdown_sessions(node.name)  # the bad binary's sessions go; the good one takes over
             if rb.kind == "local":
@@ -738,7 +738,7 @@ class Deploy:
 
     def _remove_temps(self) -> None:
         """No temp file outlives the run, even when a second Ctrl-C cut a cleanup short (SIGKILL: next run)."""
-        for n in self.s.nodes:
+        for n in self.s.pool.nodes:
             try:
                 self.fleet.nodes[n].remove_stale_temps()
             except Exception as exc:  # noqa: BLE001 - bookkeeping must not mask the outcome
@@ -750,7 +750,7 @@ class Deploy:
                 return "artifact"
             return "rollback" if self.rollback and sha == self.rollback.sha256 else "other"
 
-        return self.fleet.snapshot(self.s.nodes, classify)
+        return self.fleet.snapshot(self.s.pool.nodes, classify)
 
 
 def _why(exc: BaseException) -> str:
@@ -759,42 +759,42 @@ def _why(exc: BaseException) -> str:
 
 def plan(s: Settings) -> list[str]:
     """The dry-run plan: every step, node and command, in order. Touches nothing."""
-    sock = (f"socat stdio UNIX-CONNECT:{s.haproxy_local_socket}" if s.haproxy_local_socket
-            else f"incus exec {s.haproxy_container} -- socat stdio UNIX-CONNECT:{s.haproxy_socket}")
-    pool = s.pool_backend
-    restart = " ".join(s.restart_argv)
+    sock = (f"socat stdio UNIX-CONNECT:{s.haproxy.local_socket}" if s.haproxy.local_socket
+            else f"incus exec {s.haproxy.container} -- socat stdio UNIX-CONNECT:{s.haproxy.socket}")
+    pool = s.haproxy.backend
+    restart = " ".join(s.service.restart_argv)
 
     def node_cmds(n: str) -> list[str]:
         return [
             f"    {sock}  <<< 'set server {pool}/{n} state drain'   (then poll 'show stat' until 0 sessions, "
-            f"<= {s.drain_timeout:g}s, on timeout: {s.drain_timeout_action})",
-            f"    incus exec {n} -- sha256sum {s.binary_path}   (identical -> no push)",
-            f"    incus -q file push --mode 0755 ARTIFACT {n}{s.install_dir}/.veza-api.new-XXXX; verify sha256; "
-            f"mv -f it {s.binary_path}",
+            f"<= {s.timeouts.drain:g}s, on timeout: {s.timeouts.drain_action})",
+            f"    incus exec {n} -- sha256sum {s.service.binary_path}   (identical -> no push)",
+            f"    incus -q file push --mode 0755 ARTIFACT {n}{s.service.install_dir}/.veza-api.new-XXXX; verify sha256; "
+            f"mv -f it {s.service.binary_path}",
             f"    incus exec {n} -- {restart}",
-            f"    incus exec {n} -- curl {s.node_health_full_url}   (until 200, <= {s.node_health_timeout:g}s)",
-            f"    {sock}  <<< 'set server {pool}/{n} state ready'   (until UP, <= {s.up_timeout:g}s)",
-            f"    GET {redact_text(s.lb_health_url)}   (expect 200)",
+            f"    incus exec {n} -- curl {s.service.node_health_url}   (until 200, <= {s.timeouts.node_health:g}s)",
+            f"    {sock}  <<< 'set server {pool}/{n} state ready'   (until UP, <= {s.timeouts.up:g}s)",
+            f"    GET {redact_text(s.service.lb_health_url)}   (expect 200)",
         ]
 
     lines = ["Plan (dry run: nothing is changed):"]
     for i, step in enumerate(STEPS):
         lines.append(f"{i}. {step.name}: {step.summary}")
         if step.name == "drain-canary":
-            lines.append(f"  canary {s.canary_node}:")
-            lines.extend(node_cmds(s.canary_node))
+            lines.append(f"  canary {s.pool.canary}:")
+            lines.extend(node_cmds(s.pool.canary))
         elif step.name == "sli-watch":
             q = Queries.from_settings(s)
-            lines.append(f"    every {s.sli_probe_interval:g}s for {s.sli_window:g}s against {redact_text(s.prom_url)}:")
-            lines.append(f"      p95   {q.p95}   (< {s.prom_p95_threshold_s:g})")
+            lines.append(f"    every {s.sli.probe_interval:g}s for {s.sli.window:g}s against {redact_text(s.prometheus.url)}:")
+            lines.append(f"      p95   {q.p95}   (< {s.sli.p95_threshold_s:g})")
             lines.append(f"      5xx   {q.errors}")
-            lines.append(f"      total {q.total}   (ratio < {s.prom_err_rate_threshold:g})")
+            lines.append(f"      total {q.total}   (ratio < {s.sli.err_ratio_threshold:g})")
         elif step.name == "peers":
-            for p in s.peer_nodes:
+            for p in s.pool.peers:
                 lines.append(f"  peer {p}:")
                 lines.extend(node_cmds(p))
     lines.append("On a canary failure: drain, restore the last-known-good binary "
-                 f"({'ROLLBACK_BINARY ' + str(s.rollback_binary) if s.rollback_binary else s.previous_path}), "
+                 f"({'ROLLBACK_BINARY ' + str(s.rollback_binary) if s.rollback_binary else s.service.previous_path}), "
                  "restart, health, ready, UP.")
     return lines
 

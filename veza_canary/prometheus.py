@@ -81,18 +81,18 @@ def _why(exc: Exception) -> str:
 def make_http_client(settings: Settings) -> httpx.Client:
     """An httpx client for Prometheus: TLS verified by default; CA bundle, client cert, token from a file."""
     verify: object = True
-    if settings.prom_ca_bundle:
+    if settings.prometheus.ca_bundle:
         import ssl
 
-        verify = ssl.create_default_context(cafile=str(settings.prom_ca_bundle))
+        verify = ssl.create_default_context(cafile=str(settings.prometheus.ca_bundle))
     cert = None
-    if settings.prom_client_cert:
-        cert = (str(settings.prom_client_cert), str(settings.prom_client_key)) if settings.prom_client_key \
-            else str(settings.prom_client_cert)
+    if settings.prometheus.client_cert:
+        cert = (str(settings.prometheus.client_cert), str(settings.prometheus.client_key)) if settings.prometheus.client_key \
+            else str(settings.prometheus.client_cert)
     headers = {}
-    if settings.prom_token_file:
+    if settings.prometheus.token_file:
         try:
-            token = settings.prom_token_file.read_text().strip()
+            token = settings.prometheus.token_file.read_text().strip()
         except OSError as exc:
             from veza_canary.errors import ConfigError
 
@@ -108,7 +108,7 @@ def make_http_client(settings: Settings) -> httpx.Client:
             verify.load_cert_chain(cert[0], cert[1])  # type: ignore[attr-defined]
         else:
             verify.load_cert_chain(cert)  # type: ignore[attr-defined]
-    return httpx.Client(timeout=settings.http_timeout, verify=verify, headers=headers,  # type: ignore[arg-type]
+    return httpx.Client(timeout=settings.timeouts.http, verify=verify, headers=headers,  # type: ignore[arg-type]
                         follow_redirects=False)
 
 

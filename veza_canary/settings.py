@@ -1,14 +1,19 @@
-"""Settings: one frozen value object, built from four layers.
+"""Settings: small frozen value objects, built from four layers.
 
 Precedence, highest first (documented in README.md and tested)::
 
     command-line flag  >  environment variable  >  TOML config file  >  default
 
-Every knob is declared once in ``KNOBS`` with its environment name (the runbook's
-names: ``ARTIFACT``, ``SLI_WINDOW``, ...), its kebab-case flag (``--sli-window``),
-its TOML key (``sli_window``), its default, a parser and a check. The loader treats
-all four layers alike, so a bad value gets the same one-line message wherever it
-came from, naming the knob and the layer, before anything is touched.
+Each knob is declared exactly once, as a field of one of the groups below
+(``SLISettings.window`` is ``SLI_WINDOW`` / ``--sli-window`` / ``sli_window``):
+the field's default *is* the knob's default, and its metadata holds the env
+name, parser, check and help. ``KNOBS`` is read off those fields. The loader
+treats all layers alike, so a bad value gets the same one-line message wherever
+it came from, naming the knob and the layer, before anything is touched.
+
+An empty value (``FOO=``, ``--foo ''``, ``foo = ""``) means "not given" in every
+layer. Durations accept ``30``, ``30s``, ``500ms``, ``5m`` and ``1h`` in every
+layer (one parser: ``parse_duration``).
 
 The config file is ``--config PATH`` or ``$VEZA_CANARY_CONFIG``, else
 ``./veza-canary.toml`` when it exists. Keys are the snake_case knob names, at top
@@ -22,9 +27,10 @@ import math
 import os
 import re
 import shlex
+import stat
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,12 +40,16 @@ from veza_canary.errors import ConfigError
 # --- names ------------------------------------------------------------------
 
 #: Incus instance names: 1-63 chars, letters/digits/hyphens, start with a letter, no trailing hyphen.
-_INSTANCE_RE = re.compile(r"^[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_INSTANCE_RE = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 #: Incus remote names (the part before ``:`` in ``remote:container``).
-_REMOTE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_REMOTE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 #: HAProxy proxy and server names.
-_HAPROXY_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
-_DURATION_RE = re.compile(r"^[1-9][0-9]{0,5}(ms|s|m|h)$")
+_HAPROXY_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+_UNIT_RE = re.compile(r"[A-Za-z0-9@._-]{1,100}")
+_DURATION_RE = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,6})?)(ms|s|m|h)?")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+# Every pattern above is matched with fullmatch: ``$`` would accept a trailing newline.
 
 
 def check_instance_name(value: str, *, allow_remote: bool = False) -> str | None:
@@ -47,14 +57,14 @@ def check_instance_name(value: str, *, allow_remote: bool = False) -> str | None
     shown = _show(value)
     if allow_remote and ":" in value:
         remote, _, name = value.partition(":")
-        if not _REMOTE_RE.match(remote):
+        if not _REMOTE_RE.fullmatch(remote):
             return f"{shown} has an invalid Incus remote name"
         value = name
     if not value:
         return "is empty"
     if len(value) > 63:
         return f"{shown} is longer than 63 characters"
-    if not _INSTANCE_RE.match(value):
+    if not _INSTANCE_RE.fullmatch(value):
         return (
             f"{shown} is not a valid Incus instance name "
             "(letters, digits and hyphens; starts with a letter; no trailing hyphen)"
@@ -67,7 +77,7 @@ def _show(value: str, limit: int = 40) -> str:
     return r if len(r) <= limit else r[: limit - 4] + "...'"
 
 
-# --- parsers and checks -----------------------------------------------------
+# --- parsers (one per kind of value) -----------------------------------------
 
 Parser = Callable[[Any], Any]
 Check = Callable[[Any, "Mapping[str, Any]"], "str | None"]
@@ -99,6 +109,21 @@ def _p_float(v: Any) -> float:
     return f
 
 
+def parse_duration(v: Any) -> float:
+    """Seconds from ``30``, ``30s``, ``500ms``, ``5m``, ``1h`` (or a TOML number). The only duration parser."""
+    if isinstance(v, bool):
+        raise ValueError("expected a duration, got a boolean")
+    if isinstance(v, int | float):
+        f = float(v)
+        if not math.isfinite(f) or f < 0:
+            raise ValueError(f"not a duration: {v!r}")
+        return f
+    m = _DURATION_RE.fullmatch(_p_str(v).strip())
+    if not m:
+        raise ValueError(f"{_show(str(v))} is not a duration like 30, 30s, 500ms, 5m or 1h")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
 def _p_int(v: Any) -> int:
     if isinstance(v, bool):
         raise ValueError("expected an integer, got a boolean")
@@ -111,7 +136,7 @@ def _p_int(v: Any) -> int:
 
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def _p_bool(v: Any) -> bool:
@@ -126,7 +151,7 @@ def _p_bool(v: Any) -> bool:
 
 
 def _p_path(v: Any) -> Path | None:
-    s = _p_str(v)
+    s = str(v) if isinstance(v, Path) else _p_str(v)
     if not s:
         return None
     if "\x00" in s:
@@ -168,6 +193,9 @@ def _choice(*options: str) -> Parser:
     return parse
 
 
+# --- checks -------------------------------------------------------------------
+
+
 def _c_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Check:
     def check(v: Any, _all: Mapping[str, Any]) -> str | None:
         if lo is not None and (v <= lo if lo_open else v < lo):
@@ -180,7 +208,7 @@ def _c_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool 
 
 
 def _c_instance(v: Any, _all: Mapping[str, Any]) -> str | None:
-    return check_instance_name(v, allow_remote=True) if v is not None else None
+    return check_instance_name(v, allow_remote=True)
 
 
 def _c_node(v: Any, _all: Mapping[str, Any]) -> str | None:
@@ -188,6 +216,8 @@ def _c_node(v: Any, _all: Mapping[str, Any]) -> str | None:
 
 
 def _c_nodes(v: Any, _all: Mapping[str, Any]) -> str | None:
+    if not v:
+        return "lists no node"
     for name in v:
         problem = check_instance_name(name)
         if problem:
@@ -198,14 +228,18 @@ def _c_nodes(v: Any, _all: Mapping[str, Any]) -> str | None:
 
 
 def _c_haproxy_name(v: Any, _all: Mapping[str, Any]) -> str | None:
-    if not _HAPROXY_NAME_RE.match(v):
+    if not _HAPROXY_NAME_RE.fullmatch(v):
         return f"{_show(v)} is not a valid HAProxy proxy name (letters, digits, _ . : -)"
     return None
 
 
+def _c_unit(v: Any, _all: Mapping[str, Any]) -> str | None:
+    return None if _UNIT_RE.fullmatch(v) else f"{_show(v)} is not a systemd unit name"
+
+
 def check_url(v: str, *, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
     """Return a problem description, or None when ``v`` is a usable absolute URL."""
-    if any(c.isspace() or ord(c) < 32 for c in v):
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in v):
         return "contains whitespace or control characters"
     try:
         parts = urlsplit(v)
@@ -222,15 +256,17 @@ def check_url(v: str, *, schemes: tuple[str, ...] = ("http", "https")) -> str | 
 
 
 def _c_url(v: Any, _all: Mapping[str, Any]) -> str | None:
-    return check_url(v) if v is not None else None
+    return check_url(v)
 
 
 def _c_ssh_url(v: Any, _all: Mapping[str, Any]) -> str | None:
-    if v is None or v == "local":
+    if v == "local":
         return None
     problem = check_url(v, schemes=("ssh",))
     if problem:
         return problem + " (use ssh://user@host[:port] or 'local')"
+    if urlsplit(v).password is not None:
+        return "must not carry a password (use SSH_KEY_FILE or an agent)"
     return None
 
 
@@ -251,10 +287,78 @@ def _c_http_path(v: Any, _all: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _c_duration(v: Any, _all: Mapping[str, Any]) -> str | None:
-    if not _DURATION_RE.match(v):
-        return f"{_show(v)} is not a PromQL duration like 30s, 1m or 5m"
+def _c_readable_file(v: Any, _all: Mapping[str, Any]) -> str | None:
+    """A file given as a setting (CA bundle, key, token): a readable regular file, never a device or FIFO."""
+    return check_readable_file(Path(v))
+
+
+#: Files read as settings are small (PEM, tokens, keys, TOML); anything bigger is a mistake.
+MAX_SETTINGS_FILE_BYTES = 1 << 20
+
+
+def check_readable_file(path: Path) -> str | None:
+    p = str(path) if str(path).isprintable() else repr(str(path))
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"{p}: no such file"
+    except OSError as exc:
+        return f"{p}: cannot stat ({exc.strerror})"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{p}: is a directory"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{p}: is not a regular file (device, FIFO or socket)"
+    if st.st_size > MAX_SETTINGS_FILE_BYTES:
+        return f"{p}: is larger than {MAX_SETTINGS_FILE_BYTES // 1024} KiB"
+    if not os.access(path, os.R_OK):
+        return f"{p}: is not readable"
     return None
+
+
+def _c_rate_window(v: Any, _all: Mapping[str, Any]) -> str | None:
+    if v < 1 or v != int(v):
+        return f"{v:g}s must be a whole number of seconds >= 1 (a PromQL range)"
+    if v > 24 * 3600:
+        return f"{v:g}s is more than a day"
+    return None
+
+
+#: One label matcher: name, operator, double-quoted value (``{node}`` is the only placeholder).
+_MATCHER_RE = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\{}]|\\.|\{node\})*)"\s*')
+
+
+def check_selector(v: str) -> str | None:
+    """A comma-separated list of PromQL label matchers, and nothing else (no braces, no injected PromQL)."""
+    if any(ord(c) < 32 for c in v):
+        return "contains control characters"
+    for part in _split_matchers(v):
+        if not _MATCHER_RE.fullmatch(part):
+            return (f"{_show(part.strip())} is not a label matcher like node=\"{{node}}\" "
+                    "(name, one of = != =~ !~, a double-quoted value; {node} is the only placeholder)")
+    return None
+
+
+def _split_matchers(v: str) -> Iterator[str]:
+    """Split on commas outside double-quoted values."""
+    buf, quoted, escaped = [], False, False
+    for c in v:
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == '"':
+            quoted = not quoted
+        elif c == "," and not quoted:
+            yield "".join(buf)
+            buf = []
+            continue
+        buf.append(c)
+    if "".join(buf).strip() or buf:
+        yield "".join(buf)
+
+
+def _c_selector(v: Any, _all: Mapping[str, Any]) -> str | None:
+    return check_selector(v)
 
 
 def _c_sli_window(v: Any, all_: Mapping[str, Any]) -> str | None:
@@ -272,8 +376,8 @@ def _c_sli_window(v: Any, all_: Mapping[str, Any]) -> str | None:
 
 
 def _c_probe_interval(v: Any, all_: Mapping[str, Any]) -> str | None:
-    if v <= 0:
-        return f"{v:g} must be > 0"
+    if v < MIN_PROBE_INTERVAL:
+        return f"{v:g}s is too small (must be >= {MIN_PROBE_INTERVAL:g}s: Prometheus scrapes no faster)"
     if v > 3600:
         return f"{v:g}s is more than an hour"
     window = all_.get("sli_window")
@@ -282,204 +386,242 @@ def _c_probe_interval(v: Any, all_: Mapping[str, Any]) -> str | None:
     return None
 
 
-# --- the knob table -----------------------------------------------------------
-
 MIN_SLI_WINDOW = 300.0
+MIN_PROBE_INTERVAL = 1.0
+MIN_POLL_INTERVAL = 0.05
+
+
+# --- the knobs ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Knob:
-    name: str  # dataclass field and TOML key
+    """One knob: a field of a settings group, and how the four layers spell and check it."""
+
+    name: str  # TOML key, flag (kebab-case) and the key used by load_settings(flags=...)
     env: str
-    default: Any
     parse: Parser
     help: str
     check: Check | None = None
     secret: bool = False
     is_flag: bool = False  # boolean on/off flag on the CLI
+    group: str = ""  # attribute of Settings holding the group ("" = Settings itself)
+    field: str = ""  # attribute inside the group
+    default: Any = None
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    def read(self, s: Settings) -> Any:
+        return getattr(getattr(s, self.group) if self.group else s, self.field)
 
-K = Knob
-KNOBS: tuple[Knob, ...] = (
-    # What to ship and what to fall back to.
-    K("artifact", "ARTIFACT", None, _p_path, "New veza-api binary to ship."),
-    K("rollback_binary", "ROLLBACK_BINARY", None, _p_path,
-      "Last-known-good binary (local). Unset: use INSTALL_DIR/veza-api.previous on the node."),
-    # Fleet.
-    K("canary_node", "CANARY_NODE", "backend-api-2", _p_str, "Node that gets the canary.", _c_node),
-    K("peer_nodes", "PEER_NODES", ("backend-api-1",), _p_node_list,
-      "Peers rolled after the canary (space or comma separated).", _c_nodes),
-    K("pool_backend", "POOL_BACKEND", "api_pool", _p_str, "HAProxy backend of the pool.", _c_haproxy_name),
-    K("install_dir", "INSTALL_DIR", "/opt/veza/backend-api", _p_str, "Install dir on each node.", _c_abs_path),
-    K("service_name", "SERVICE_NAME", "veza-backend-api", _p_str, "systemd unit of the service.",
-      lambda v, a: None if re.match(r"^[A-Za-z0-9@._-]{1,100}$", v) else f"{_show(v)} is not a unit name"),
-    K("restart_command", "RESTART_COMMAND", None, _p_argv,
-      "Restart argv run on the node (default: systemctl restart SERVICE_NAME)."),
-    K("node_health_url", "NODE_HEALTH_URL", "http://127.0.0.1:8080", _p_str,
-      "Base URL of the service, as seen from inside its container.", _c_url),
-    K("health_path", "HEALTH_PATH", "/api/v1/health", _p_str, "Health endpoint path.", _c_http_path),
-    K("lb_url", "LB_URL", "http://haproxy.lxd", _p_str, "Base URL of the load balancer.", _c_url),
-    # HAProxy runtime API.
-    K("haproxy_container", "HAPROXY_CONTAINER", "haproxy", _p_str,
-      "Incus container running HAProxy ([remote:]name).", _c_instance),
-    K("haproxy_socket", "HAPROXY_SOCKET", "/run/haproxy/admin.sock", _p_str,
-      "Admin socket path inside the HAProxy container.", _c_abs_path),
-    K("haproxy_local_socket", "HAPROXY_LOCAL_SOCKET", None, _p_path,
-      "Talk to this local admin socket directly instead of through incus exec."),
-    # Incus / SSH.
-    K("incus_host", "INCUS_HOST", None, _p_opt_str,
-      "Where incus runs: unset/'local', or ssh://user@host[:port].", _c_ssh_url),
-    K("ssh_key_file", "SSH_KEY_FILE", None, _p_path, "Private key for INCUS_HOST (else agent/defaults)."),
-    K("ssh_known_hosts", "SSH_KNOWN_HOSTS", None, _p_path, "Extra known_hosts file."),
-    K("ssh_accept_new_host_key", "SSH_ACCEPT_NEW_HOST_KEY", False, _p_bool,
-      "Accept and remember an unknown SSH host key (off: unknown keys are refused).", is_flag=True),
-    K("ssh_connect_timeout", "SSH_CONNECT_TIMEOUT", 10.0, _p_float, "SSH connect timeout (s).",
-      _c_range(0, 600, lo_open=True)),
-    # Timing.
-    K("drain_timeout", "DRAIN_TIMEOUT", 120.0, _p_float, "Deadline for a drain to reach 0 sessions (s).",
-      _c_range(0, 86400, lo_open=True)),
-    K("drain_timeout_action", "DRAIN_TIMEOUT_ACTION", "fail", _choice("fail", "shutdown-sessions"),
-      "On drain timeout: fail (restore and stop) or shutdown-sessions (kill them and go on)."),
-    K("node_health_timeout", "NODE_HEALTH_TIMEOUT", 60.0, _p_float, "Deadline for node health (s).",
-      _c_range(0, 3600, lo_open=True)),
-    K("up_timeout", "UP_TIMEOUT", 60.0, _p_float, "Deadline for HAProxy to report a node UP (s).",
-      _c_range(0, 3600, lo_open=True)),
-    K("poll_interval", "POLL_INTERVAL", 0.5, _p_float, "Poll interval of drain/health/UP waits (s).",
-      _c_range(0, 60, lo_open=True)),
-    # SLI.
-    K("prom_url", "PROM_URL", "http://prom.lxd:9090", _p_str, "Prometheus base URL.", _c_url),
-    K("sli_window", "SLI_WINDOW", 3600.0, _p_float, "SLI watch window (s).", _c_sli_window),
-    K("sli_probe_interval", "SLI_PROBE_INTERVAL", 30.0, _p_float, "Seconds between SLI probes.",
-      _c_probe_interval),
-    K("prom_p95_threshold_s", "PROM_P95_THRESHOLD_S", 0.5, _p_float, "p95 latency threshold (s).",
-      _c_range(0, 3600, lo_open=True)),
-    K("prom_err_rate_threshold", "PROM_ERR_RATE_THRESHOLD", 0.005, _p_float, "5xx ratio threshold (0-1).",
-      _c_range(0, 1, lo_open=True)),
-    K("sli_rate_window", "SLI_RATE_WINDOW", "1m", _p_str, "PromQL rate() window.", _c_duration),
-    K("sli_selector", "SLI_SELECTOR", 'node="{node}"', _p_str,
-      "Label matchers scoping the SLI; {node} is the canary. Empty: whole fleet."),
-    K("sli_min_requests", "SLI_MIN_REQUESTS", 5.0, _p_float,
-      "Fewer requests than this in the rate window is no-data, not a pass.", _c_range(0, 1e9)),
-    K("sli_max_nodata", "SLI_MAX_NODATA", 3, _p_int, "Consecutive no-data probes tolerated.",
-      _c_range(0, 1000)),
-    K("sli_max_errors", "SLI_MAX_ERRORS", 3, _p_int, "Consecutive Prometheus errors tolerated.",
-      _c_range(0, 1000)),
-    K("prom_ca_bundle", "PROM_CA_BUNDLE", None, _p_path, "CA bundle for an https PROM_URL."),
-    K("prom_client_cert", "PROM_CLIENT_CERT", None, _p_path, "Client certificate (PEM) for Prometheus."),
-    K("prom_client_key", "PROM_CLIENT_KEY", None, _p_path, "Client key (PEM) for Prometheus."),
-    K("prom_token_file", "PROM_TOKEN_FILE", None, _p_path, "File holding a bearer token for Prometheus."),
-    K("http_timeout", "HTTP_TIMEOUT", 5.0, _p_float, "Timeout of one HTTP request (s).",
-      _c_range(0, 300, lo_open=True)),
-    # Migrations.
-    K("force_migrate", "FORCE_MIGRATE", False, _p_bool,
-      "Bypass the migration backward-compat gate (logged loudly).", is_flag=True),
-    K("migrations_dir", "MIGRATIONS_DIR", "migrations", _p_str, "golang-migrate directory."),
-    K("migrations_since", "MIGRATIONS_SINCE", "origin/main", _p_str, "Lint migrations new since this ref."),
-    K("migrations_dialect", "MIGRATIONS_DIALECT", "postgres", _choice("postgres", "mysql"), "SQL dialect."),
-    # Safety overrides and bookkeeping.
-    K("allow_short_window", "ALLOW_SHORT_SLI_WINDOW", False, _p_bool,
-      "Allow SLI_WINDOW below 300 s (labs and tests only).", is_flag=True),
-    K("allow_degraded", "ALLOW_DEGRADED", False, _p_bool,
-      "Deploy even when a node is not UP before the start.", is_flag=True),
-    K("allow_no_rollback", "ALLOW_NO_ROLLBACK", False, _p_bool,
-      "Deploy without a verified rollback binary (auto-rollback impossible).", is_flag=True),
-    K("lock_wait", "LOCK_WAIT", 0.0, _p_float, "Wait this long for the deploy lock (s).",
-      _c_range(0, 86400)),
-    K("lock_stale_after", "LOCK_STALE_AFTER", 7200.0, _p_float, "A lock older than this is stale (s).",
-      _c_range(0, 30 * 86400, lo_open=True)),
-    K("state_dir", "STATE_DIR", None, _p_path, "Local state dir (reports). Default: XDG state dir."),
-)
-del K
 
-KNOBS_BY_NAME: dict[str, Knob] = {k.name: k for k in KNOBS}
-KNOBS_BY_ENV: dict[str, Knob] = {k.env: k for k in KNOBS}
+def knob(env: str, default: Any, parse: Parser, help: str, *, check: Check | None = None,  # noqa: A002
+         key: str | None = None, is_flag: bool = False, secret: bool = False) -> Any:
+    """A settings field that is also a knob: ``KNOBS`` is built from these."""
+    spec = {"env": env, "parse": parse, "help": help, "check": check, "key": key or env.lower(),
+            "is_flag": is_flag, "secret": secret}
+    if isinstance(default, list | dict | set):
+        raise TypeError("use a tuple default")
+    return field(default=default, metadata={"knob": spec})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Settings:
-    """Every knob, resolved and validated. Build with ``load_settings``."""
+class PoolSettings:
+    """Which nodes take part: the canary first, then the peers."""
 
-    artifact: Path | None = None
-    rollback_binary: Path | None = None
-    canary_node: str = "backend-api-2"
-    peer_nodes: tuple[str, ...] = ("backend-api-1",)
-    pool_backend: str = "api_pool"
-    install_dir: str = "/opt/veza/backend-api"
-    service_name: str = "veza-backend-api"
-    restart_command: tuple[str, ...] | None = None
-    node_health_url: str = "http://127.0.0.1:8080"
-    health_path: str = "/api/v1/health"
-    lb_url: str = "http://haproxy.lxd"
-    haproxy_container: str = "haproxy"
-    haproxy_socket: str = "/run/haproxy/admin.sock"
-    haproxy_local_socket: Path | None = None
-    incus_host: str | None = None
-    ssh_key_file: Path | None = None
-    ssh_known_hosts: Path | None = None
-    ssh_accept_new_host_key: bool = False
-    ssh_connect_timeout: float = 10.0
-    drain_timeout: float = 120.0
-    drain_timeout_action: str = "fail"
-    node_health_timeout: float = 60.0
-    up_timeout: float = 60.0
-    poll_interval: float = 0.5
-    prom_url: str = "http://prom.lxd:9090"
-    sli_window: float = 3600.0
-    sli_probe_interval: float = 30.0
-    prom_p95_threshold_s: float = 0.5
-    prom_err_rate_threshold: float = 0.005
-    sli_rate_window: str = "1m"
-    sli_selector: str = 'node="{node}"'
-    sli_min_requests: float = 5.0
-    sli_max_nodata: int = 3
-    sli_max_errors: int = 3
-    prom_ca_bundle: Path | None = None
-    prom_client_cert: Path | None = None
-    prom_client_key: Path | None = None
-    prom_token_file: Path | None = None
-    http_timeout: float = 5.0
-    force_migrate: bool = False
-    migrations_dir: str = "migrations"
-    migrations_since: str = "origin/main"
-    migrations_dialect: str = "postgres"
-    allow_short_window: bool = False
-    allow_degraded: bool = False
-    allow_no_rollback: bool = False
-    lock_wait: float = 0.0
-    lock_stale_after: float = 7200.0
-    state_dir: Path | None = None
-    #: Where each value came from: knob name -> "flag" | "env" | "config" | "default".
-    sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+    canary: str = knob("CANARY_NODE", "backend-api-2", _p_str, "Node that gets the canary.", check=_c_node)
+    peers: tuple[str, ...] = knob("PEER_NODES", ("backend-api-1",), _p_node_list,
+                                  "Peers rolled after the canary (space or comma separated).", check=_c_nodes)
 
-    # -- derived ---------------------------------------------------------------
     @property
     def nodes(self) -> tuple[str, ...]:
         """Canary first, then peers, without repeats."""
-        return (self.canary_node, *[p for p in self.peer_nodes if p != self.canary_node])
+        return (self.canary, *[p for p in self.peers if p != self.canary])
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServiceSettings:
+    """The service on each node and how to reach it."""
+
+    name: str = knob("SERVICE_NAME", "veza-backend-api", _p_str, "systemd unit of the service.", check=_c_unit)
+    install_dir: str = knob("INSTALL_DIR", "/opt/veza/backend-api", _p_str, "Install dir on each node.",
+                            check=_c_abs_path)
+    restart_command: tuple[str, ...] | None = knob(
+        "RESTART_COMMAND", None, _p_argv, "Restart argv run on the node (default: systemctl restart SERVICE_NAME).")
+    health_url: str = knob("NODE_HEALTH_URL", "http://127.0.0.1:8080", _p_str,
+                           "Base URL of the service, as seen from inside its container.", check=_c_url)
+    health_path: str = knob("HEALTH_PATH", "/api/v1/health", _p_str, "Health endpoint path.", check=_c_http_path)
+    lb_url: str = knob("LB_URL", "http://haproxy.lxd", _p_str, "Base URL of the load balancer.", check=_c_url)
 
     @property
     def binary_path(self) -> str:
-        return f"{self.install_dir}/veza-api"
+        return f"{self.install_dir.rstrip('/')}/veza-api"
 
     @property
     def previous_path(self) -> str:
-        return f"{self.install_dir}/veza-api.previous"
+        return f"{self.install_dir.rstrip('/')}/veza-api.previous"
 
     @property
     def restart_argv(self) -> tuple[str, ...]:
-        return self.restart_command or ("systemctl", "restart", self.service_name)
+        return self.restart_command or ("systemctl", "restart", self.name)
 
     @property
-    def node_health_full_url(self) -> str:
-        return self.node_health_url.rstrip("/") + self.health_path
+    def node_health_url(self) -> str:
+        return self.health_url.rstrip("/") + self.health_path
 
     @property
     def lb_health_url(self) -> str:
         return self.lb_url.rstrip("/") + self.health_path
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HAProxySettings:
+    """The HAProxy runtime API."""
+
+    backend: str = knob("POOL_BACKEND", "api_pool", _p_str, "HAProxy backend of the pool.", check=_c_haproxy_name)
+    container: str = knob("HAPROXY_CONTAINER", "haproxy", _p_str,
+                          "Incus container running HAProxy ([remote:]name).", check=_c_instance)
+    socket: str = knob("HAPROXY_SOCKET", "/run/haproxy/admin.sock", _p_str,
+                       "Admin socket path inside the HAProxy container.", check=_c_abs_path)
+    local_socket: Path | None = knob("HAPROXY_LOCAL_SOCKET", None, _p_path,
+                                     "Talk to this local admin socket directly instead of through incus exec.")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SSHSettings:
+    """Where Incus runs, and how to reach it over SSH."""
+
+    incus_host: str | None = knob("INCUS_HOST", None, _p_opt_str,
+                                  "Where incus runs: unset/'local', or ssh://user@host[:port].", check=_c_ssh_url)
+    key_file: Path | None = knob("SSH_KEY_FILE", None, _p_path, "Private key for INCUS_HOST (else agent/defaults).",
+                                 check=_c_readable_file)
+    known_hosts: Path | None = knob("SSH_KNOWN_HOSTS", None, _p_path, "Extra known_hosts file.",
+                                    check=_c_readable_file)
+    accept_new_host_key: bool = knob("SSH_ACCEPT_NEW_HOST_KEY", False, _p_bool,
+                                     "Accept and remember an unknown SSH host key (off: unknown keys are refused).",
+                                     is_flag=True)
+    connect_timeout: float = knob("SSH_CONNECT_TIMEOUT", 10.0, parse_duration, "SSH connect timeout.",
+                                  check=_c_range(0, 600, lo_open=True))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Timeouts:
+    """Deadlines and poll cadence of the waits (seconds)."""
+
+    drain: float = knob("DRAIN_TIMEOUT", 120.0, parse_duration, "Deadline for a drain to reach 0 sessions.",
+                        check=_c_range(0, 86400, lo_open=True))
+    drain_action: str = knob("DRAIN_TIMEOUT_ACTION", "fail", _choice("fail", "shutdown-sessions"),
+                             "On drain timeout: fail (restore and stop) or shutdown-sessions (kill them and go on).")
+    node_health: float = knob("NODE_HEALTH_TIMEOUT", 60.0, parse_duration, "Deadline for node health.",
+                              check=_c_range(0, 3600, lo_open=True))
+    up: float = knob("UP_TIMEOUT", 60.0, parse_duration, "Deadline for HAProxy to report a node UP.",
+                     check=_c_range(0, 3600, lo_open=True))
+    poll_interval: float = knob("POLL_INTERVAL", 0.5, parse_duration, "Poll interval of drain/health/UP waits.",
+                                check=_c_range(MIN_POLL_INTERVAL, 60))
+    http: float = knob("HTTP_TIMEOUT", 5.0, parse_duration, "Timeout of one HTTP request.",
+                       check=_c_range(0, 300, lo_open=True))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrometheusSettings:
+    """Where Prometheus is and how to talk to it."""
+
+    url: str = knob("PROM_URL", "http://prom.lxd:9090", _p_str, "Prometheus base URL.", check=_c_url)
+    ca_bundle: Path | None = knob("PROM_CA_BUNDLE", None, _p_path, "CA bundle for an https PROM_URL.",
+                                  check=_c_readable_file)
+    client_cert: Path | None = knob("PROM_CLIENT_CERT", None, _p_path, "Client certificate (PEM) for Prometheus.",
+                                    check=_c_readable_file)
+    client_key: Path | None = knob("PROM_CLIENT_KEY", None, _p_path, "Client key (PEM) for Prometheus.",
+                                   check=_c_readable_file)
+    token_file: Path | None = knob("PROM_TOKEN_FILE", None, _p_path, "File holding a bearer token for Prometheus.",
+                                   check=_c_readable_file)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SLISettings:
+    """The SLI watch: what is measured, against what, for how long."""
+
+    window: float = knob("SLI_WINDOW", 3600.0, parse_duration, "SLI watch window.", check=_c_sli_window)
+    probe_interval: float = knob("SLI_PROBE_INTERVAL", 30.0, parse_duration, "Time between SLI probes.",
+                                 check=_c_probe_interval)
+    p95_threshold_s: float = knob("PROM_P95_THRESHOLD_S", 0.5, parse_duration, "p95 latency threshold.",
+                                  check=_c_range(0, 3600, lo_open=True))
+    err_ratio_threshold: float = knob("PROM_ERR_RATE_THRESHOLD", 0.005, _p_float, "5xx ratio threshold (0-1).",
+                                      check=_c_range(0, 1, lo_open=True))
+    rate_window_s: float = knob("SLI_RATE_WINDOW", 60.0, parse_duration, "PromQL rate() window.",
+                                check=_c_rate_window)
+    selector: str = knob("SLI_SELECTOR", 'node="{node}"', _p_str,
+                         "Label matchers scoping the SLI; {node} is the canary. Without {node}: whole fleet.",
+                         check=_c_selector)
+    min_requests: float = knob("SLI_MIN_REQUESTS", 5.0, _p_float,
+                               "Fewer requests than this in the rate window is no-data, not a pass.",
+                               check=_c_range(0, 1e9))
+    max_nodata: int = knob("SLI_MAX_NODATA", 3, _p_int, "Consecutive no-data probes tolerated.",
+                           check=_c_range(0, 1000))
+    max_errors: int = knob("SLI_MAX_ERRORS", 3, _p_int, "Consecutive Prometheus errors tolerated.",
+                           check=_c_range(0, 1000))
+
+    @property
+    def rate_window(self) -> str:
+        """The rate window as a PromQL range (``60s``)."""
+        return f"{int(self.rate_window_s)}s"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MigrationSettings:
+    """The migration backward-compat gate."""
+
+    dir: str = knob("MIGRATIONS_DIR", "migrations", _p_str, "golang-migrate directory.")
+    since: str = knob("MIGRATIONS_SINCE", "origin/main", _p_str, "Lint migrations new since this ref.")
+    dialect: str = knob("MIGRATIONS_DIALECT", "postgres", _choice("postgres", "mysql"), "SQL dialect.")
+    force: bool = knob("FORCE_MIGRATE", False, _p_bool, "Bypass the migration backward-compat gate (logged loudly).",
+                       is_flag=True)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SafetySettings:
+    """Overrides of safety checks, and the fleet lock."""
+
+    allow_short_window: bool = knob("ALLOW_SHORT_SLI_WINDOW", False, _p_bool,
+                                    "Allow SLI_WINDOW below 300 s (labs and tests only).",
+                                    key="allow_short_window", is_flag=True)
+    allow_degraded: bool = knob("ALLOW_DEGRADED", False, _p_bool,
+                                "Deploy even when a node is not UP before the start.", is_flag=True)
+    allow_no_rollback: bool = knob("ALLOW_NO_ROLLBACK", False, _p_bool,
+                                   "Deploy without a verified rollback binary (auto-rollback impossible).",
+                                   is_flag=True)
+    lock_wait: float = knob("LOCK_WAIT", 0.0, parse_duration, "Wait this long for the deploy lock.",
+                            check=_c_range(0, 86400))
+    lock_stale_after: float = knob("LOCK_STALE_AFTER", 7200.0, parse_duration, "A lock older than this is stale.",
+                                   check=_c_range(0, 30 * 86400, lo_open=True))
+
+
+def _group(cls: type) -> Any:
+    return field(default_factory=cls)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settings:
+    """Every knob, resolved and validated, in small groups. Build with ``load_settings``."""
+
+    artifact: Path | None = knob("ARTIFACT", None, _p_path, "New veza-api binary to ship.")
+    rollback_binary: Path | None = knob(
+        "ROLLBACK_BINARY", None, _p_path,
+        "Last-known-good binary (local). Unset: the binary the canary runs when the deploy starts.")
+    state_dir: Path | None = knob("STATE_DIR", None, _p_path, "Local state dir (reports). Default: XDG state dir.")
+    pool: PoolSettings = _group(PoolSettings)
+    service: ServiceSettings = _group(ServiceSettings)
+    haproxy: HAProxySettings = _group(HAProxySettings)
+    ssh: SSHSettings = _group(SSHSettings)
+    timeouts: Timeouts = _group(Timeouts)
+    prometheus: PrometheusSettings = _group(PrometheusSettings)
+    sli: SLISettings = _group(SLISettings)
+    migrations: MigrationSettings = _group(MigrationSettings)
+    safety: SafetySettings = _group(SafetySettings)
+    #: Where each value came from: knob name -> "flag" | "env" | "config" | "default".
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def resolved_state_dir(self) -> Path:
@@ -488,19 +630,49 @@ class Settings:
         base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         return Path(base) / "veza-canary"
 
+    def replace(self, **knobs: Any) -> Settings:
+        """A copy with some knobs (by knob name, already parsed values) changed: ``s.replace(sli_window=60.0)``."""
+        unknown = set(knobs) - set(KNOBS_BY_NAME)
+        if unknown:
+            raise ValueError(f"unknown knob(s): {sorted(unknown)}")  # programming error
+        values = {k.name: k.read(self) for k in KNOBS} | knobs
+        return build_settings(values, {**self.sources, **dict.fromkeys(knobs, "override")})
+
     def public_dict(self) -> dict[str, Any]:
-        """Settings for reports and logs: JSON-friendly, secrets redacted."""
+        """Settings for reports and logs, keyed by knob name: JSON-friendly, secrets redacted."""
         from veza_canary.log import redact_value
 
         out: dict[str, Any] = {}
-        for knob in KNOBS:
-            v = getattr(self, knob.name)
+        for k in KNOBS:
+            v = k.read(self)
             if isinstance(v, Path):
                 v = str(v)
             elif isinstance(v, tuple):
                 v = list(v)
-            out[knob.name] = "[REDACTED]" if knob.secret and v else redact_value(v)
+            out[k.name] = "[REDACTED]" if k.secret and v else redact_value(v)
         return out
+
+
+def _knobs_of(cls: type, group: str) -> Iterator[Knob]:
+    for f in dataclasses.fields(cls):
+        spec = f.metadata.get("knob")
+        if spec is not None:
+            yield Knob(name=spec["key"], env=spec["env"], parse=spec["parse"], help=spec["help"],
+                       check=spec["check"], secret=spec["secret"], is_flag=spec["is_flag"], group=group,
+                       field=f.name, default=f.default)
+        elif f.name != "sources":
+            yield from _knobs_of(f.default_factory, f.name)  # type: ignore[misc,arg-type]
+
+
+#: Every knob, in declaration order (README table, --help, validation order).
+KNOBS: tuple[Knob, ...] = tuple(_knobs_of(Settings, ""))
+KNOBS_BY_NAME: dict[str, Knob] = {k.name: k for k in KNOBS}
+KNOBS_BY_ENV: dict[str, Knob] = {k.env: k for k in KNOBS}
+_GROUPS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Settings)  # type: ignore[misc]
+                            if "knob" not in f.metadata and f.name != "sources"}
+
+
+# --- loading ----------------------------------------------------------------------
 
 
 def _coerce(knob: Knob, raw: Any, layer: str, layer_name: str) -> Any:
@@ -513,35 +685,57 @@ def _coerce(knob: Knob, raw: Any, layer: str, layer_name: str) -> Any:
 def _where(knob: Knob, layer: str, layer_name: str) -> str:
     if layer == "flag":
         return knob.flag
-    if layer == "env":
-        return knob.env
     if layer == "config":
         return f"{knob.name} (in {layer_name})"
     return knob.env
 
 
+#: TOML nesting deeper than this is refused (tomllib recurses; a hostile file must not crash it).
+_MAX_TOML_DEPTH = 32
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML config file; every problem is a ConfigError naming the file."""
     shown = str(path) if str(path).isprintable() else repr(str(path))  # a newline must not forge a 2nd line
+    problem = check_readable_file(path)
+    if problem:
+        raise ConfigError("--config", problem)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError("--config", f"{shown}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError("--config", f"{shown}: is a directory") from None
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SETTINGS_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError("--config", f"{shown}: cannot read ({exc.strerror})") from None
+    if len(raw) > MAX_SETTINGS_FILE_BYTES:
+        raise ConfigError("--config", f"{shown}: is larger than {MAX_SETTINGS_FILE_BYTES // 1024} KiB")
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("--config", f"{shown}: is not UTF-8 text") from None
+    if _nesting(text) > _MAX_TOML_DEPTH:
+        raise ConfigError("--config", f"{shown}: nested more than {_MAX_TOML_DEPTH} levels deep")
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", f"{shown}: malformed TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError("--config", f"{shown}: nested too deeply") from None
     unknown = sorted(k for k in data if k not in KNOBS_BY_NAME and k not in _EXTRA_CONFIG_TABLES)
     if unknown:
         keys = ", ".join(k if k.isprintable() else repr(k) for k in unknown)
         raise ConfigError("--config", f"{shown}: unknown key(s): {keys}")
     return data
+
+
+def _nesting(text: str) -> int:
+    """An upper bound of the bracket nesting of a TOML text (strings counted too: a bound, not a parse)."""
+    depth = deepest = 0
+    for c in text:
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth = max(0, depth - 1)
+    return deepest
 
 
 #: Top-level TOML tables owned by other parts of the tool (e.g. the linter's rule severities).
@@ -559,6 +753,11 @@ def find_config(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
     return default if default.is_file() else None
 
 
+def _given(v: Any) -> bool:
+    """An empty value means "not given", in every layer."""
+    return v is not None and v != "" and v != [] and v != ()
+
+
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
@@ -568,9 +767,9 @@ def load_settings(
 ) -> Settings:
     """Resolve every knob: flag > env > config file > default; validate all of them.
 
-    ``flags`` maps knob names to raw values (None means "not given"). ``env``
-    defaults to ``os.environ``. An empty env var counts as unset, as in shell
-    scripts where ``FOO=`` means "no value".
+    ``flags`` maps knob names to raw values (None or empty means "not given").
+    ``env`` defaults to ``os.environ``; pass ``{}`` for none. ``config`` (a mapping)
+    replaces reading a config file.
     """
     flags = flags or {}
     env = os.environ if env is None else env
@@ -586,36 +785,43 @@ def load_settings(
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for knob in KNOBS:
-        if flags.get(knob.name) is not None:
-            values[knob.name] = _coerce(knob, flags[knob.name], "flag", "")
-            sources[knob.name] = "flag"
-        elif env.get(knob.env, "") != "":
-            values[knob.name] = _coerce(knob, env[knob.env], "env", "")
-            sources[knob.name] = "env"
-        elif knob.name in config:
-            values[knob.name] = _coerce(knob, config[knob.name], "config", config_name)
-            sources[knob.name] = "config"
+    for k in KNOBS:
+        if _given(flags.get(k.name)):
+            values[k.name] = _coerce(k, flags[k.name], "flag", "")
+            sources[k.name] = "flag"
+        elif _given(env.get(k.env)):
+            values[k.name] = _coerce(k, env[k.env], "env", "")
+            sources[k.name] = "env"
+        elif _given(config.get(k.name)):
+            values[k.name] = _coerce(k, config[k.name], "config", config_name)
+            sources[k.name] = "config"
         else:
-            values[knob.name] = knob.default
-            sources[knob.name] = "default"
+            values[k.name] = k.default
+            sources[k.name] = "default"
 
-    for knob in KNOBS:
-        if knob.check is None or values[knob.name] is None:
+    for k in KNOBS:
+        if k.check is None or values[k.name] is None:
             continue
-        problem = knob.check(values[knob.name], values)
+        problem = k.check(values[k.name], values)
         if problem:
-            raise ConfigError(_where(knob, sources[knob.name], config_name), problem)
+            raise ConfigError(_where(k, sources[k.name], config_name), problem)
 
     if values["canary_node"] in values["peer_nodes"]:
         raise ConfigError("PEER_NODES", f"lists the canary node {values['canary_node']!r}")
-    if values["prom_url"] and values["prom_url"].startswith("http://") and (
-        values["prom_client_cert"] or values["prom_ca_bundle"]
-    ):
+    if values["prom_url"].startswith("http://") and (values["prom_client_cert"] or values["prom_ca_bundle"]):
         raise ConfigError("PROM_URL", "TLS knobs are set but PROM_URL is plain http://")
-    return Settings(**values, sources=sources)
+    if bool(values["prom_client_cert"]) != bool(values["prom_client_key"]):
+        raise ConfigError("PROM_CLIENT_CERT" if values["prom_client_key"] else "PROM_CLIENT_KEY",
+                          "PROM_CLIENT_CERT and PROM_CLIENT_KEY go together")
+    return build_settings(values, sources)
 
 
-def settings_for_tests(**overrides: Any) -> Settings:
-    """Settings from defaults plus overrides, without reading the environment or a config file."""
-    return dataclasses.replace(Settings(), **overrides)
+def build_settings(values: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> Settings:
+    """Assemble the groups from knob values keyed by knob name (missing ones take their defaults)."""
+    top: dict[str, dict[str, Any]] = {g: {} for g in _GROUPS}
+    plain: dict[str, Any] = {}
+    for k in KNOBS:
+        if k.name in values:
+            (top[k.group] if k.group else plain)[k.field] = values[k.name]
+    groups = {g: cls(**top[g]) for g, cls in _GROUPS.items()}
+    return Settings(**plain, **groups, sources=dict(sources or {}))

@@ -154,13 +154,13 @@ class Queries:
 
     @classmethod
     def from_settings(cls, s: Settings, node: str | None = None) -> Queries:
-        return cls.build(selector=s.sli_selector, node=node or s.canary_node, health_path=s.health_path,
-                         rate_window=s.sli_rate_window)
+        return cls.build(selector=s.sli.selector, node=node or s.pool.canary, health_path=s.service.health_path,
+                         rate_window=s.sli.rate_window)
 
 
 def thresholds_from_settings(s: Settings) -> Thresholds:
-    return Thresholds(p95_s=s.prom_p95_threshold_s, err_ratio=s.prom_err_rate_threshold,
-                      min_requests=s.sli_min_requests, rate_window_s=duration_seconds(s.sli_rate_window))
+    return Thresholds(p95_s=s.sli.p95_threshold_s, err_ratio=s.sli.err_ratio_threshold,
+                      min_requests=s.sli.min_requests, rate_window_s=s.sli.rate_window_s)
 
 
 def _read(prom: Prometheus, expr: str) -> Reading:

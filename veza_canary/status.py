@@ -127,17 +127,17 @@ def collect(fleet: Fleet, *, sli: bool = True) -> FleetStatus:
     except VezaError as exc:
         errors.append(f"HAProxy: {exc}")
 
-    names = list(s.nodes) + sorted(n for n in stats if n not in s.nodes)
+    names = list(s.pool.nodes) + sorted(n for n in stats if n not in s.pool.nodes)
     rows: list[NodeRow] = []
     for name in names:
-        role = "canary" if name == s.canary_node else "peer" if name in s.peer_nodes else "other"
-        row = NodeRow(name=name, configured=name in s.nodes, role=role)
+        role = "canary" if name == s.pool.canary else "peer" if name in s.pool.peers else "other"
+        row = NodeRow(name=name, configured=name in s.pool.nodes, role=role)
         if name in stats:
             st = stats[name]
             row.status, row.weight, row.sessions, row.queued = st.status, st.weight, st.scur, st.qcur
             row.check_status = st.check_status or None
         elif stats:
-            row.errors.append(f"not a server of HAProxy backend {s.pool_backend!r}")
+            row.errors.append(f"not a server of HAProxy backend {s.haproxy.backend!r}")
         if name in states:
             row.admin = states[name].admin
         rows.append(row)
@@ -194,7 +194,7 @@ def collect(fleet: Fleet, *, sli: bool = True) -> FleetStatus:
 
     t = thresholds_from_settings(s)
     errors.extend(f"SLI {r.scope}: {r.reason}" for r in sli_rows if r.verdict == Verdict.ERROR)
-    return FleetStatus(backend=s.pool_backend, nodes=rows, lock=lock_info, blocked_releases=blocked, sli=sli_rows,
+    return FleetStatus(backend=s.haproxy.backend, nodes=rows, lock=lock_info, blocked_releases=blocked, sli=sli_rows,
                        thresholds={"p95_s": t.p95_s, "err_ratio": t.err_ratio, "min_requests": t.min_requests},
                        versions=versions, errors=errors)
 
@@ -257,11 +257,11 @@ def sli_now(fleet: Fleet, serving: list[str]) -> list[SLIRow]:
     """One probe per serving node when SLI_SELECTOR is per node, else one for the whole fleet."""
     s = fleet.settings
     t = thresholds_from_settings(s)
-    scopes: list[str | None] = list(serving) if "{node}" in s.sli_selector else [None]
+    scopes: list[str | None] = list(serving) if "{node}" in s.sli.selector else [None]
     rows: list[SLIRow | None] = [None] * len(scopes)
 
     def one(i: int, scope: str | None) -> None:
-        smp = probe(fleet.prom, Queries.from_settings(s, scope or s.canary_node), t)
+        smp = probe(fleet.prom, Queries.from_settings(s, scope or s.pool.canary), t)
         rows[i] = SLIRow(scope=scope or "fleet", verdict=str(smp.verdict), reason=smp.reason,
                          p95=_finite(smp.p95), err_ratio=_finite(smp.err_ratio), req_rate=_finite(smp.req_rate))
 

@@ -352,12 +352,16 @@ class SimHAProxy(AdminSocket):
         for n in self.sim.nodes:
             if self.sim.admin[n] & (ADMF_FDRAIN | ADMF_FMAINT):
                 self.sim.sessions[n] = self.sim.sticky_sessions.get(n, 0)
+        if ";" in command:  # the runtime API runs ;-separated commands in order, replies one after another
+            return "".join(self._send(c.strip()) for c in command.split(";"))
         parts = command.split()
         if parts[:2] == ["show", "stat"]:
             if parts[2] != self.backend:
                 return "No such proxy.\n"
             rows = ["# pxname,svname,qcur,qmax,scur,smax,status,weight,check_status,"]
-            for n in self.sim.nodes:
+            names = list(self.sim.nodes)
+            sid = int(parts[4]) if len(parts) > 4 else -1  # server ids: 1..N, as in show servers state
+            for n in (names if sid == -1 else names[sid - 1:sid] if sid >= 1 else []):
                 w = 0 if self.sim.admin[n] else self.sim.weights[n]
                 rows.append(f"{self.backend},{n},0,0,{self.sim.sessions[n]},5,{self._status(n)},{w},L7OK,")
             rows.append(f"{self.backend},BACKEND,0,0,0,5,UP,3,,")
@@ -464,17 +468,17 @@ class SimLB:
 
 def sim_fleet(settings: Settings, sim: SimFleet | None = None) -> tuple[Fleet, SimFleet]:
     """A Fleet wired to a SimFleet (created from the settings' nodes when not given)."""
-    sim = sim or SimFleet(list(settings.nodes), install_dir=settings.install_dir)
+    sim = sim or SimFleet(list(settings.pool.nodes), install_dir=settings.service.install_dir)
     nodes = {
-        n: Node(n, SimNodeTransport(sim, n), install_dir=settings.install_dir, restart_argv=settings.restart_argv,
-                health_url=settings.node_health_full_url, service=settings.service_name)
-        for n in settings.nodes
+        n: Node(n, SimNodeTransport(sim, n), install_dir=settings.service.install_dir, restart_argv=settings.service.restart_argv,
+                health_url=settings.service.node_health_url, service=settings.service.name)
+        for n in settings.pool.nodes
     }
     fleet = Fleet(
         settings=settings,
-        haproxy=HAProxy(SimHAProxy(sim, settings.pool_backend), settings.pool_backend),
+        haproxy=HAProxy(SimHAProxy(sim, settings.haproxy.backend), settings.haproxy.backend),
         nodes=nodes,
-        prom=Prometheus(httpx.Client(transport=httpx.MockTransport(SimPrometheus(sim))), settings.prom_url),
+        prom=Prometheus(httpx.Client(transport=httpx.MockTransport(SimPrometheus(sim))), settings.prometheus.url),
         lb_client=httpx.Client(transport=httpx.MockTransport(SimLB(sim))),
         store=StateStore(SimStateTransport(sim), "/var/lib/veza-canary"),
         clock=sim.clock,

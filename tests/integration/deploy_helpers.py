@@ -149,15 +149,15 @@ def wait_sli_green(lab_env: dict[str, str], timeout: float = 90) -> None:
 
     from veza_canary.prometheus import Prometheus
     from veza_canary.settings import load_settings
-    from veza_canary.sli import Queries, Verdict, duration_seconds, probe, thresholds_from_settings
+    from veza_canary.sli import Queries, Verdict, probe, thresholds_from_settings
 
     s = load_settings({}, lab_env, config={})
-    prom = Prometheus(httpx.Client(timeout=5), s.prom_url)
+    prom = Prometheus(httpx.Client(timeout=5), s.prometheus.url)
     settle = 1.0
     deadline = time.monotonic() + timeout
     green_since: float | None = None
     while True:
-        verdicts = {n: probe(prom, Queries.from_settings(s, n), thresholds_from_settings(s)).verdict for n in s.nodes}
+        verdicts = {n: probe(prom, Queries.from_settings(s, n), thresholds_from_settings(s)).verdict for n in s.pool.nodes}
         now = time.monotonic()
         if all(v is Verdict.PASS for v in verdicts.values()):
             green_since = now if green_since is None else green_since
@@ -165,7 +165,7 @@ def wait_sli_green(lab_env: dict[str, str], timeout: float = 90) -> None:
                 return
         else:
             green_since = None
-            settle = duration_seconds(s.sli_rate_window) + 2.0  # + two scrapes of the lab's 1 s interval
+            settle = s.sli.rate_window_s + 2.0  # + two scrapes of the lab's 1 s interval
         if now > deadline:
             raise AssertionError(f"SLI not green on every node for {settle:g}s within {timeout}s: {verdicts}")
         time.sleep(1.0)

@@ -181,9 +181,9 @@ def test_lab_env_builds_valid_settings(lab: LabHandle) -> None:
     env = lab_env()
     assert env == lab.env
     s = load_settings({}, env, None, config={})
-    assert s.prom_url == lab.prom_url and s.lb_url == lab.lb_url
-    assert s.canary_node == "backend-api-2" and set(s.peer_nodes) == {"backend-api-1", "backend-api-3"}
-    assert s.sli_window == 30 and s.allow_short_window
+    assert s.prometheus.url == lab.prom_url and s.service.lb_url == lab.lb_url
+    assert s.pool.canary == "backend-api-2" and set(s.pool.peers) == {"backend-api-1", "backend-api-3"}
+    assert s.sli.window == 30 and s.safety.allow_short_window
 
 
 def test_status_reports_a_healthy_lab(lab: LabHandle, baseline: None) -> None:

@@ -13,8 +13,8 @@ import structlog
 
 from tests.integration import sshd_fixture
 from tests.integration.sshd_fixture import Sshd, generate_key
+from tests.settings_helper import make_settings
 from veza_canary.errors import CommandFailed, CommandTimedOut, SSHError, TransportError
-from veza_canary.settings import settings_for_tests
 from veza_canary.transport.ssh import SSHTransport
 
 pytestmark = pytest.mark.integration
@@ -272,17 +272,17 @@ def test_from_settings_verifies_against_the_user_known_hosts(
     """INCUS_HOST + SSH_* knobs; accept-new writes ~/.ssh/known_hosts (HOME points at a temp dir)."""
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    settings = settings_for_tests(incus_host=sshd.url, ssh_key_file=sshd.client_key, ssh_connect_timeout=5.0)
+    settings = make_settings(incus_host=sshd.url, ssh_key_file=sshd.client_key, ssh_connect_timeout=5.0)
     with pytest.raises(SSHError, match="host key not in known_hosts"), SSHTransport.from_settings(settings) as t:
         t.run(["true"])
-    accept = settings_for_tests(incus_host=sshd.url, ssh_key_file=sshd.client_key, ssh_accept_new_host_key=True)
+    accept = make_settings(incus_host=sshd.url, ssh_key_file=sshd.client_key, ssh_accept_new_host_key=True)
     with SSHTransport.from_settings(accept) as t:
         assert t.name == sshd.url
         t.run(["true"])
     assert (tmp_path / ".ssh" / "known_hosts").read_text() == sshd.known_hosts_line()
     with SSHTransport.from_settings(settings) as t:  # strict again, now known
         t.run(["true"])
-    extra = settings_for_tests(incus_host=sshd.url, ssh_key_file=sshd.client_key, ssh_known_hosts=sshd.known_hosts)
+    extra = make_settings(incus_host=sshd.url, ssh_key_file=sshd.client_key, ssh_known_hosts=sshd.known_hosts)
     (tmp_path / ".ssh" / "known_hosts").unlink()
     with SSHTransport.from_settings(extra) as t:  # SSH_KNOWN_HOSTS alone is enough
         t.run(["true"])

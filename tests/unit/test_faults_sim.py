@@ -32,11 +32,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.settings_helper import make_settings
 from veza_canary.errors import ExitCode, VezaError
 from veza_canary.log import configure
 from veza_canary.pipeline import STEPS, Deploy, InterruptGuard
 from veza_canary.report import Report
-from veza_canary.settings import settings_for_tests
 from veza_canary.testing import Behaviour, SimFleet, sha, sim_fleet
 
 NODES = ["backend-api-2", "backend-api-1", "backend-api-3"]
@@ -86,7 +86,7 @@ class Run:
 
 
 def _settings(artifact: Path, tmp_path: Path):
-    return settings_for_tests(
+    return make_settings(
         artifact=artifact, canary_node=CANARY, peer_nodes=tuple(PEERS), sli_window=40.0, sli_probe_interval=20.0,
         allow_short_window=True, state_dir=tmp_path / "state", node_health_timeout=3.0, up_timeout=3.0,
         drain_timeout=3.0, poll_interval=1.0,
@@ -488,9 +488,8 @@ def test_a_drain_that_never_completes_obeys_drain_timeout_action(action, node, a
     sim = new_sim("good")
     sim.sticky_sessions[node] = 2  # a long-lived connection that never ends by itself
     fleet, _ = sim_fleet(_settings(artifact, tmp_path), sim)
-    import dataclasses
 
-    settings = dataclasses.replace(_settings(artifact, tmp_path), drain_timeout_action=action)
+    settings = _settings(artifact, tmp_path).replace(drain_timeout_action=action)
     fleet.settings = settings
     report = TracingReport()
     work = tmp_path / "work"

@@ -66,9 +66,9 @@ def test_env_uses_ips_and_builds_valid_settings() -> None:
     assert e["PROM_URL"] == "http://10.213.77.11:9090" and e["LB_URL"] == "http://10.213.77.10"
     assert e["PEER_NODES"] == "backend-api-1 backend-api-3"
     s = load_settings({}, e, None, config={})
-    assert s.canary_node == "backend-api-2" and s.peer_nodes == ("backend-api-1", "backend-api-3")
-    assert s.sli_window == 30 and s.allow_short_window and s.sli_rate_window == "10s"
-    assert s.haproxy_container == "haproxy" and s.pool_backend == "api_pool"
+    assert s.pool.canary == "backend-api-2" and s.pool.peers == ("backend-api-1", "backend-api-3")
+    assert s.sli.window == 30 and s.safety.allow_short_window and s.sli.rate_window == "10s"
+    assert s.haproxy.container == "haproxy" and s.haproxy.backend == "api_pool"
 
 
 # --- rendered files -----------------------------------------------------------------------------------------

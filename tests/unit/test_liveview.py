@@ -11,12 +11,13 @@ import structlog
 from rich.console import Console
 from typer.testing import CliRunner
 
+from tests.settings_helper import make_settings
 from veza_canary.cli import app
 from veza_canary.cli import oncall as oncall_cli
 from veza_canary.clock import FakeClock
 from veza_canary.health import Poll, wait_drained, wait_node_healthy
 from veza_canary.liveview import LiveView, LogObserver, ViewState, observing, render, sparkline
-from veza_canary.settings import KNOBS, settings_for_tests
+from veza_canary.settings import KNOBS
 from veza_canary.sli import Sample, Verdict, WatchPolicy, WatchResult
 from veza_canary.testing import Behaviour, SimFleet, sha, sim_fleet
 
@@ -77,14 +78,14 @@ SNAPSHOT = """\
 
 
 def test_a_rendered_frame_matches_the_snapshot():
-    view = LiveView(settings_for_tests(), title="deploy", clock=FakeClock(1000.0), states=lambda: NODE_STATES)
+    view = LiveView(make_settings(), title="deploy", clock=FakeClock(1000.0), states=lambda: NODE_STATES)
     view._ensure_started = lambda: None  # render frames only; no terminal here
     feed_a_deploy(view)
     assert text_of(view.frame()) == SNAPSHOT
 
 
 def test_a_wait_frame_shows_elapsed_remaining_and_the_last_observation():
-    st = ViewState.for_settings(settings_for_tests(), "haproxy drain backend-api-1")
+    st = ViewState.for_settings(make_settings(), "haproxy drain backend-api-1")
     st.apply_poll(Poll("backend-api-1 drained (0 sessions)", "backend-api-1", 4, 30.0, 120.0, False,
                        {"status": "DRAIN", "scur": 3, "qcur": 1, "admin": "drain", "quiet_polls": 0,
                         "check_status": "L7OK"}), now=1030.0)
@@ -95,7 +96,7 @@ def test_a_wait_frame_shows_elapsed_remaining_and_the_last_observation():
 
 
 def test_consecutive_no_data_and_errors_count_against_their_limits():
-    st = ViewState.for_settings(settings_for_tests(sli_max_nodata=3, sli_max_errors=2), "x")
+    st = ViewState.for_settings(make_settings(sli_max_nodata=3, sli_max_errors=2), "x")
     st.start_watch(WatchPolicy(300, 30, 3, 2), "backend-api-2", now=0.0)
     for i, v in enumerate([Verdict.NODATA, Verdict.NODATA, Verdict.ERROR]):
         st.apply_sample(Sample(v, "why"), WatchResult(False, ""), now=30.0 * (i + 1))
@@ -118,7 +119,7 @@ def test_the_tty_view_draws_on_the_terminal_and_replaces_per_poll_log_lines():
     console = Console(file=buf, force_terminal=True, width=100, color_system=None)
     before = structlog.get_config()
     log = structlog.get_logger("test")
-    with observing(settings_for_tests(), title="haproxy drain", tty=True, console=console,
+    with observing(make_settings(), title="haproxy drain", tty=True, console=console,
                    clock=FakeClock()) as obs:
         assert isinstance(obs, LiveView)
         obs.on_poll(Poll("backend-api-1 drained (0 sessions)", "backend-api-1", 1, 0.0, 120.0, False,
@@ -132,7 +133,7 @@ def test_the_tty_view_draws_on_the_terminal_and_replaces_per_poll_log_lines():
 
 
 def test_off_a_tty_the_observer_logs_one_line_per_probe_with_the_view_fields():
-    obs = LogObserver(settings_for_tests(), title="sli watch", states=lambda: NODE_STATES, clock=FakeClock(0.0))
+    obs = LogObserver(make_settings(), title="sli watch", states=lambda: NODE_STATES, clock=FakeClock(0.0))
     with structlog.testing.capture_logs() as logs:
         obs.on_watch(WatchPolicy(90, 30, 3, 3), "backend-api-2")
         for i in range(3):
@@ -148,7 +149,7 @@ def test_off_a_tty_the_observer_logs_one_line_per_probe_with_the_view_fields():
 
 
 def test_waits_log_one_line_per_poll_and_feed_the_observer():
-    s = settings_for_tests(canary_node="backend-api-2", peer_nodes=("backend-api-1",))
+    s = make_settings(canary_node="backend-api-2", peer_nodes=("backend-api-1",))
     fleet, sim = sim_fleet(s, SimFleet(["backend-api-2", "backend-api-1"]))
     sim.behaviours[sha(b"old-binary")] = Behaviour(health_status=503)
     polls: list[Poll] = []
@@ -205,7 +206,7 @@ def test_sli_watch_off_a_tty_writes_json_lines_one_view_line_per_probe(cli_fleet
 
 
 def test_the_next_wait_marks_a_finished_watch_green_and_up_polls_drop_a_stale_admin_state():
-    st = ViewState.for_settings(settings_for_tests(), "deploy")
+    st = ViewState.for_settings(make_settings(), "deploy")
     st.apply_poll(Poll("backend-api-1 drained (0 sessions)", "backend-api-1", 2, 1.0, 20.0, True,
                        {"status": "DRAIN", "scur": 0, "admin": "drain", "quiet_polls": 2}), now=1.0)
     st.start_watch(WatchPolicy(9, 3, 3, 3), "backend-api-2", now=2.0)
@@ -226,7 +227,7 @@ def test_ctrl_c_inside_the_view_stops_it_and_restores_logging():
     before_threads, before_cfg = threading.active_count(), structlog.get_config()
     console = Console(file=io.StringIO(), force_terminal=True, width=100, color_system=None)
     with pytest.raises(KeyboardInterrupt):
-        with observing(settings_for_tests(), title="sli watch", tty=True, console=console, clock=FakeClock()) as obs:
+        with observing(make_settings(), title="sli watch", tty=True, console=console, clock=FakeClock()) as obs:
             obs.on_watch(WatchPolicy(300, 30, 3, 3), "backend-api-2")
             assert threading.active_count() == before_threads + 1, "the view refreshes from its own thread"
             raise KeyboardInterrupt

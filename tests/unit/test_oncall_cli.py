@@ -431,9 +431,9 @@ def test_sigint_while_draining_puts_the_node_back_and_stops(sim, tmp_path):
 
 
 def hold_lock(sim: SimFleet, *, pid: int, host: str | None = None, started_at: str = "") -> LockInfo:
-    from veza_canary.settings import settings_for_tests
+    from tests.settings_helper import make_settings
 
-    fleet, _ = sim_fleet(settings_for_tests(canary_node="backend-api-2",
+    fleet, _ = sim_fleet(make_settings(canary_node="backend-api-2",
                                             peer_nodes=("backend-api-1", "backend-api-3")), sim)
     info = LockInfo(holder="alice", host=host or socket.gethostname(), pid=pid,
                     started_at=started_at or fleet.clock.now().isoformat(timespec="seconds"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.settings_helper import make_settings
 from veza_canary.errors import (
     CanaryRolledBack,
     ConfigError,
@@ -22,7 +23,6 @@ from veza_canary.errors import (
 )
 from veza_canary.pipeline import STEPS, Deploy, DeployInterrupt, plan
 from veza_canary.report import Report
-from veza_canary.settings import settings_for_tests
 from veza_canary.testing import Behaviour, SimFleet, sha, sim_fleet
 
 NODES = ["backend-api-2", "backend-api-1", "backend-api-3"]
@@ -38,7 +38,7 @@ def artifact(tmp_path: Path) -> Path:
 
 
 def make(artifact: Path, tmp_path: Path, **overrides):
-    s = settings_for_tests(
+    s = make_settings(
         artifact=artifact, canary_node="backend-api-2", peer_nodes=("backend-api-1", "backend-api-3"),
         sli_window=300.0, sli_probe_interval=30.0, allow_short_window=True, state_dir=tmp_path / "state",
         **overrides,
@@ -314,7 +314,7 @@ def test_failed_rollback_leaves_the_canary_drained_and_says_so(artifact, tmp_pat
 
 
 def test_missing_rollback_source_is_a_preflight_failure(artifact, tmp_path):
-    s = settings_for_tests(artifact=artifact, canary_node="backend-api-2", peer_nodes=("backend-api-1",),
+    s = make_settings(artifact=artifact, canary_node="backend-api-2", peer_nodes=("backend-api-1",),
                            state_dir=tmp_path / "state")
     fleet, sim = sim_fleet(s, SimFleet(["backend-api-2", "backend-api-1"], binary=OLD, previous=None))
     _, err = run(fleet, tmp_path)
@@ -341,10 +341,10 @@ def test_preflight_refuses_and_changes_nothing(artifact, tmp_path, setup, needle
 
 
 def test_unknown_node_is_refused_before_anything_changes(artifact, tmp_path):
-    s = settings_for_tests(artifact=artifact, canary_node="backend-api-2", peer_nodes=("backend-api-9",),
+    s = make_settings(artifact=artifact, canary_node="backend-api-2", peer_nodes=("backend-api-9",),
                            state_dir=tmp_path / "state")
     sim = SimFleet(NODES, binary=OLD, previous=PREV)
-    fleet, _ = sim_fleet(dataclasses.replace(s, peer_nodes=("backend-api-1",)), sim)
+    fleet, _ = sim_fleet(s.replace(peer_nodes=("backend-api-1",)), sim)
     fleet.settings = s
     _, err = run(fleet, tmp_path)
     assert isinstance(err, PreflightError) and "backend-api-9" in str(err)
@@ -366,7 +366,7 @@ def test_declined_confirmation_changes_nothing(artifact, tmp_path):
 
 
 def test_dry_run_plan_names_every_step_and_node():
-    s = settings_for_tests(peer_nodes=("backend-api-1", "backend-api-3"))
+    s = make_settings(peer_nodes=("backend-api-1", "backend-api-3"))
     text = "\n".join(plan(s))
     for step in STEPS:
         assert step.name in text

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
+from tests.settings_helper import make_settings
 from veza_canary.artifact import private_workdir, snapshot
 from veza_canary.cli import app
 from veza_canary.errors import PrometheusError
@@ -46,7 +47,7 @@ from veza_canary.lock import BlockedReleases, FleetLock, LockInfo, StateStore
 from veza_canary.log import configure, redact_text
 from veza_canary.prometheus import Prometheus, make_http_client
 from veza_canary.report import Report
-from veza_canary.settings import KNOBS, Settings, load_settings, settings_for_tests
+from veza_canary.settings import KNOBS, Settings, load_settings
 from veza_canary.transport import LocalTransport
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,26 +150,26 @@ def https_prom(pki) -> Iterator[callable]:
 
 def _query(settings: Settings) -> float:
     with make_http_client(settings) as c:
-        return Prometheus(c, settings.prom_url).query("up")[0].value
+        return Prometheus(c, settings.prometheus.url).query("up")[0].value
 
 
 def test_tls_is_verified_by_default_a_self_signed_prometheus_is_refused(https_prom):
     url = https_prom()
     with pytest.raises(PrometheusError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
-        _query(settings_for_tests(prom_url=url))
+        _query(make_settings(prom_url=url))
 
 
 def test_prom_ca_bundle_makes_the_private_ca_trusted(https_prom, pki):
     url = https_prom()
-    assert _query(settings_for_tests(prom_url=url, prom_ca_bundle=pki["ca"])) == 1.5
+    assert _query(make_settings(prom_url=url, prom_ca_bundle=pki["ca"])) == 1.5
 
 
 def test_client_certificate_is_presented_when_configured(https_prom, pki):
     url = https_prom(require_client_cert=True)
-    s = settings_for_tests(prom_url=url, prom_ca_bundle=pki["ca"])
+    s = make_settings(prom_url=url, prom_ca_bundle=pki["ca"])
     with pytest.raises(PrometheusError):
         _query(s)  # the server demands a client certificate
-    ok = settings_for_tests(prom_url=url, prom_ca_bundle=pki["ca"], prom_client_cert=pki["cli"],
+    ok = make_settings(prom_url=url, prom_ca_bundle=pki["ca"], prom_client_cert=pki["cli"],
                             prom_client_key=pki["cli_key"])
     assert _query(ok) == 1.5
 
@@ -196,7 +197,7 @@ def test_bearer_token_from_file_is_sent_and_never_logged_or_reported(https_prom,
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    s = settings_for_tests(prom_url=url, prom_ca_bundle=pki["ca"], prom_token_file=token_file)
+    s = make_settings(prom_url=url, prom_ca_bundle=pki["ca"], prom_token_file=token_file)
     _Prom.seen_auth.clear()
     with structlog.testing.capture_logs() as logs:
         assert _query(s) == 1.5
@@ -209,8 +210,15 @@ def test_bearer_token_from_file_is_sent_and_never_logged_or_reported(https_prom,
 def test_unreadable_token_file_is_a_config_error_without_its_content(tmp_path):
     from veza_canary.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="PROM_TOKEN_FILE"):
-        make_http_client(settings_for_tests(prom_token_file=tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="prom-token-file.*no such file"):
+        make_settings(prom_token_file=tmp_path / "missing")
+    token = tmp_path / "token"
+    token.write_text("s3cr3t-token-value")
+    token.chmod(0)
+    if os.geteuid() != 0:  # root reads any file; the unreadable case is covered by check_readable_file's tests
+        with pytest.raises(ConfigError, match="PROM_TOKEN_FILE") as exc:
+            make_http_client(make_settings(prom_token_file=token))
+        assert "s3cr3t" not in str(exc.value)
 
 
 @pytest.mark.parametrize("text", [
@@ -238,7 +246,7 @@ def test_urls_with_credentials_are_redacted_in_logs_plan_and_report(tmp_path, mo
     s = load_settings({}, env)
     assert PASSWORD not in json.dumps(Report(settings=s.public_dict()).to_dict(), default=str)
     configure("json", stream=(buf := io.StringIO()))  # the CLI's own processor chain, rendering to a buffer
-    structlog.get_logger("t").info("x", url=s.prom_url, argv=["curl", s.lb_url], note=f"to {s.lb_url}")
+    structlog.get_logger("t").info("x", url=s.prometheus.url, argv=["curl", s.service.lb_url], note=f"to {s.service.lb_url}")
     assert PASSWORD not in buf.getvalue() and "[REDACTED]" in buf.getvalue()
 
 
@@ -293,8 +301,8 @@ def test_artifact_snapshot_lives_in_a_private_directory(tmp_path):
 def test_ssh_host_keys_are_verified_by_default():
     from veza_canary.transport.ssh import SSHTransport
 
-    assert Settings().ssh_accept_new_host_key is False
-    t = SSHTransport.from_settings(settings_for_tests(incus_host="ssh://deploy@incus-host:2222"))
+    assert Settings().ssh.accept_new_host_key is False
+    t = SSHTransport.from_settings(make_settings(incus_host="ssh://deploy@incus-host:2222"))
     assert t.accept_new_host_key is False
 
 

@@ -8,25 +8,33 @@ from pathlib import Path
 import pytest
 
 from veza_canary.errors import ConfigError
-from veza_canary.settings import KNOBS, Settings, load_settings
+from veza_canary.settings import KNOBS, KNOBS_BY_ENV, KNOBS_BY_NAME, Settings, load_settings
 
 
 def test_defaults_follow_the_runbook():
     s = load_settings({}, {}, config={})
-    assert s.canary_node == "backend-api-2" and s.peer_nodes == ("backend-api-1",)
-    assert s.pool_backend == "api_pool" and s.sli_window == 3600 and s.sli_probe_interval == 30
-    assert s.prom_url == "http://prom.lxd:9090" and s.prom_p95_threshold_s == 0.5
-    assert s.prom_err_rate_threshold == 0.005 and s.health_path == "/api/v1/health"
-    assert s.install_dir == "/opt/veza/backend-api" and s.force_migrate is False
-    assert s.restart_argv == ("systemctl", "restart", "veza-backend-api")
+    assert s.pool.canary == "backend-api-2" and s.pool.peers == ("backend-api-1",)
+    assert s.haproxy.backend == "api_pool" and s.sli.window == 3600 and s.sli.probe_interval == 30
+    assert s.prometheus.url == "http://prom.lxd:9090" and s.sli.p95_threshold_s == 0.5
+    assert s.sli.err_ratio_threshold == 0.005 and s.service.health_path == "/api/v1/health"
+    assert s.service.install_dir == "/opt/veza/backend-api" and s.migrations.force is False
+    assert s.service.restart_argv == ("systemctl", "restart", "veza-backend-api")
 
 
-def test_every_knob_is_a_settings_field_with_the_same_default():
-    fields = Settings.__dataclass_fields__
+def test_every_knob_is_one_settings_field_and_its_default_is_the_fields_default():
+    defaults = Settings()
+    seen = set()
     for k in KNOBS:
-        assert k.name in fields, k.name
-        assert fields[k.name].default == k.default, k.name
+        group = getattr(defaults, k.group) if k.group else defaults
+        assert k.field in group.__dataclass_fields__, k.name
+        assert k.read(defaults) == k.default, k.name
         assert k.flag == "--" + k.name.replace("_", "-")
+        seen.add((k.group, k.field))
+    assert len(seen) == len(KNOBS) == len(KNOBS_BY_NAME) == len(KNOBS_BY_ENV)
+
+
+def test_defaults_load_and_validate_with_no_environment_and_no_file():
+    assert load_settings({}, {}, config={}) == Settings()
 
 
 def test_precedence_flag_over_env_over_config_over_default(tmp_path: Path):
@@ -34,19 +42,19 @@ def test_precedence_flag_over_env_over_config_over_default(tmp_path: Path):
     cfg.write_text('sli_window = 900\nsli_probe_interval = 15\ncanary_node = "from-config"\n')
     env = {"SLI_WINDOW": "1200", "CANARY_NODE": "from-env"}
     s = load_settings({"sli_window": "1500"}, env, cfg)
-    assert s.sli_window == 1500 and s.sources["sli_window"] == "flag"
-    assert s.canary_node == "from-env" and s.sources["canary_node"] == "env"
-    assert s.sli_probe_interval == 15 and s.sources["sli_probe_interval"] == "config"
-    assert s.pool_backend == "api_pool" and s.sources["pool_backend"] == "default"
+    assert s.sli.window == 1500 and s.sources["sli_window"] == "flag"
+    assert s.pool.canary == "from-env" and s.sources["canary_node"] == "env"
+    assert s.sli.probe_interval == 15 and s.sources["sli_probe_interval"] == "config"
+    assert s.haproxy.backend == "api_pool" and s.sources["pool_backend"] == "default"
 
 
 def test_empty_env_var_counts_as_unset():
-    assert load_settings({}, {"CANARY_NODE": ""}, config={}).canary_node == "backend-api-2"
+    assert load_settings({}, {"CANARY_NODE": ""}, config={}).pool.canary == "backend-api-2"
 
 
 def test_peer_nodes_split_on_spaces_and_commas():
     s = load_settings({}, {"PEER_NODES": "backend-api-1, backend-api-3 backend-api-4"}, config={})
-    assert s.peer_nodes == ("backend-api-1", "backend-api-3", "backend-api-4")
+    assert s.pool.peers == ("backend-api-1", "backend-api-3", "backend-api-4")
 
 
 @pytest.mark.parametrize("env,knob", [
@@ -89,7 +97,7 @@ def test_bad_values_are_one_line_naming_the_knob(env, knob):
 
 def test_short_window_needs_the_explicit_lab_flag():
     s = load_settings({}, {"SLI_WINDOW": "30", "SLI_PROBE_INTERVAL": "3", "ALLOW_SHORT_SLI_WINDOW": "1"}, config={})
-    assert s.sli_window == 30
+    assert s.sli.window == 30
 
 
 def test_flag_errors_name_the_flag():
@@ -122,7 +130,7 @@ def test_missing_and_non_utf8_config_files(tmp_path: Path):
 def test_default_config_file_is_read_from_the_working_directory(tmp_path: Path, monkeypatch):
     (tmp_path / "veza-canary.toml").write_text('pool_backend = "web_pool"\n')
     monkeypatch.chdir(tmp_path)
-    assert load_settings({}, {}).pool_backend == "web_pool"
+    assert load_settings({}, {}).haproxy.backend == "web_pool"
 
 
 def test_public_dict_redacts_credentials_in_urls():

@@ -9,10 +9,10 @@ from dataclasses import asdict
 
 import pytest
 
+from tests.settings_helper import make_settings
 from veza_canary.clock import FakeClock
 from veza_canary.errors import CommandFailed
 from veza_canary.lock import FleetLock, LockInfo
-from veza_canary.settings import settings_for_tests
 from veza_canary.sli import Queries, Verdict, thresholds_from_settings
 from veza_canary.status import check_detailed, collect, read_shas, table
 from veza_canary.testing import Behaviour, SimFleet, sha, sim_fleet
@@ -24,7 +24,7 @@ MUTATING = ("set server", "shutdown", "mv", "cp", "rm", "systemctl", "chmod", "l
 
 
 def make(**overrides):
-    s = settings_for_tests(canary_node="backend-api-2", peer_nodes=("backend-api-1", "backend-api-3"), **overrides)
+    s = make_settings(canary_node="backend-api-2", peer_nodes=("backend-api-1", "backend-api-3"), **overrides)
     sim = SimFleet(NODES, binary=OLD, previous=PREV)
     sim.behaviours[sha(OLD)] = Behaviour(version="1.0.0")
     sim.behaviours[sha(NEW)] = Behaviour(version="1.1.0")
@@ -135,7 +135,7 @@ def test_read_shas_reads_both_files_in_one_command():
 
 
 def test_sli_for_an_unscoped_selector_is_one_fleet_probe():
-    fleet, _ = make(sli_selector="")
+    fleet, _ = make(sli_selector='job="veza"')
     st = collect(fleet)
     assert [(r.scope, r.verdict) for r in st.sli] == [("fleet", "pass")]
 

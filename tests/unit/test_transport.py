@@ -404,13 +404,13 @@ def test_parse_ssh_url_refuses_bad_urls_without_echoing_passwords(url: str) -> N
 
 
 def test_ssh_transport_name_and_host_transport_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    from veza_canary.settings import settings_for_tests
+    from tests.settings_helper import make_settings
     from veza_canary.transport import host_transport
     from veza_canary.transport.ssh import SSHTransport
 
-    assert isinstance(host_transport(settings_for_tests()), LocalTransport)
-    assert isinstance(host_transport(settings_for_tests(incus_host="local")), LocalTransport)
-    t = host_transport(settings_for_tests(incus_host="ssh://deploy@10.0.0.5:2222"))
+    assert isinstance(host_transport(make_settings()), LocalTransport)
+    assert isinstance(host_transport(make_settings(incus_host="local")), LocalTransport)
+    t = host_transport(make_settings(incus_host="ssh://deploy@10.0.0.5:2222"))
     assert isinstance(t, SSHTransport) and t.name == "ssh://deploy@10.0.0.5:2222" and not t.is_local
     t.close()
     t.close()  # idempotent, and never connected

@@ -73,9 +73,9 @@ def _fleet(settings: Settings, *extra_nodes: str) -> Iterator[Fleet]:
         problem = check_instance_name(n)
         if problem:
             raise ConfigError("NODE", problem)
-    missing = tuple(n for n in extra_nodes if n not in settings.nodes)
+    missing = tuple(n for n in extra_nodes if n not in settings.pool.nodes)
     if missing:
-        settings = dataclasses.replace(settings, peer_nodes=(*settings.peer_nodes, *missing))
+        settings = settings.replace(peer_nodes=(*settings.pool.peers, *missing))
     fleet = build_fleet(settings)
     try:
         yield fleet
@@ -140,7 +140,7 @@ def rollback(
     from veza_canary.runner import write_reports
 
     target = to or (str(settings.rollback_binary) if settings.rollback_binary else PREVIOUS)
-    names = parse_nodes(nodes, settings.nodes)
+    names = parse_nodes(nodes, settings.pool.nodes)
     workdir = private_workdir()
     try:
         with _fleet(settings, *names) as fleet:
@@ -229,12 +229,12 @@ def health(
         raise ConfigError("health", "give exactly one of NODE or --lb")
     with _fleet(settings, *([node] if node else [])) as fleet:
         if lb:
-            what = f"LB {redact_text(settings.lb_health_url)}"
-            h = lb_health(fleet.lb_client, settings.lb_health_url)
+            what = f"LB {redact_text(settings.service.lb_health_url)}"
+            h = lb_health(fleet.lb_client, settings.service.lb_health_url)
         else:
             assert node is not None
             n = fleet.nodes[node]
-            what = f"{node} {settings.node_health_full_url}"
+            what = f"{node} {settings.service.node_health_url}"
             h = n.health()
             if h.status is None:
                 try:
@@ -303,10 +303,10 @@ def _set_state(settings: Settings, server: str, state: str, wait: bool, force: b
                            states=haproxy_states(fleet.haproxy)) as obs:
                 try:
                     if state == "ready":
-                        wait_up(fleet.haproxy, server, timeout=s.up_timeout, interval=s.poll_interval,
+                        wait_up(fleet.haproxy, server, timeout=s.timeouts.up, interval=s.timeouts.poll_interval,
                                 clock=fleet.clock, on_poll=obs.on_poll)
                     else:
-                        wait_drained(fleet.haproxy, server, timeout=s.drain_timeout, interval=s.poll_interval,
+                        wait_drained(fleet.haproxy, server, timeout=s.timeouts.drain, interval=s.timeouts.poll_interval,
                                      clock=fleet.clock, on_poll=obs.on_poll)
                 except WaitTimedOut as exc:
                     cls = HealthCheckFailed if state == "ready" else DrainTimedOut
@@ -388,13 +388,13 @@ def haproxy_show(
              "weight": st.weight, "sessions": st.scur, "queued": st.qcur, "check_status": st.check_status,
              "addr": states[n].addr if n in states else None} for n, st in stats.items()]
     if fmt is Format.json:
-        out(json.dumps({"backend": settings.pool_backend, "servers": rows}, indent=2))
+        out(json.dumps({"backend": settings.haproxy.backend, "servers": rows}, indent=2))
         return 0
     head = ("SERVER", "STATUS", "ADMIN", "WEIGHT", "SESS", "QUEUED", "CHECK", "ADDR")
     cells = [(r["server"], r["status"], r["admin"], str(r["weight"]), str(r["sessions"]), str(r["queued"]),
               r["check_status"] or "-", r["addr"] or "-") for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *cells, strict=True)]
-    out(f"backend {settings.pool_backend}:")
+    out(f"backend {settings.haproxy.backend}:")
     for c in (head, *cells):
         out("  ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)).rstrip())
     return 0
@@ -417,17 +417,17 @@ def sli_check(
     from veza_canary.sli import Queries, Verdict, thresholds_from_settings
     from veza_canary.status import check_detailed
 
-    node = node or settings.canary_node
+    node = node or settings.pool.canary
     if check_instance_name(node):
         raise ConfigError("--node", check_instance_name(node) or "")
     q, t = Queries.from_settings(settings, node), thresholds_from_settings(settings)
     with _fleet(settings) as fleet:
         readings, smp = check_detailed(fleet.prom, q, t)
     if fmt is Format.json:
-        out(json.dumps({"node": node, "prom_url": redact_text(settings.prom_url), **readings,
+        out(json.dumps({"node": node, "prom_url": redact_text(settings.prometheus.url), **readings,
                         "verdict": str(smp.verdict), "reason": smp.reason}, indent=2, default=str))
     else:
-        out(f"SLI check on {node} ({redact_text(settings.prom_url)}, rate window {settings.sli_rate_window}):")
+        out(f"SLI check on {node} ({redact_text(settings.prometheus.url)}, rate window {settings.sli.rate_window}):")
         for name in ("p95", "errors", "total"):
             r = readings["queries"][name]
             out(f"  {name:<7} {r['query']}")
@@ -444,12 +444,12 @@ def sli_check(
 
 def parse_window(v: str) -> float:
     """``300``, ``300s``, ``5m``, ``1h`` -> seconds (> 0, at most a week)."""
-    import re
+    from veza_canary.settings import parse_duration
 
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h)?\s*", v)
-    if not m:
-        raise ConfigError("--window", f"{v!r} is not a duration like 300, 300s, 5m or 1h")
-    secs = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    try:
+        secs = parse_duration(v)
+    except ValueError as exc:
+        raise ConfigError("--window", str(exc)) from None
     if not 0 < secs <= 7 * 86400:
         raise ConfigError("--window", f"{secs:g}s is out of range (0 < window <= a week)")
     return secs
@@ -471,15 +471,15 @@ def sli_watch(
     from veza_canary.sli import Queries, Verdict, WatchPolicy, thresholds_from_settings, watch
     from veza_canary.status import watch_probe
 
-    node = node or settings.canary_node
+    node = node or settings.pool.canary
     if check_instance_name(node):
         raise ConfigError("--node", check_instance_name(node) or "")
-    secs = parse_window(window) if window is not None else settings.sli_window
-    if settings.sli_probe_interval > secs:
-        raise ConfigError("--window", f"{secs:g}s is shorter than SLI_PROBE_INTERVAL ({settings.sli_probe_interval:g}s)")
-    settings = dataclasses.replace(settings, sli_window=secs)
-    policy = WatchPolicy(window_s=secs, interval_s=settings.sli_probe_interval, max_nodata=settings.sli_max_nodata,
-                         max_errors=settings.sli_max_errors)
+    secs = parse_window(window) if window is not None else settings.sli.window
+    if settings.sli.probe_interval > secs:
+        raise ConfigError("--window", f"{secs:g}s is shorter than SLI_PROBE_INTERVAL ({settings.sli.probe_interval:g}s)")
+    settings = settings.replace(sli_window=secs)
+    policy = WatchPolicy(window_s=secs, interval_s=settings.sli.probe_interval, max_nodata=settings.sli.max_nodata,
+                         max_errors=settings.sli.max_errors)
     q, t = Queries.from_settings(settings, node), thresholds_from_settings(settings)
     with _fleet(settings) as fleet, observing(settings, title=f"sli watch {node}",
                                               states=haproxy_states(fleet.haproxy), clock=fleet.clock) as obs:

@@ -16,7 +16,7 @@ __all__ = ["IncusTransport", "LocalTransport", "Result", "Transport", "host_tran
 
 def host_transport(settings: Settings) -> Transport:
     """The transport to the machine where ``incus`` runs: local, or SSH for ``INCUS_HOST=ssh://...``."""
-    if not settings.incus_host or settings.incus_host == "local":
+    if not settings.ssh.incus_host or settings.ssh.incus_host == "local":
         return LocalTransport()
     from veza_canary.transport.ssh import SSHTransport  # paramiko is imported only when needed
 

@@ -134,17 +134,17 @@ class SSHTransport(Transport):
     @classmethod
     def from_settings(cls, settings: Settings) -> SSHTransport:
         """Build from ``INCUS_HOST=ssh://user@host[:port]`` and the ``SSH_*`` knobs."""
-        if not settings.incus_host or settings.incus_host == "local":
+        if not settings.ssh.incus_host or settings.ssh.incus_host == "local":
             raise ConfigError("INCUS_HOST", "is not an ssh:// URL")
-        user, host, port = parse_ssh_url(settings.incus_host)
+        user, host, port = parse_ssh_url(settings.ssh.incus_host)
         return cls(
             host,
             user=user,
             port=port,
-            key_file=settings.ssh_key_file,
-            known_hosts=[settings.ssh_known_hosts] if settings.ssh_known_hosts else [],
-            accept_new_host_key=settings.ssh_accept_new_host_key,
-            connect_timeout=settings.ssh_connect_timeout,
+            key_file=settings.ssh.key_file,
+            known_hosts=[settings.ssh.known_hosts] if settings.ssh.known_hosts else [],
+            accept_new_host_key=settings.ssh.accept_new_host_key,
+            connect_timeout=settings.ssh.connect_timeout,
         )
 
     # -- commands -----------------------------------------------------------------
