@@ -598,6 +598,55 @@ class SafetySettings:
                                    check=_c_range(0, 30 * 86400, lo_open=True))
 
 
+def _c_webhook_urls(v: Any, _all: Mapping[str, Any]) -> str | None:
+    for url in v:
+        problem = check_url(url)
+        if problem:
+            from veza_canary.notify import shown_url  # the URL is a credential: never echo it whole
+
+            return f"{shown_url(url)} {problem}"
+    if len(set(v)) != len(v):
+        return "lists a URL twice"
+    return None
+
+
+def _c_webhook_events(v: Any, _all: Mapping[str, Any]) -> str | None:
+    from veza_canary.notify import EVENTS
+
+    unknown = [e for e in v if e not in EVENTS]
+    return f"unknown event(s) {', '.join(map(_show, unknown))} (known: {', '.join(EVENTS)})" if unknown else None
+
+
+def _c_hook_names(v: Any, _all: Mapping[str, Any]) -> str | None:
+    from veza_canary.hooks import HOOK_NAMES
+
+    unknown = [h for h in v if h not in HOOK_NAMES]
+    return f"unknown hook(s) {', '.join(map(_show, unknown))} (known: {', '.join(HOOK_NAMES)})" if unknown else None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NotifySettings:
+    """Webhooks, local hook scripts (docs/hooks-and-notifications.md)."""
+
+    webhook_urls: tuple[str, ...] | None = knob(
+        "WEBHOOK_URLS", None, _p_node_list,
+        "URLs that get a JSON POST per event (blank/comma separated; a list in the config file).",
+        check=_c_webhook_urls, secret=True)
+    webhook_timeout: float = knob("WEBHOOK_TIMEOUT", 5.0, parse_duration, "Timeout of one webhook POST attempt.",
+                                  check=_c_range(0, 60, lo_open=True))
+    webhook_events: tuple[str, ...] | None = knob(
+        "WEBHOOK_EVENTS", None, _p_node_list, "Only these events to the webhooks (unset: all).",
+        check=_c_webhook_events)
+    hooks_dir: Path = knob("HOOKS_DIR", Path(".veza-canary/hooks"), _p_path,
+                           "Directory of the hook executables (relative: to the repository root).")
+    hook_timeout: float = knob("HOOK_TIMEOUT", 300.0, parse_duration,
+                               "A hook running longer is killed (its whole process group).",
+                               check=_c_range(0, 86400, lo_open=True))
+    required_hooks: tuple[str, ...] | None = knob(
+        "REQUIRED_HOOKS", None, _p_node_list, "Hooks that must exist and be executable (preflight fails otherwise).",
+        check=_c_hook_names)
+
+
 def _group(cls: type) -> Any:
     return field(default_factory=cls)
 
@@ -620,6 +669,7 @@ class Settings:
     sli: SLISettings = _group(SLISettings)
     migrations: MigrationSettings = _group(MigrationSettings)
     safety: SafetySettings = _group(SafetySettings)
+    notify: NotifySettings = _group(NotifySettings)
     #: Where each value came from: knob name -> "flag" | "env" | "config" | "default".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
