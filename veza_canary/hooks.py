@@ -38,11 +38,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from veza_canary.errors import PreflightError
 from veza_canary.log import get_logger, redact_text
 from veza_canary.notify import Event
+
+if TYPE_CHECKING:
+    from veza_canary.settings import Settings
 
 log = get_logger(__name__)
 
@@ -167,6 +170,13 @@ class Hooks:
         self.cwd = cwd
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.results: list[HookResult] = []
+
+    @classmethod
+    def from_settings(cls, s: Settings, repo_root: Path, **kw: Any) -> Hooks:
+        """HOOKS_DIR (relative to ``repo_root``), HOOK_TIMEOUT, REQUIRED_HOOKS; hooks run in ``repo_root``."""
+        n = s.notify
+        return cls(repo_root / n.hooks_dir, timeout=n.hook_timeout, required=n.required_hooks or (),
+                   cwd=repo_root, **kw)
 
     def path(self, name: str) -> Path:
         if name not in HOOK_NAMES:

@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -53,6 +53,9 @@ import tenacity
 
 from veza_canary import __version__
 from veza_canary.log import REDACTED, get_logger, redact_text, redact_value
+
+if TYPE_CHECKING:
+    from veza_canary.settings import Settings
 
 log = get_logger(__name__)
 
@@ -271,6 +274,12 @@ class Notifier:
         self._records: list[Delivery] = []
         self._workers: dict[str, _Worker] = {}
         self._closed = False
+
+    @classmethod
+    def from_settings(cls, s: Settings, **kw: Any) -> Notifier:
+        """WEBHOOK_URLS, WEBHOOK_TIMEOUT, WEBHOOK_EVENTS (``kw``: sleep, client_factory, flush_timeout)."""
+        n = s.notify
+        return cls(n.webhook_urls or (), timeout=n.webhook_timeout, events=n.webhook_events, **kw)
 
     @property
     def enabled(self) -> bool:
