@@ -61,6 +61,12 @@ class AdminSocket:
         raise NotImplementedError
 
 
+#: ``sh -c SOCAT_SCRIPT veza-haproxy COMMAND SOCKET``: the shell of the HAProxy container feeds the command
+#: to ``socat``, so the exec needs no stdin of its own (an Incus REST API exec has none; see transport/incus.py).
+#: A constant: the command and the socket path are positional parameters, never parsed as shell code.
+SOCAT_SCRIPT = 'printf "%s\\n" "$1" | socat -t 2 stdio "UNIX-CONNECT:$2"'
+
+
 class IncusSocat(AdminSocket):
     """Reach the admin socket with ``socat`` inside the HAProxy container (or host, via a transport)."""
 
@@ -71,10 +77,8 @@ class IncusSocat(AdminSocket):
 
     def send(self, command: str) -> str:
         try:
-            r = self.transport.run(
-                ("socat", "-t", "2", "stdio", f"UNIX-CONNECT:{self.socket_path}"),
-                input=command + "\n", timeout=self.timeout, check=False,
-            )
+            r = self.transport.run(("sh", "-c", SOCAT_SCRIPT, "veza-haproxy", command, self.socket_path),
+                                   timeout=self.timeout, check=False)
         except TransportError as exc:
             raise HAProxyError(f"HAProxy admin socket unreachable: {exc}") from exc
         if r.exit_code != 0:

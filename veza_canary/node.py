@@ -5,6 +5,12 @@ node's container in practice). Installs are atomic: the bytes land under a temp
 name in ``INSTALL_DIR``, their sha256 is verified *on the node*, the mode is
 set, and only then ``mv`` (a rename(2) in the same directory) puts them in
 place. A half-written or corrupted binary is never at the path the service runs.
+
+An install is three round trips: the sha256 of the installed binary (identical:
+nothing to do), the push to the temp name, and one command on the node that
+verifies the temp file's sha256, sets its mode and renames it
+(``INSTALL_SCRIPT``: a constant ``sh`` script; the checksum and the paths are
+its positional parameters, never part of its text).
 """
 
 from __future__ import annotations
@@ -24,6 +30,21 @@ log = get_logger(__name__)
 TMP_PREFIX = ".veza-api.new-"
 _SHA_RE = re.compile(r"^([0-9a-f]{64})\s")
 
+#: ``sh -c INSTALL_SCRIPT veza-install SHA256 TMP TARGET``, run on the node: verify, chmod, rename, in
+#: one round trip. A constant: the values reach it only as positional parameters ($1..$3), which the
+#: shell never parses as code. Exit ``EXIT_CORRUPT`` when the sha256 differs (TMP is left for cleanup).
+INSTALL_SCRIPT = """set -eu
+got=$(sha256sum -- "$2")
+got=${got%% *}
+if [ "$got" != "$1" ]; then
+  echo "veza-install: sha256 of $2 is $got, expected $1" >&2
+  exit 3
+fi
+chmod 0755 -- "$2"
+mv -f -- "$2" "$3"
+"""
+EXIT_CORRUPT = 3
+
 
 @dataclass(frozen=True, slots=True)
 class HealthResult:
@@ -36,10 +57,113 @@ class HealthResult:
     def describe(self) -> str:
         if self.error:
             return f"no answer ({self.error}) after {self.latency * 1000:.0f} ms"
-        return f"HTTP {self.status} in {self.latency * 1000:.0f} ms"
+        said = f"answered HTTP {self.status} in {self.latency * 1000:.0f} ms"
+        body = " ".join(self.body.split())[:120]
+        return said + (f" (body: {body})" if body and not self.ok else "")
 
 
-class Node:
+# --- what the service runs, and the kept last-good copy (the node procedure's reads) -------------------
+
+#: The tool's own copy of the binary the canary ran before a deploy (its automatic rollback target). Kept
+#: beside the binary, never ``veza-api.previous``: that file is the operator's (the runbook's rule).
+LAST_GOOD_NAME = ".veza-api.last-good"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceFacts:
+    """systemd's view of the service, read in one command."""
+
+    active_state: str  # active | activating | deactivating | failed | inactive ...
+    sub_state: str  # running | auto-restart | dead | failed ...
+    main_pid: int
+    n_restarts: int | None
+
+    @property
+    def running(self) -> bool:
+        return self.active_state == "active" and self.sub_state == "running" and self.main_pid > 0
+
+    @property
+    def dead(self) -> bool:
+        """Failed, or crash-looping (systemd waits to restart it): no point waiting for health."""
+        return self.active_state == "failed" or self.sub_state in ("auto-restart", "failed")
+
+    def describe(self) -> str:
+        return f"{self.active_state}/{self.sub_state}" + (f", restarted {self.n_restarts}x" if self.n_restarts else "")
+
+
+def _parse_show(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        k, sep, v = line.partition("=")
+        if sep:
+            out[k.strip()] = v.strip()
+    return out
+
+
+class _NodeFacts:
+    """Mixed into Node below: reads that decide whether a node must change."""
+
+    name: str
+    service: str | None
+    transport: Transport
+    install_dir: str
+    binary_path: str
+
+    @property
+    def last_good_path(self) -> str:
+        return f"{self.install_dir}/{LAST_GOOD_NAME}"
+
+    def service_facts(self) -> ServiceFacts | None:
+        """ActiveState, SubState, MainPID and NRestarts of the service; None when unknown."""
+        if not self.service:
+            return None
+        try:
+            r = self.transport.run(("systemctl", "show", "-p", "ActiveState", "-p", "SubState", "-p", "MainPID",
+                                    "-p", "NRestarts", "--", self.service), timeout=30, check=False)
+        except TransportError:
+            return None
+        kv = _parse_show(r.stdout)
+        if r.exit_code != 0 or "ActiveState" not in kv:
+            return None
+        pid = kv.get("MainPID", "0")
+        nr = kv.get("NRestarts", "")
+        return ServiceFacts(kv["ActiveState"], kv.get("SubState", ""), int(pid) if pid.isdigit() else 0,
+                            int(nr) if nr.isdigit() else None)
+
+    def runs_installed(self) -> bool:
+        """Whether the service runs the installed binary: active, and its main process started after the
+        binary file last changed. A run killed between the rename and the restart leaves False here."""
+        facts = self.service_facts()
+        if facts is None or not facts.running:
+            return False
+        r = self.transport.run(("stat", "-c", "%.9Z", "--", self.binary_path, f"/proc/{facts.main_pid}"),
+                               timeout=30, check=False)
+        times = r.stdout.split()
+        if r.exit_code != 0 or len(times) != 2:
+            return False
+        try:
+            changed, started = float(times[0]), float(times[1])
+        except ValueError:
+            return False
+        return started >= changed
+
+    def copy_verified(self, src: str, dst: str, sha256: str) -> None:
+        """Copy ``src`` to ``dst`` on the node through a temp name: sha256 verified, mode 0755, renamed."""
+        tmp = f"{self.install_dir}/{TMP_PREFIX}{secrets.token_hex(6)}"
+        try:
+            self.transport.run(("cp", "--", src, tmp), timeout=120)
+            r = self.transport.run(("sh", "-c", INSTALL_SCRIPT, "veza-install", sha256, tmp, dst),
+                                   timeout=120, check=False)
+            if not r.ok:
+                err = (r.stderr.strip().splitlines() or [f"exit {r.exit_code}"])[-1][:300]
+                raise PushError(f"[{self.name}] copy of {src} to {dst} failed: {err}")
+        except BaseException:
+            self.transport.run(("rm", "-f", "--", tmp), timeout=30, check=False)
+            raise
+
+
+
+class Node(_NodeFacts):
     def __init__(self, name: str, transport: Transport, *, install_dir: str, restart_argv: tuple[str, ...],
                  health_url: str, service: str | None = None) -> None:
         self.name = name
@@ -86,19 +210,28 @@ class Node:
         tmp = f"{self.install_dir}/{TMP_PREFIX}{secrets.token_hex(6)}"
         try:
             try:
-                self.transport.push(local_path, tmp, mode=0o755, create_dirs=True)
+                # Not atomic by itself (the temp name is ours alone): the rename below is the atomic step.
+                self.transport.push(local_path, tmp, mode=0o755, create_dirs=True, atomic=False)
             except TransportError as exc:
                 raise PushError(f"[{self.name}] push of {local_path.name} failed: {exc}") from exc
-            got = self.sha256(tmp)
-            if got != sha256:
-                raise PushError(f"[{self.name}] pushed binary is corrupted: sha256 {str(got)[:12]} != "
-                                f"{sha256[:12]}; not installed")
-            self._rename_into_place(tmp)
+            self._verify_and_rename(tmp, sha256)
         except BaseException:
             self._remove_temps(tmp)
             raise
         log.info("node.install.done", node=self.name, sha256=sha256[:12])
         return True
+
+    def _verify_and_rename(self, tmp: str, sha256: str) -> None:
+        """On the node, in one command: sha256 of ``tmp`` must be ``sha256``; then chmod and rename into place."""
+        r = self.transport.run(("sh", "-c", INSTALL_SCRIPT, "veza-install", sha256, tmp, self.binary_path),
+                               timeout=120, check=False)
+        if r.ok:
+            return
+        err = (r.stderr.strip().splitlines() or [f"exit {r.exit_code}"])[-1][:300]
+        if r.exit_code == EXIT_CORRUPT:
+            raise PushError(f"[{self.name}] pushed binary is corrupted: {err}; not installed")
+        raise CommandFailed(f"[{self.name}] install of {tmp} into {self.binary_path} failed "
+                            f"(exit {r.exit_code}): {err}", result=r)
 
     def restore_previous(self) -> str:
         """Copy ``veza-api.previous`` into place atomically (keeping .previous). Returns its sha256."""

@@ -37,7 +37,7 @@ from veza_canary.haproxy import (
     HAProxy,
 )
 from veza_canary.lock import StateStore
-from veza_canary.node import Node
+from veza_canary.node import INSTALL_SCRIPT, Node
 from veza_canary.prometheus import Prometheus
 from veza_canary.settings import Settings
 from veza_canary.transport.base import Transport
@@ -192,6 +192,14 @@ class SimNodeTransport(Transport):
                 else:
                     err += f"sha256sum: {path}: No such file or directory\n".encode()
             return (1 if err else 0), out, err
+        if argv[:3] == ("sh", "-c", INSTALL_SCRIPT):  # Node.install: verify sha256, chmod, rename, in one exec
+            want, tmp, dst = argv[4:7]
+            if tmp not in files:
+                return 1, b"", f"sha256sum: {tmp}: No such file or directory\n".encode()
+            if sha(files[tmp]) != want:
+                return 3, b"", f"veza-install: sha256 of {tmp} is {sha(files[tmp])}, expected {want}\n".encode()
+            files[dst] = files.pop(tmp)
+            return 0, b"", b""
         if cmd == "mv":
             src, dst = argv[-2], argv[-1]
             if src not in files:

@@ -20,7 +20,8 @@ import pytest
 from tests.integration import sshd_fixture
 from tests.integration.conftest import LabHandle, exclusive_lab
 from tests.integration.sshd_fixture import Sshd
-from veza_canary.errors import CommandFailed, CommandTimedOut, IncusError
+from veza_canary.errors import CommandFailed, CommandTimedOut, IncusError, PushError
+from veza_canary.node import Node
 from veza_canary.transport import IncusTransport, LocalTransport, Transport
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
@@ -82,11 +83,18 @@ def _wait_booted(name: str, timeout: float = 90) -> None:
     pytest.fail(f"{name} did not boot: systemd says {state!r}")
 
 
-@pytest.fixture(scope="module", params=["local", "ssh"])
+class CLIOnlyLocal(LocalTransport):
+    """This machine, but IncusTransport must use the ``incus`` CLI (its REST API path wants a plain LocalTransport)."""
+
+
+@pytest.fixture(scope="module", params=["local", "local-cli", "ssh"])
 def host(request: pytest.FixtureRequest, containers: str) -> Iterator[Transport]:
-    """Where ``incus`` runs: this process, or the same machine reached over SSH as root."""
+    """Where ``incus`` runs: this process (REST API on the local socket, or the CLI), or this machine over SSH."""
     if request.param == "local":
         yield LocalTransport()
+        return
+    if request.param == "local-cli":
+        yield CLIOnlyLocal()
         return
     server: Sshd = request.getfixturevalue("sshd")
     t = server.transport()
@@ -96,7 +104,9 @@ def host(request: pytest.FixtureRequest, containers: str) -> Iterator[Transport]
 
 @pytest.fixture
 def ct(host: Transport) -> IncusTransport:
-    return IncusTransport(CONTAINER, host)
+    t = IncusTransport(CONTAINER, host)
+    assert (t.api is not None) == (type(host) is LocalTransport)  # each path is really the one under test
+    return t
 
 
 @pytest.fixture
@@ -144,7 +154,8 @@ def test_exec_timeout_is_command_timed_out(ct: IncusTransport, host: Transport) 
         ct.run(["sleep", "300"], timeout=1)
     assert time.monotonic() - start < 5
     if host.is_local:
-        # Killing the local incus client makes incusd kill the command in the container.
+        # Killing the local incus client makes incusd kill the command in the container; through the REST
+        # API, the command ran under ``timeout``, which kills it there.
         _eventually(lambda: ct.run(["pgrep", "-x", "sleep"], check=False).exit_code == 1)
     else:
         ct.run(["pkill", "-x", "sleep"], check=False)  # see the report: no kill through a root SSH login
@@ -193,6 +204,38 @@ def test_push_replaces_a_running_binary(ct: IncusTransport, workdir: str, tmp_pa
     assert ct.run(["pgrep", "-f", prog], check=False).ok  # the old process kept running meanwhile
     ct.run(["pkill", "-f", prog], check=False)
     assert ct.run(["ls", "-A", workdir]).stdout.split() == ["prog"]
+
+
+def test_install_verifies_on_the_node_and_renames_in_one_command(ct: IncusTransport, workdir: str,
+                                                                 tmp_path: Path) -> None:
+    node = Node(CONTAINER, ct, install_dir=workdir, restart_argv=("true",), health_url="http://127.0.0.1:1/")
+    src = tmp_path / "veza-api"
+    src.write_bytes(b"#!/bin/sh\necho v2\n")
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    assert node.install(src, sha) is True
+    assert ct.run([node.binary_path]).stdout == "v2\n"
+    assert ct.run(["stat", "-c", "%a", node.binary_path]).stdout.strip() == "755"
+    assert node.install(src, sha) is False  # identical: nothing pushed
+    # A pushed file whose sha256 differs is refused on the node and never renamed into place.
+    other = tmp_path / "other"
+    other.write_bytes(b"#!/bin/sh\necho corrupted\n")
+    with pytest.raises(PushError, match="corrupted"):
+        node.install(other, "0" * 64)
+    assert ct.run([node.binary_path]).stdout == "v2\n"
+    assert ct.run(["ls", "-A", workdir]).stdout.split() == ["veza-api"]  # the temp file was removed
+
+
+def test_haproxy_reads_through_socat_in_the_lab(lab: LabHandle, host: Transport) -> None:
+    from veza_canary.haproxy import HAProxy, IncusSocat
+
+    h = HAProxy(IncusSocat(IncusTransport(lab.haproxy, host), lab.env.get("HAPROXY_SOCKET", "/run/haproxy/admin.sock")),
+                lab.env.get("POOL_BACKEND", "api_pool"))
+    states, stats = h.states(), h.stats()
+    v = h.view(lab.canary)
+    assert (v.state.server, v.stat.server) == (lab.canary, lab.canary)
+    assert v.state.srv_id == states[lab.canary].srv_id and v.stat.status.split()[0] in ("UP", "DOWN", "DRAIN", "MAINT")
+    assert h.stat(lab.canary).server == lab.canary and h.state(lab.canary).admin == states[lab.canary].admin
+    assert set(stats) == set(states)
 
 
 def test_pull(ct: IncusTransport, workdir: str, tmp_path: Path) -> None:

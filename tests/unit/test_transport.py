@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from veza_canary.errors import CommandFailed, CommandTimedOut, ConfigError, IncusError, TransportError
@@ -422,3 +424,286 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# -- the combined commands: verify+chmod+rename in one exec, the HAProxy command fed by the node's shell ------
+
+
+def _node(tmp_path: Path, transport: Transport | None = None):  # noqa: ANN202
+    from veza_canary.node import Node
+
+    d = tmp_path / "install"
+    d.mkdir(exist_ok=True)
+    return Node("n1", transport or LocalTransport(), install_dir=str(d), restart_argv=("true",),
+                health_url="http://127.0.0.1:1/")
+
+
+def _artifact(tmp_path: Path, body: bytes) -> tuple[Path, str]:
+    import hashlib
+
+    p = tmp_path / f"art-{hashlib.sha256(body).hexdigest()[:8]}"
+    p.write_bytes(body)
+    return p, hashlib.sha256(body).hexdigest()
+
+
+def test_install_script_verifies_chmods_and_renames_for_real(tmp_path: Path) -> None:
+    """INSTALL_SCRIPT run by a real sh: the binary lands with mode 0755 and no temp is left."""
+    node = _node(tmp_path)
+    art, sha = _artifact(tmp_path, b"#!/bin/sh\necho v2\n")
+    assert node.install(art, sha) is True
+    target = Path(node.binary_path)
+    assert target.read_bytes() == art.read_bytes() and target.stat().st_mode & 0o777 == 0o755
+    assert sorted(p.name for p in target.parent.iterdir()) == ["veza-api"]
+    assert node.install(art, sha) is False
+
+
+def test_install_script_refuses_a_wrong_sha256_and_leaves_the_old_binary(tmp_path: Path) -> None:
+    from veza_canary.errors import PushError
+
+    node = _node(tmp_path)
+    Path(node.binary_path).write_bytes(b"old")
+    art, _sha = _artifact(tmp_path, b"new bytes")
+    with pytest.raises(PushError, match=r"corrupted: veza-install: sha256 of .* is [0-9a-f]{64}, expected 0{64}"):
+        node.install(art, "0" * 64)
+    assert Path(node.binary_path).read_bytes() == b"old"
+    assert sorted(p.name for p in Path(node.install_dir).iterdir()) == ["veza-api"]
+
+
+def test_install_script_values_are_never_shell_code(tmp_path: Path) -> None:
+    """The sha256 and the paths are positional parameters: quotes, $() and ; in them stay data."""
+    from veza_canary.node import INSTALL_SCRIPT
+
+    evil = tmp_path / "a b;$(touch pwned)'\"x"
+    evil.write_bytes(b"data")
+    target = tmp_path / "t$(touch pwned2)"
+    import hashlib
+
+    sha = hashlib.sha256(b"data").hexdigest()
+    r = LocalTransport().run(("sh", "-c", INSTALL_SCRIPT, "veza-install", sha, str(evil), str(target)))
+    assert r.ok and target.read_bytes() == b"data"
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists() and not Path("pwned2").exists()
+
+
+class Recorder(Transport):
+    """Records argv and pushes; runs every command as a success (the node's commands, not their effect)."""
+
+    name = "rec"
+
+    def __init__(self, sha_of_installed: str = "") -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.pushes: list[tuple[str, bool]] = []
+        self.sha_of_installed = sha_of_installed
+
+    def push(self, local_path, remote_path, *, mode=0o644, create_dirs=False, atomic=True):  # type: ignore[no-untyped-def,override]
+        self.pushes.append((remote_path, atomic))
+        super().push(local_path, remote_path, mode=mode, create_dirs=create_dirs, atomic=atomic)
+
+    def _run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
+        self.calls.append(argv)
+        if argv[0] == "sha256sum":
+            return 0, f"{self.sha_of_installed or 'f' * 64}  {argv[-1]}\n".encode(), b""
+        return 0, b"", b""
+
+    def _push(self, local_path: Path, remote_path: str, mode: int, create_dirs: bool) -> None:
+        pass
+
+
+def test_install_is_three_round_trips_and_the_push_is_not_renamed_twice(tmp_path: Path) -> None:
+    from veza_canary.node import INSTALL_SCRIPT, TMP_PREFIX
+
+    t = Recorder()
+    node = _node(tmp_path, t)
+    art, sha = _artifact(tmp_path, b"new")
+    assert node.install(art, sha) is True
+    [(tmp, atomic)] = t.pushes
+    assert atomic is False and tmp.startswith(f"{node.install_dir}/{TMP_PREFIX}")
+    assert t.calls == [("sha256sum", "--", node.binary_path),
+                       ("sh", "-c", INSTALL_SCRIPT, "veza-install", sha, tmp, node.binary_path)]
+
+
+def test_incus_push_not_atomic_skips_the_transports_own_rename(tmp_path: Path) -> None:
+    host = FakeHost(local=True)
+    IncusTransport("ct", host).push("/src", "/opt/x/.veza-api.new-abc", mode=0o755, atomic=False)
+    assert host.calls == [("incus", "-q", "file", "push", "--mode", "0755", "--uid", "0", "--gid", "0", "/src",
+                           "ct/opt/x/.veza-api.new-abc")]
+
+
+def test_haproxy_command_is_fed_to_socat_by_a_constant_script(tmp_path: Path) -> None:
+    """SOCAT_SCRIPT with a real sh and socat against a socket answering like HAProxy; the command is data."""
+    import shutil
+    import socket
+    import threading
+
+    from veza_canary.haproxy import SOCAT_SCRIPT, IncusSocat
+
+    if not shutil.which("socat"):
+        pytest.skip("socat not installed")
+    path = str(tmp_path / "admin.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    got: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            data = b""
+            while not data.endswith(b"\n"):
+                data += conn.recv(4096)
+            got.append(data)
+            conn.sendall(b"reply to " + data + b"\n")
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    cmd = "show stat api_pool 4 2; show info $(touch pwned) '\"%s"
+    sock = IncusSocat(LocalTransport(), path, timeout=10)
+    assert sock.send(cmd) == f"reply to {cmd}\n\n"
+    th.join(5)
+    srv.close()
+    assert got == [cmd.encode() + b"\n"] and not Path("pwned").exists()
+    assert SOCAT_SCRIPT.count("$1") == 1 and SOCAT_SCRIPT.count("$2") == 1
+
+
+# -- the Incus REST API path ----------------------------------------------------------------------
+
+
+class FakeIncusd:
+    """An httpx handler answering like incusd 6.0 for exec (record-output) and file pushes."""
+
+    def __init__(self, *, instances: dict[str, str] | None = None) -> None:
+        self.instances = instances or {"ct": "Running"}
+        self.requests: list[tuple[str, str]] = []
+        self.execs: list[list[str]] = []
+        self.files: dict[str, bytes] = {}
+        self.headers: list[dict[str, str]] = []
+        self.dirs: set[str] = {"/", "/opt"}
+        self.logs: dict[str, bytes] = {}
+        self.result: tuple[int, bytes, bytes] | str = (0, b"out\n", b"")
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path, method = request.url.path, request.method
+        self.requests.append((method, path))
+        m = re.fullmatch(r"/1.0/instances/([^/]+)(/.*)?", path)
+        if m and m.group(1) not in self.instances:
+            return _err(404, f'Failed to fetch instance "{m.group(1)}" in project "default": Instance not found')
+        if method == "POST" and path.endswith("/exec"):
+            if self.instances[m.group(1)] != "Running":  # type: ignore[union-attr]
+                return _err(400, "Instance is not running")
+            self.execs.append(json.loads(request.content)["command"])
+            return httpx.Response(202, json={"type": "async", "operation": "/1.0/operations/op1", "error_code": 0})
+        if path == "/1.0/operations/op1/wait":
+            if isinstance(self.result, str):
+                return httpx.Response(200, json={"error_code": 0, "metadata": {"status": "Failure", "err": self.result}})
+            code, out, err = self.result
+            base = "/1.0/instances/ct/logs/exec-output/exec_op1"
+            self.logs[base + ".stdout"], self.logs[base + ".stderr"] = out, err
+            return httpx.Response(200, json={"error_code": 0, "metadata": {"status": "Success", "err": "", "metadata": {
+                "return": code, "output": {"1": base + ".stdout", "2": base + ".stderr"}}}})
+        if "/logs/exec-output/" in path:
+            if method == "GET":
+                return httpx.Response(200, content=self.logs[path])
+            self.logs.pop(path, None)
+            return httpx.Response(200, json={"error_code": 0})
+        if path.endswith("/files") and method == "POST":
+            target = request.url.params["path"]
+            self.headers.append(dict(request.headers))
+            if request.headers.get("X-Incus-type") == "directory":
+                self.dirs.add(target)
+                return httpx.Response(200, json={"error_code": 0})
+            if target.rsplit("/", 1)[0] not in self.dirs:
+                return _err(404, "Not Found")
+            self.files[target] = request.content
+            return httpx.Response(200, json={"error_code": 0})
+        if path.endswith("/files") and method == "DELETE":
+            self.files.pop(request.url.params["path"], None)
+            return httpx.Response(200, json={"error_code": 0})
+        if method == "GET" and m:
+            return httpx.Response(200, json={"error_code": 0, "metadata": {}})
+        return _err(404, "Not Found")
+
+
+def _err(code: int, msg: str) -> httpx.Response:
+    return httpx.Response(code, json={"type": "error", "error_code": code, "error": msg})
+
+
+def _api(d: FakeIncusd, clock=None):  # noqa: ANN001,ANN202
+    from veza_canary.transport.incus_api import IncusAPI
+
+    c = httpx.Client(transport=httpx.MockTransport(d), base_url="http://incus")
+    return IncusAPI(c, clock=clock) if clock else IncusAPI(c)
+
+
+def test_rest_exec_runs_under_timeout_and_reads_then_deletes_its_output() -> None:
+    d = FakeIncusd()
+    d.result = (3, b"hello\n", b"oops\n")
+    api = _api(d)
+    r = IncusTransport("ct", api=api).run(["printf", "a b"], timeout=7, check=False)
+    api.flush()
+    assert (r.exit_code, r.stdout, r.stderr, r.argv) == (3, "hello\n", "oops\n", ("printf", "a b"))
+    assert d.execs == [["timeout", "-k", "5", "7", "printf", "a b"]]
+    assert d.logs == {}  # both output logs deleted
+
+
+def test_rest_exec_without_a_deadline_runs_the_argv_as_is() -> None:
+    d = FakeIncusd()
+    IncusTransport("ct", api=_api(d)).run(["true"], timeout=None)
+    assert d.execs == [["true"]]
+
+
+def test_rest_exec_with_stdin_uses_the_cli() -> None:
+    d = FakeIncusd()
+    host = FakeHost(lambda argv: (0, "ok", ""), local=True)
+    IncusTransport("ct", host, api=_api(d)).run(["cat"], input="x")
+    assert d.execs == [] and host.calls == [("incus", "exec", "ct", "--", "cat")]
+
+
+def test_rest_errors_are_incus_errors_and_a_missing_command_is_127() -> None:
+    d = FakeIncusd(instances={"ct": "Running", "off": "Stopped"})
+    api = _api(d)
+    with pytest.raises(IncusError, match=r"^\[gone\] incus: .*Instance not found$"):
+        IncusTransport("gone", api=api).run(["true"], check=False)
+    with pytest.raises(IncusError, match=r"^\[off\] incus: Instance is not running$"):
+        IncusTransport("off", api=api).run(["true"], check=False)
+    d.result = "Command not found"
+    r = IncusTransport("ct", api=api).run(["nope"], timeout=None, check=False)
+    assert (r.exit_code, r.stderr) == (127, "Error: Command not found\n")
+
+
+def test_rest_exec_past_its_deadline_is_command_timed_out() -> None:
+    d = FakeIncusd()
+    d.result = (124, b"", b"")
+    clock = iter([100.0, 102.5, 200.0, 200.1])
+    api = _api(d, clock=lambda: next(clock))
+    with pytest.raises(CommandTimedOut, match="sleep 9 did not finish within 2s"):
+        IncusTransport("ct", api=api).run(["sleep", "9"], timeout=2)
+    # The command's own exit 124 well before the deadline is just its exit status.
+    assert IncusTransport("ct", api=api).run(["x"], timeout=2, check=False).exit_code == 124
+
+
+def test_rest_push_sets_owner_and_mode_creates_dirs_and_renames(tmp_path: Path) -> None:
+    d = FakeIncusd()
+    src = tmp_path / "bin"
+    src.write_bytes(b"\x7fELF")
+    t = IncusTransport("ct", api=_api(d))
+    t.push(src, "/opt/veza/backend-api/veza-api", mode=0o755, create_dirs=True)
+    [tmp] = [e[-2] for e in d.execs]
+    assert d.execs == [["timeout", "-k", "5", "60", "mv", "-f", "--", tmp, "/opt/veza/backend-api/veza-api"]]
+    assert {"/opt/veza", "/opt/veza/backend-api"} <= d.dirs and d.files == {tmp: b"\x7fELF"}
+    h = d.headers[-1]
+    assert (h["x-incus-uid"], h["x-incus-gid"], h["x-incus-mode"], h["x-incus-type"]) == ("0", "0", "0755", "file")
+    with pytest.raises(IncusError, match=r"^\[ct\] incus file push: Not Found$"):
+        t.push(src, "/missing/dir/f", atomic=False)
+    with pytest.raises(IncusError, match="Instance not found"):
+        IncusTransport("gone", api=_api(d)).push(src, "/opt/f", create_dirs=True)
+
+
+def test_rest_is_used_only_for_a_plain_local_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from veza_canary.transport import incus_api
+
+    sentinel = _api(FakeIncusd())
+    monkeypatch.setattr(incus_api.IncusAPI, "local", classmethod(lambda cls: sentinel))
+    assert IncusTransport("ct").api is sentinel
+    assert IncusTransport("ct", api=False).api is None
+    assert IncusTransport("remote:ct").api is None
+    assert IncusTransport("ct", FakeHost(local=True)).api is None  # a host of another kind: the CLI
+    assert IncusTransport("ct", LocalTransport(), incus="/opt/incus/bin/incus").api is None

@@ -10,7 +10,8 @@ Every transport reports exit codes the way a shell does, so callers branch on
 one convention: 127 command not found, 126 not executable, 128+N killed by
 signal N (SIGKILL is 137). ``push`` is atomic on every transport: the new file
 gets its mode under a temporary name in the target's directory and is renamed
-over the target.
+over the target (``push(atomic=False)`` lets a caller that renames the file
+itself skip that step).
 """
 
 from __future__ import annotations
@@ -92,10 +93,18 @@ class Transport:
         return result
 
     def push(self, local_path: str | Path, remote_path: str, *, mode: int = 0o644,
-             create_dirs: bool = False) -> None:
-        """Copy a local file to ``remote_path`` with ``mode``."""
-        log.debug("push", where=self.name, src=str(local_path), dst=remote_path, mode=oct(mode))
-        self._push(Path(local_path), remote_path, mode, create_dirs)
+             create_dirs: bool = False, atomic: bool = True) -> None:
+        """Copy a local file to ``remote_path`` with ``mode``.
+
+        ``atomic=False`` is for a caller that pushes to a fresh name of its own and renames the file
+        into place itself (``Node.install``): the transport may then write it in place, sparing the
+        round trip of its own rename. A reader of ``remote_path`` may see a partial file meanwhile.
+        """
+        log.debug("push", where=self.name, src=str(local_path), dst=remote_path, mode=oct(mode), atomic=atomic)
+        if atomic:
+            self._push(Path(local_path), remote_path, mode, create_dirs)
+        else:
+            self._push_in_place(Path(local_path), remote_path, mode, create_dirs)
 
     def pull(self, remote_path: str, local_path: str | Path) -> None:
         """Copy ``remote_path`` to a local file."""
@@ -120,6 +129,10 @@ class Transport:
 
     def _pull(self, remote_path: str, local_path: Path) -> None:
         raise NotImplementedError
+
+    def _push_in_place(self, local_path: Path, remote_path: str, mode: int, create_dirs: bool) -> None:
+        """``push(atomic=False)``; by default the atomic ``_push`` (correct everywhere, maybe slower)."""
+        self._push(local_path, remote_path, mode, create_dirs)
 
     def _check_transport_error(self, result: Result) -> None:
         """Hook: raise a transport-level error (e.g. IncusError) hidden in ``result``."""

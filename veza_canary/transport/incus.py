@@ -10,6 +10,11 @@ A push to a stopped container therefore fails like ``run`` does (IncusError).
 Incus's own failures (no such instance, instance stopped, daemon unreachable)
 exit 1 with ``Error:`` on stderr, the same code as a command that exits 1; they
 are told apart by stderr and raised as ``IncusError``.
+
+When ``incus`` runs on this machine and its daemon's socket is usable, commands
+without stdin and file pushes go through the REST API instead of a new ``incus``
+client process each (``incus_api.py``: ~15 ms an exec instead of ~40 ms); same
+argv, same exit codes, same errors. ``api=False`` keeps the CLI.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from veza_canary.errors import IncusError
 from veza_canary.log import get_logger
 from veza_canary.transport.base import Result, Transport
+from veza_canary.transport.incus_api import IncusAPI
 from veza_canary.transport.local import LocalTransport
 
 log = get_logger(__name__)
@@ -45,13 +51,26 @@ _INCUS_ERROR_RE = re.compile(
 
 
 class IncusTransport(Transport):
-    def __init__(self, container: str, host: Transport | None = None, *, incus: str = "incus") -> None:
+    def __init__(self, container: str, host: Transport | None = None, *, incus: str = "incus",
+                 api: IncusAPI | bool = True) -> None:
+        """``api``: True = the local daemon's REST API when usable (see module doc), False = the CLI only."""
         self.container = container
         self.host = host or LocalTransport()
         self.incus = incus
         self.name = f"incus:{container}" if self.host.is_local else f"{self.host.name}/{container}"
+        if isinstance(api, IncusAPI):
+            self.api: IncusAPI | None = api
+        elif api and type(self.host) is LocalTransport and incus == "incus" and ":" not in container:
+            self.api = IncusAPI.local()
+        else:
+            self.api = None
 
     def _run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
+        if self.api is not None and input is None:
+            code, out, err, timed_out = self.api.exec(self.container, argv, timeout)
+            if timed_out:
+                raise self._timed_out(argv, timeout, self.name)
+            return code, out, err
         full = (self.incus, "exec", self.container, "--", *argv)
         r = self.host.run(full, input=input, timeout=timeout, check=False)
         return r.exit_code, r.stdout.encode(), r.stderr.encode()
@@ -79,30 +98,47 @@ class IncusTransport(Transport):
         if not base:
             raise ValueError(f"push target {remote_path!r} names a directory, not a file")
         tmp = posixpath.join(directory, f".{base}.veza-tmp-{secrets.token_hex(6)}")
-        push = ("push", "--mode", f"{mode:04o}", "--uid", "0", "--gid", "0",
-                *(("--create-dirs",) if create_dirs else ()))
-        if self.host.is_local:
-            self._incus_file(*push, str(local_path), self._target(tmp))
-        else:
-            # Over SSH: stage the file on the Incus host first, then push it into the container.
-            staged = f"/tmp/veza-canary-{secrets.token_hex(8)}"
-            self.host.push(local_path, staged, mode=0o600)
-            try:
-                self._incus_file(*push, staged, self._target(tmp))
-            finally:
-                self._cleanup_host(staged)
+        self._push_in_place(local_path, tmp, mode, create_dirs)
         try:
             # Same directory, so mv is a rename(2): readers see the old file or the new one.
             self.run(("mv", "-f", "--", tmp, remote_path), timeout=60)
         except BaseException:
             # ``incus file delete`` works on a stopped container too (``file push`` does, exec does not).
             try:
-                r = self.host.run((self.incus, "-q", "file", "delete", self._target(tmp)), timeout=60, check=False)
-                if not r.ok:
-                    log.warning("push cleanup failed", where=self.name, path=tmp, error=r.stderr.strip()[-200:])
+                self._delete_file(tmp)
             except Exception:  # noqa: BLE001 - keep the original error
                 log.warning("push cleanup failed", where=self.name, path=tmp)
             raise
+
+    def _push_in_place(self, local_path: Path, remote_path: str, mode: int, create_dirs: bool) -> None:
+        if not posixpath.basename(remote_path):
+            raise ValueError(f"push target {remote_path!r} names a directory, not a file")
+        if self.api is not None:
+            self.api.push(self.container, local_path, remote_path, mode, create_dirs)
+            return
+        push = ("push", "--mode", f"{mode:04o}", "--uid", "0", "--gid", "0",
+                *(("--create-dirs",) if create_dirs else ()))
+        if self.host.is_local:
+            self._incus_file(*push, str(local_path), self._target(remote_path))
+            return
+        # Over SSH: stage the file on the Incus host first, then push it into the container.
+        staged = f"/tmp/veza-canary-{secrets.token_hex(8)}"
+        self.host.push(local_path, staged, mode=0o600)
+        try:
+            self._incus_file(*push, staged, self._target(remote_path))
+        finally:
+            self._cleanup_host(staged)
+
+    def _delete_file(self, path: str) -> None:
+        if self.api is not None:
+            try:
+                self.api.delete_file(self.container, path)
+            except IncusError as exc:
+                log.warning("push cleanup failed", where=self.name, path=path, error=str(exc)[-200:])
+            return
+        r = self.host.run((self.incus, "-q", "file", "delete", self._target(path)), timeout=60, check=False)
+        if not r.ok:
+            log.warning("push cleanup failed", where=self.name, path=path, error=r.stderr.strip()[-200:])
 
     def _pull(self, remote_path: str, local_path: Path) -> None:
         source = self._target(remote_path)
