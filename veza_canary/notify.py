@@ -472,3 +472,67 @@ class _Worker:
 
 def _why(exc: Exception) -> str:
     return redact_text(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+
+# --- a local receiver ------------------------------------------------------------------------
+
+
+class LocalSink:
+    """A webhook receiver on 127.0.0.1 for the acceptance job (and for trying a configuration).
+
+    ``with LocalSink() as sink:`` serves in a thread; ``sink.url`` goes into
+    WEBHOOK_URLS; ``sink.bodies`` are the JSON bodies received, in order; ``wait_for``
+    waits (bounded) for an event by name.
+    """
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._server: Any = None
+
+    def __enter__(self) -> LocalSink:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                raw = self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 1 << 20))
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = {"unparsed": raw[:200].decode("utf-8", "replace")}
+                with sink._cond:
+                    sink.bodies.append(body)
+                    sink._cond.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_a: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="veza-webhook-sink",
+                         daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/veza-canary"
+
+    def wait_for(self, event: str, timeout: float = 10.0) -> dict[str, Any] | None:
+        """The first body whose ``event`` is ``event``, waiting up to ``timeout`` seconds; None if none came."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = next((b for b in self.bodies if b.get("event") == event), None)
+                left = deadline - time.monotonic()
+                if found is not None or left <= 0:
+                    return found
+                self._cond.wait(left)
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

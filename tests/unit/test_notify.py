@@ -287,3 +287,15 @@ def test_after_a_failed_event_a_dead_url_gets_one_attempt_per_event_until_it_ans
         n.emit(FACTS.event(DEPLOY_STARTED, f"e{i}"))
     records = n.close()
     assert [(r.ok, r.attempts) for r in records] == [(False, 3), (False, 1), (False, 1), (True, 1)]
+
+
+def test_the_local_sink_receives_what_a_notifier_sends():
+    from veza_canary.notify import LocalSink
+
+    with LocalSink() as sink:
+        n = Notifier([sink.url])
+        n.emit(FACTS.event(ROLLED_BACK, "canary rolled back", exit_code=5, cause="p95"))
+        got = sink.wait_for("rolled-back", timeout=5)
+        assert n.close() and got is not None
+        assert got["exit_code"] == 5 and got["data"]["cause"] == "p95" and "rolled back" in got["text"]
+        assert sink.wait_for("peers-done", timeout=0.05) is None
