@@ -143,7 +143,11 @@ class Announcer:
         failed_step = next((s.get("name") for s in reversed(d.get("steps") or ())
                             if isinstance(s, Mapping) and s.get("outcome") in ("failed", "interrupted")), None)
         message = str(d.get("message") or d.get("outcome") or "")
-        if code == _EXIT_OK:
+        manual_rollback = self.facts.command == "rollback"
+        if code == _EXIT_OK and manual_rollback:
+            ev = self.event(ROLLED_BACK, message or "rolled back", **common, verdict="rolled-back", manual=True)
+            rollback_started = True
+        elif code == _EXIT_OK:
             ev = self.event(PEERS_DONE, message or "deployed", **common)
         elif code == _EXIT_ROLLED_BACK:
             ev = self.event(ROLLED_BACK, message, **common, step=failed_step, cause=cause, verdict="rolled-back",
@@ -157,7 +161,8 @@ class Announcer:
         self._terminal = ev
         self.notifier.emit(ev)
         if rollback_started:
-            verdict = "rolled-back" if any(e.get("kind") == "rollback_done" for e in events) else "rollback-failed"
+            done = code == _EXIT_OK or any(e.get("kind") == "rollback_done" for e in events)
+            verdict = "rolled-back" if done else "rollback-failed"
             on_rb = ev if ev.name == ROLLED_BACK else self.event(
                 ev.name, ev.summary, **common, cause=cause, verdict=verdict)
             self.inform(ON_ROLLBACK, event=on_rb)

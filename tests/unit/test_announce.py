@@ -167,3 +167,23 @@ def test_a_bad_webhook_url_is_not_echoed_whole():
     with pytest.raises(ConfigError) as ei:
         make_settings(webhook_urls="https://hooks.example/services/s3cret path")
     assert "s3cret" not in str(ei.value)
+
+
+def test_a_manual_rollback_that_succeeds_is_a_rolled_back_event_and_runs_on_rollback(tmp_path, receiver):  # noqa: F811
+    _hooks(tmp_path)
+    s = make_settings(webhook_urls=receiver.url)
+    t = FakeStateTransport()
+    t.dirs.add("/var/lib/veza-canary")
+    ann = Announcer.from_settings(s, store=StateStore(t), command="rollback", repo_root=tmp_path)
+    ann.started("rolling back backend-api-2, backend-api-1")
+    rep = Report(command="rollback")
+    rep.exit_code, rep.message = 0, "rolled back 2 node(s)"
+    ann.conclude(rep)
+    ann.post_deploy()
+    ann.close()
+    [started, body] = receiver.bodies
+    assert body["event"] == "rolled-back" and body["command"] == "rollback" and body["data"]["manual"] is True
+    assert [ln.split()[:2] for ln in (tmp_path / "ran.txt").read_text().splitlines()] == [
+        ["on-rollback", "rolled-back"], ["post-deploy", "rolled-back"]]
+    [entry] = History(StateStore(t)).read().entries
+    assert entry["command"] == "rollback" and entry["outcome"] == "success"
