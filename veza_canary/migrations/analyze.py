@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from typing import Any
 
 import sqlglot
@@ -45,6 +46,8 @@ from veza_canary.migrations.parse import (
     normalize_text,
     position,
     position_in,
+    split_top_level,
+    tokens,
     word_spans,
 )
 from veza_canary.migrations.recognize import recognize
@@ -156,6 +159,8 @@ class Ctx:
         self._line_starts: list[int] | None = None  # built on the first ``pos``: most files never need it
         self.text = text
         self.glot = _dialect(dialect)
+        #: Values of a function's parameters while its body is expanded for one call (``expand_call``).
+        self.env: dict[str, str] | None = None
 
     # -- names ---------------------------------------------------------------
     def ident(self, node: Any) -> str:
@@ -255,13 +260,13 @@ def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = F
     if first in _DATA_FIRST:
         return [Change("noop", reason="data")]
     if first in ("SELECT", "PERFORM", "CALL"):
-        return _calls(skel, base, ctx, call=first == "CALL")
+        return _calls(code, skel, base, ctx, call=first == "CALL")
     if first == "DO" and not ctx.mysql:
         return _do_block(code, skel, base, ctx)
     if first in _DYNAMIC_FIRST:
         what = "dynamic SQL (EXECUTE/PREPARE)" if first in ("EXECUTE", "PREPARE") else f"{first} statement"
         return _unverifiable(base, ctx, f"{what}: its effect on the schema cannot be known statically")
-    if first == "CREATE" and any(w in ("TRIGGER", "POLICY") for w in words[1:4]) or \
+    if first == "CREATE" and any(w in ("TRIGGER", "POLICY", "FUNCTION", "PROCEDURE") for w in words[1:4]) or \
             words[:2] == ["ALTER", "POLICY"]:
         rec = recognize(code, skel, words, ctx.dialect, ctx.default_schema)
         if rec is not None:
@@ -298,31 +303,94 @@ def analyze_code(code: str, skel: str, base: int, ctx: Ctx, *, in_body: bool = F
     try:
         parsed = ctx.glot.parse(code)
     except (ParseError, TokenError) as exc:
-        rec = recognize(code, skel, words, ctx.dialect, ctx.default_schema)
+        rec = _fallback(code, skel, words, base, ctx)
         if rec is not None:
             return rec
         reason, off = _parse_error_reason(exc, code)
         raise StatementError(reason, base + off) from None
     exprs = [e for e in parsed if e is not None]
     if len(exprs) != 1:
-        return _unverifiable(base, ctx, "sqlglot read this as several statements")
+        return _unverifiable(base, ctx, "it reads as several statements")
     e = exprs[0]
     if isinstance(e, exp.Command):
-        rec = recognize(code, skel, words, ctx.dialect, ctx.default_schema)
+        rec = _fallback(code, skel, words, base, ctx)
         if rec is not None:
             return rec
         shown = " ".join(code.split()[:4])
-        return _unverifiable(base, ctx, f"sqlglot does not model '{shown} ...' (parsed as an opaque command)")
+        return _unverifiable(base, ctx, f"the linter does not understand '{shown} ...'")
     try:
         changes = _from_expression(e, code, base, ctx)
     except _Unhandled as u:
-        rec = recognize(code, skel, words, ctx.dialect, ctx.default_schema)
+        rec = _fallback(code, skel, words, base, ctx)
         if rec is not None:
             return rec
         return _unverifiable(base, ctx, str(u))
     except Exception as exc:  # noqa: BLE001 - a bug here must fail closed, not crash the gate
         return _unverifiable(base, ctx, f"internal error while analysing ({type(exc).__name__}: {exc})")
     return changes
+
+
+_ALTER_TABLE_HEAD = re.compile(
+    r"\s*ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?"
+    r"(?:\"(?:[^\"]|\"\")*\"|[A-Za-z_][\w$]*)(?:\s*\.\s*(?:\"(?:[^\"]|\"\")*\"|[A-Za-z_][\w$]*))?\s*\*?\s+",
+    re.IGNORECASE)
+#: Constraint timing at the end of an ADD CONSTRAINT: irrelevant to the old binary, unknown to the parser.
+_DEFERRABLE_TAIL = re.compile(r"\s+(?:(?:NOT\s+)?DEFERRABLE\b)?\s*(?:INITIALLY\s+(?:DEFERRED|IMMEDIATE)\b)?\s*\Z",
+                              re.IGNORECASE)
+_ADD_CHECK = re.compile(r"ADD\s+(?=CHECK\b)", re.IGNORECASE)
+
+
+def _fallback(code: str, skel: str, words: list[str], base: int, ctx: Ctx) -> list[Change] | None:
+    """Changes of a statement the parser could not model: a recognizer, or an ALTER TABLE taken apart.
+
+    An ALTER TABLE with several actions is analysed one action at a time (each as
+    ``ALTER TABLE t <action>``, other actions blanked so offsets stay right), so one
+    action the parser does not know does not hide the others. A trailing constraint
+    timing clause is blanked, and an unnamed ``ADD CHECK`` is read as a named one.
+    """
+    rec = recognize(code, skel, words, ctx.dialect, ctx.default_schema)
+    if rec is not None or words[:2] != ["ALTER", "TABLE"]:
+        return rec
+    head = _ALTER_TABLE_HEAD.match(skel)
+    if head is None:
+        return None
+    h = head.end()
+    parts = [(h + a, h + b) for a, b in split_top_level(skel[h:]) if skel[h + a:h + b].strip()]
+    if len(parts) > 1:
+        out: list[Change] = []
+        for a, b in parts:
+            pcode = code[:h] + _blank_keep_lines(code[h:a]) + code[a:b]
+            pskel = skel[:h] + _blank_keep_lines(skel[h:a]) + skel[a:b]
+            try:
+                out.extend(analyze_code(pcode, pskel, base, ctx))
+            except StatementError as exc:
+                out.extend(_unverifiable(exc.offset, ctx, f"one action not understood: {exc.reason}"))
+        return out
+    tail = _DEFERRABLE_TAIL.search(skel)
+    if tail is not None and tail.end() > tail.start() and tail.group(0).strip() and "ADD" in words:
+        a = tail.start()
+        try:
+            return analyze_code(code[:a], skel[:a], base, ctx)
+        except StatementError:
+            return None
+    m = _ADD_CHECK.match(skel, h)
+    if m is not None:
+        ins = "CONSTRAINT veza_unnamed_check "
+        try:
+            parsed = ctx.glot.parse(code[:m.end()] + ins + code[m.end():])
+            changes = _from_expression(parsed[0], code, base, ctx) if len(parsed) == 1 else None
+        except (ParseError, TokenError, _Unhandled):
+            return None
+        for ch in changes or ():
+            if ch.constraint is not None and ch.constraint.name == "veza_unnamed_check":
+                cols = ch.constraint.columns
+                ch.constraint = replace(ch.constraint, name=_cname(ctx, ch.name or ("", ""), "check", cols[:1]))
+        return changes
+    return None
+
+
+def _blank_keep_lines(s: str) -> str:
+    return "".join("\n" if c == "\n" else " " for c in s)
 
 
 class _Unhandled(Exception):
@@ -354,8 +422,15 @@ def _parse_error_reason(exc: Exception, code: str) -> tuple[str, int]:
 # --- SELECT / CALL ------------------------------------------------------------
 
 
-def _calls(skel: str, base: int, ctx: Ctx, *, call: bool) -> list[Change]:
+def _calls(code: str, skel: str, base: int, ctx: Ctx, *, call: bool) -> list[Change]:
     line, col = ctx.pos(base)
+    lit = literal_call(code, skel)
+    if lit is not None:  # ``SELECT f('a', 'b')``: expanded at judgement time when the history defines f
+        (fn_schema, fn), args = lit
+        if call or not (fn in SAFE_FUNCTIONS or f"{fn_schema}.{fn}" in SAFE_FUNCTIONS):
+            return [Change("call_function", line=line, col=col, function=(fn_schema or ctx.default_schema, fn),
+                           values=args, extra={"literal_args": True},
+                           reason=("CALL" if call else "SELECT") + f" {fn}(...)")]
     out: list[Change] = []
     for m in _FUNC_CALL_RE.finditer(skel):
         name = m.group(1).lower()
@@ -368,6 +443,57 @@ def _calls(skel: str, base: int, ctx: Ctx, *, call: bool) -> list[Change]:
         if call:
             break
     return out or [Change("noop", reason="data")]
+
+
+def literal_call(code: str, skel: str) -> tuple[tuple[str, str], tuple[str, ...]] | None:
+    """``((schema, name), args)`` of ``SELECT|PERFORM|CALL [schema.]f(literal, ...)`` and nothing else, or None."""
+    toks = tokens(code, skel)
+    if len(toks) < 4 or toks[0][0] != "word" or toks[0][1].upper() not in ("SELECT", "PERFORM", "CALL"):
+        return None
+    i = 1
+    names = []
+    while i < len(toks) and toks[i][0] in ("word", "qid"):
+        names.append(toks[i][1][1:-1] if toks[i][0] == "qid" else toks[i][1].lower())
+        if i + 1 < len(toks) and toks[i + 1][1] == ".":
+            i += 2
+            continue
+        i += 1
+        break
+    if not names or len(names) > 2 or i >= len(toks) or toks[i][1] != "(":
+        return None
+    i += 1
+    args: list[str] = []
+    while i < len(toks) and toks[i][1] != ")":
+        kind, text, _ = toks[i]
+        if kind == "str" and text.startswith("'"):
+            args.append(text[1:-1].replace("''", "'"))
+        elif kind == "num":
+            args.append(text)
+        else:
+            return None
+        i += 1
+        if i < len(toks) and toks[i][1] == ",":
+            i += 1
+    if i >= len(toks) or toks[i][1] != ")" or any(t[1] != ";" for t in toks[i + 1:]):
+        return None
+    return ((names[0] if len(names) == 2 else ""), names[-1]), tuple(args)
+
+
+def expand_call(body: str, params: tuple[str, ...], args: tuple[str, ...], dialect: str) -> list[Change] | None:
+    """The changes of a PL/pgSQL function's body run with literal arguments, or None if not knowable.
+
+    ``EXECUTE`` of a string built from literals and parameters (``'create index ' || name``)
+    is evaluated with the arguments and analysed like any statement; conditions are taken
+    as true (the worst case). Used for helper functions a history defines and calls.
+    """
+    if len(params) < len(args):
+        return None
+    ctx = Ctx(dialect, body)
+    ctx.env = {p: a for p, a in zip(params, args, strict=False)}
+    try:
+        return analyze_plpgsql(body, 0, ctx)
+    except Exception:  # noqa: BLE001 - an expansion that fails is no expansion: the call stays unverifiable
+        return None
 
 
 _SQL_WORDS = frozenset({"FROM", "WHERE", "AND", "OR", "NOT", "IN", "EXISTS", "SELECT", "VALUES", "AS", "ON",
@@ -430,7 +556,7 @@ def analyze_plpgsql(body: str, base: int, ctx: Ctx) -> list[Change]:
             out.extend(_execute(ccode, cskel, off, ctx))
             continue
         if w0 == "PERFORM":
-            out.extend(_calls(cskel, off, ctx, call=False))
+            out.extend(_calls(ccode, cskel, off, ctx, call=False))
             continue
         try:
             changes = analyze_code(ccode, cskel, off, ctx, in_body=True)
@@ -494,8 +620,22 @@ def _find_word(spans: list[tuple[str, int, int]], start: int, word: str) -> int 
 
 
 def _execute(code: str, skel: str, off: int, ctx: Ctx) -> list[Change]:
-    """PL/pgSQL EXECUTE: a single constant string is analysed; anything else is dynamic."""
+    """PL/pgSQL EXECUTE: a single constant string is analysed; anything else is dynamic.
+
+    While a function is expanded for a call (``ctx.env``), a string concatenated from
+    literals and the function's parameters is a constant too.
+    """
     m = re.match(r"\s*EXECUTE\s+('(?:[^']|'')*'|\$([A-Za-z_]\w*)?\$.*?\$\2\$)\s*$", code, re.IGNORECASE | re.DOTALL)
+    if not m and ctx.env is not None:
+        head = re.match(r"\s*EXECUTE\s+", code, re.IGNORECASE)
+        value = _evaluate(code[head.end():], skel[head.end():], ctx.env) if head else None
+        if isinstance(value, str):
+            return _analyze_sql_string(value, off, off, ctx)
+        if isinstance(value, tuple):  # EXECUTE helper(...): the helper's own body, expanded later
+            fn, args = value
+            line, col = ctx.pos(off)
+            return [Change("call_function", line=line, col=col, function=fn, values=args,
+                           extra={"literal_args": True}, reason=f"SELECT {fn[1]}(...)")]
     if not m:
         return _unverifiable(off, ctx, "dynamic SQL: EXECUTE of a string built at run time")
     lit = m.group(1)
@@ -506,6 +646,10 @@ def _execute(code: str, skel: str, off: int, ctx: Ctx) -> list[Change]:
         tag_len = lit.index("$", 1) + 1
         inner = lit[tag_len:-tag_len]
         start = off + m.start(1) + tag_len
+    return _analyze_sql_string(inner, start, off, ctx)
+
+
+def _analyze_sql_string(inner: str, start: int, off: int, ctx: Ctx) -> list[Change]:
     try:
         pieces, _ = lex(inner, "postgres")
     except LexError:
@@ -517,10 +661,92 @@ def _execute(code: str, skel: str, off: int, ctx: Ctx) -> list[Change]:
         except StatementError as exc:
             changes = _unverifiable(off, ctx, f"EXECUTE of SQL that cannot be parsed: {exc.reason}")
         for ch in changes:
-            if not ch.line:
+            if not ch.line or ctx.env is not None:
                 ch.line, ch.col = ctx.pos(off)
         out.extend(changes)
     return out
+
+
+def _evaluate(code: str, skel: str, env: dict[str, str]) -> str | tuple[QName, tuple[str, ...]] | None:
+    """The value of ``'lit' || param || f(...)`` with ``env``, a call of a helper with such arguments, or None."""
+    toks = [t for t in tokens(code, skel) if t[1] != ";"]
+    pos = 0
+
+    def operand() -> Any:
+        nonlocal pos
+        if pos >= len(toks):
+            return None
+        kind, text, _ = toks[pos]
+        pos += 1
+        if kind == "str" and text.startswith("'"):
+            return text[1:-1].replace("''", "'")
+        if kind == "num":
+            return text
+        if kind == "op" and text == "(":
+            v = concat()
+            if pos < len(toks) and toks[pos][1] == ")":
+                pos += 1
+                return v
+            return None
+        if kind == "word":
+            name = text.lower()
+            if pos < len(toks) and toks[pos][1] == "(":
+                pos += 1
+                args = []
+                while pos < len(toks) and toks[pos][1] != ")":
+                    args.append(concat())
+                    if pos < len(toks) and toks[pos][1] == ",":
+                        pos += 1
+                    elif pos < len(toks) and toks[pos][1] != ")":
+                        return None
+                pos += 1
+                return _builtin(name, args)
+            return env.get(name)
+        return None
+
+    def concat() -> Any:
+        nonlocal pos
+        v = operand()
+        while v is not None and pos < len(toks) and toks[pos][1] == "||":
+            pos += 1
+            w = operand()
+            if not isinstance(v, str) or not isinstance(w, str):
+                return None
+            v = v + w
+        return v
+
+    value = concat()
+    if pos != len(toks) or value is None:
+        return None
+    if isinstance(value, _Call):
+        return value.fn, value.args
+    return value if isinstance(value, str) else None
+
+
+class _Call:
+    """A call of a function the evaluator does not know (a helper of the history), with known arguments."""
+
+    def __init__(self, fn: QName, args: tuple[str, ...]) -> None:
+        self.fn, self.args = fn, args
+
+
+def _builtin(name: str, args: list[Any]) -> Any:
+    if any(a is None or isinstance(a, _Call) for a in args):
+        return None
+    if name in ("lower", "upper") and len(args) == 1 and isinstance(args[0], str):
+        return args[0].lower() if name == "lower" else args[0].upper()
+    if name == "quote_ident" and len(args) == 1 and isinstance(args[0], str):
+        a = args[0]
+        return a if re.fullmatch(r"[a-z_][a-z0-9_$]*", a) else '"' + a.replace('"', '""') + '"'
+    if name == "concat" and all(isinstance(a, str) for a in args):
+        return "".join(args)
+    if name == "string_to_array" and len(args) == 2 and all(isinstance(a, str) for a in args):
+        return args[0].split(args[1]) if args[1] else list(args[0])
+    if name == "array_to_string" and len(args) == 2 and isinstance(args[0], list) and isinstance(args[1], str):
+        return args[1].join(args[0])
+    if name not in SAFE_FUNCTIONS and all(isinstance(a, str) for a in args):
+        return _Call(("public", name), tuple(args))
+    return None
 
 
 # --- parsed statements -------------------------------------------------------------
@@ -774,24 +1000,54 @@ def _create(e: exp.Create, code: str, base: int, ctx: Ctx) -> list[Change]:
     raise _Unhandled(f"CREATE {kind} is not modelled")
 
 
-def view_columns(query: Any, ctx: Ctx) -> tuple[tuple[str, ...] | None, tuple[QName, ...]]:
-    """Output column names of a view query; '*' entries expand from the returned tables."""
+def view_columns(query: Any, ctx: Ctx, ctes: dict[str, Any] | None = None,
+                 depth: int = 0) -> tuple[tuple[str, ...] | None, tuple[QName, ...]]:
+    """Output column names of a view query; '*' entries expand (later) from the returned relations.
+
+    A star over a CTE or a subquery (``ac.*`` with ``WITH ac AS (...)``) is resolved here,
+    through that query's own columns; a star over a table or view is left for the schema.
+    """
     if isinstance(query, exp.SetOperation):
-        query = query.this
         while isinstance(query, exp.SetOperation):
             query = query.this
-    if not isinstance(query, exp.Select):
+    if isinstance(query, exp.Subquery):
+        query = query.this
+    if not isinstance(query, exp.Select) or depth > 8:
         return None, ()
+    ctes = dict(ctes or {})
+    with_ = query.args.get("with_") or query.args.get("with")
+    if with_ is not None:
+        for cte in with_.expressions:
+            ctes[ctx.ident(cte.args.get("alias").this if cte.args.get("alias") else "")] = cte.this
+    sources: list[Any] = []
+    from_ = query.args.get("from_") or query.args.get("from")
+    if from_ is not None:
+        sources.append(from_.this)
+    sources.extend(j.this for j in query.args.get("joins") or ())
     cols: list[str] = []
     star: list[QName] = []
     for proj in query.expressions:
         if isinstance(proj, exp.Star) or (isinstance(proj, exp.Column) and isinstance(proj.this, exp.Star)):
-            cols.append("*")
-            qual = proj.table.lower() if isinstance(proj, exp.Column) else ""
-            for t in query.find_all(exp.Table):
-                if qual and ctx.ident(t.alias_or_name) != qual and ctx.ident(t.this) != qual:
+            qual = ctx.ident(proj.args.get("table")) if isinstance(proj, exp.Column) else ""
+            for src in sources:
+                alias = ctx.ident(src.args["alias"].this) if src.args.get("alias") is not None else ""
+                name = ctx.ident(src.this) if isinstance(src, exp.Table) else ""
+                if qual and qual not in (alias, name):
                     continue
-                star.append(ctx.qname(t))
+                inner = src if isinstance(src, exp.Subquery) else (
+                    ctes.get(name) if isinstance(src, exp.Table) and not src.args.get("db") else None)
+                if inner is not None:
+                    sub_cols, sub_star = view_columns(inner, ctx, ctes if isinstance(src, exp.Subquery) else
+                                                      {k: v for k, v in ctes.items() if k != name}, depth + 1)
+                    if sub_cols is None:
+                        return None, ()
+                    cols.extend(sub_cols)
+                    star.extend(sub_star)
+                elif isinstance(src, exp.Table):
+                    cols.append("*")
+                    star.append(ctx.qname(src))
+                else:
+                    return None, ()  # a function or VALUES: columns unknown
             continue
         alias = proj.alias_or_name
         if not alias:
@@ -802,7 +1058,7 @@ def view_columns(query: Any, ctx: Ctx) -> tuple[tuple[str, ...] | None, tuple[QN
             cols.append(ctx.ident(proj.this))
         else:
             cols.append(alias.lower())
-    return tuple(cols), tuple(star)
+    return tuple(cols), tuple(star)  # the i-th '*' of cols expands from star[i]
 
 
 def _create_table(e: exp.Create | Head, ctx: Ctx, items: list[Item] | None = None) -> Change:

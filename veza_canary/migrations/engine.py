@@ -29,7 +29,7 @@ from typing import Any
 from veza_canary.errors import ConfigError, LintInputError
 from veza_canary.log import get_logger
 from veza_canary.migrations.cache import Cache, cache_key
-from veza_canary.migrations.changes import ANALYZER_VERSION, AnalyzedFile
+from veza_canary.migrations.changes import ANALYZER_VERSION, AnalyzedFile, Change
 from veza_canary.migrations.rules import (
     SEVERITIES,
     Finding,
@@ -342,9 +342,35 @@ def _replay(inputs: Sequence[_Input], analysed: Iterable[AnalyzedFile], dialect:
                          "may be incomplete (judgements on what it touched fail closed)")
             continue
         for st in af.statements:
-            for ch in st.changes:
+            for ch in expanded(st.changes, schema, dialect):
                 schema.apply(ch)
     return schema, notes
+
+
+def expanded(changes: Iterable[Change], schema: Schema, dialect: str, depth: int = 0) -> Iterator[Change]:
+    """``changes`` with each call of a PL/pgSQL helper the history defines replaced by what its body does.
+
+    ``SELECT create_index('t', 'ix', 'a')`` is judged as the statement the helper's
+    ``EXECUTE`` builds from those arguments (``analyze.expand_call``); a call that cannot
+    be expanded stays a call, which fails closed (VC001).
+    """
+    for ch in changes:
+        fn = ch.function
+        info = schema.function_info.get(fn) if ch.kind == "call_function" and fn is not None else None
+        body = schema.functions.get(fn) if info is not None and fn is not None else None
+        if info is None or body is None or not ch.extra.get("literal_args") or depth > 4 \
+                or info.get("language") != "plpgsql":
+            yield ch
+            continue
+        from veza_canary.migrations.analyze import expand_call
+
+        subs = expand_call(body, tuple(info.get("params", ())), ch.values, dialect)
+        if subs is None:
+            yield ch
+            continue
+        for sub in subs:
+            sub.line, sub.col = ch.line, ch.col
+        yield from expanded(subs, schema, dialect, depth + 1)
 
 
 def _shown(p: Path, bases: list[str]) -> str:
@@ -394,7 +420,7 @@ def _judge_file(path: str, af: AnalyzedFile, schema: Schema, ctx: RuleContext, r
     schema.begin_file()
     raw: list[tuple[Finding, Any]] = []  # (finding, statement directives)
     for st in af.statements:
-        for ch in st.changes:
+        for ch in expanded(st.changes, schema, ctx.dialect):
             for rule in rules.get(ch.kind, ()):
                 for hit in rule.check(ch, ctx):
                     h = hit if isinstance(hit, Hit) else Hit(hit)

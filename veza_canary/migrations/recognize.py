@@ -223,6 +223,8 @@ def rec_alter_object(c: Cursor) -> list[Change]:
         return _alter_table_rest(c, name)
     if kind == "sequence":
         words = c.rest_words()
+        if words in (["AS", "BIGINT"], ["AS", "INT8"]):
+            return [Change("noop", reason="widens the sequence")]
         if words and words[0] in ("RESTART", "OWNED", "CACHE", "INCREMENT", "START", "NO", "CYCLE", "SET"):
             if not {"MAXVALUE", "MINVALUE", "AS"} & set(words):
                 return [Change("noop")]
@@ -307,6 +309,29 @@ def _alter_table_rest(c: Cursor, table: QName) -> list[Change]:
         cname = c.ident()
         c.end()
         return [Change("validate_constraint", obj_kind="table", name=table, value=cname)]
+    if c.at("ENABLE") or c.at("DISABLE"):
+        enable = c.accept("ENABLE")
+        if not enable:
+            c.expect("DISABLE")
+        if enable:
+            c.accept("ALWAYS") or c.accept("REPLICA")
+        if c.accept("TRIGGER"):
+            trigger = "ALL" if c.accept("ALL") else "USER" if c.accept("USER") else c.ident()
+            c.end()
+            return [Change("enable_trigger" if enable else "disable_trigger", obj_kind="trigger", name=table,
+                           table=table, value=trigger)]
+        if c.accept("RULE"):
+            c.ident()
+            c.end()
+            return [Change("noop")]
+        raise NoMatch("ENABLE/DISABLE")
+    if c.accept("ALTER", "CONSTRAINT"):
+        c.ident()
+        while not c.done:  # [NOT] DEFERRABLE, INITIALLY DEFERRED|IMMEDIATE, [NO] INHERIT, ENFORCED
+            if not (c.accept("NOT") or c.accept("DEFERRABLE") or c.accept("INITIALLY") or c.accept("DEFERRED")
+                    or c.accept("IMMEDIATE")):
+                raise NoMatch("ALTER CONSTRAINT")
+        return [Change("noop", reason="constraint timing only")]
     if c.at("RENAME") and not c.at("RENAME", "TO") and not c.at("RENAME", "CONSTRAINT"):
         c.expect("RENAME")
         c.accept("COLUMN")
@@ -368,7 +393,7 @@ def _alter_table_rest(c: Cursor, table: QName) -> list[Change]:
     words = c.rest_words()
     if words[:2] in (["CLUSTER", "ON"], ["SET", "WITHOUT"], ["SET", "TABLESPACE"], ["SET", "LOGGED"],
                      ["SET", "UNLOGGED"], ["REPLICA", "IDENTITY"], ["SET", "ACCESS"], ["ATTACH", "PARTITION"],
-                     ["DISABLE", "TRIGGER"], ["DISABLE", "RULE"], ["SET", "("], ["RESET", "("]):
+                     ["SET", "("], ["RESET", "("]):
         return [Change("noop")]
     raise NoMatch("ALTER TABLE")
 
@@ -381,20 +406,62 @@ def _deferrable(c: Cursor) -> None:
 
 
 def rec_create_function(c: Cursor) -> list[Change]:
+    """CREATE [OR REPLACE] FUNCTION|PROCEDURE|AGGREGATE name (params) ...: name, body, parameters, language, volatility."""
     c.expect("CREATE")
     replace = c.accept("OR", "REPLACE")
     if not (c.accept("FUNCTION") or c.accept("PROCEDURE") or c.accept("AGGREGATE")):
         raise NoMatch("FUNCTION")
     name = c.qname()
+    params: list[str] = []
+    if c.at("("):
+        start = c.i
+        c.skip_parens()
+        params = _param_names(c.toks[start + 1:c.i - 1])
     body = None
-    for t in c.toks[c.i:]:
-        if t.kind == "dol":
+    language = volatility = ""
+    rest = c.toks[c.i:]
+    for k, t in enumerate(rest):
+        if t.kind == "dol" and body is None:
             inner = t.text[t.text.index("$", 1) + 1:]
             body = inner[: inner.rindex("$", 0, len(inner) - 1)]
-            break
-        if t.kind == "str" and body is None and c.toks[c.toks.index(t) - 1].up == "AS":
+        elif t.kind == "str" and body is None and k > 0 and rest[k - 1].up == "AS":
             body = t.text[1:-1].replace("''", "'")
-    return [Change("create_function", obj_kind="function", name=name, body=body, or_replace=replace)]
+        elif t.kind == "word" and t.up == "LANGUAGE" and k + 1 < len(rest):
+            language = rest[k + 1].text.strip("'\"").lower()
+        elif t.kind == "word" and t.up in ("IMMUTABLE", "STABLE", "VOLATILE"):
+            volatility = t.up
+    return [Change("create_function", obj_kind="function", name=name, body=body, or_replace=replace,
+                   extra={"params": tuple(params), "language": language,
+                          "volatility": volatility or "VOLATILE"})]  # Postgres' default
+
+
+def _param_names(toks: list[Tok]) -> list[str]:
+    """Names of the input parameters (positional order) of a function's parameter list; "" when unnamed."""
+    groups: list[list[Tok]] = [[]]
+    depth = 0
+    for t in toks:
+        if t.text == "(":
+            depth += 1
+        elif t.text == ")":
+            depth -= 1
+        if t.text == "," and depth == 0:
+            groups.append([])
+        else:
+            groups[-1].append(t)
+    out = []
+    for g in groups:
+        if not g:
+            continue
+        mode = g[0].up if g[0].kind == "word" and g[0].up in ("IN", "OUT", "INOUT", "VARIADIC") else ""
+        if mode:
+            g = g[1:]
+        if mode == "OUT":
+            continue
+        cut = next((k for k, t in enumerate(g) if t.up in ("DEFAULT", "=")), len(g))
+        g = g[:cut]
+        named = len(g) >= 2 and g[0].kind in ("word", "qid") and g[1].kind in ("word", "qid")
+        out.append((g[0].text.strip('"') if g[0].kind == "qid" else g[0].text.lower()) if named else "")
+    return out
 
 
 def rec_create_matview(c: Cursor) -> list[Change]:
@@ -434,6 +501,18 @@ def rec_create_policy(c: Cursor) -> list[Change]:
                    restrictive=restrictive)]
 
 
+def rec_alter_trigger(c: Cursor) -> list[Change]:
+    """ALTER TRIGGER name ON table RENAME TO new (a name only: the trigger does the same)."""
+    c.expect("ALTER", "TRIGGER")
+    name = c.ident()
+    c.expect("ON")
+    table = c.qname()
+    c.expect("RENAME", "TO")
+    new = c.ident()
+    c.end()
+    return [Change("rename_trigger", obj_kind="trigger", name=(table[0], name), table=table, new_name=new)]
+
+
 def rec_alter_policy(c: Cursor) -> list[Change]:
     c.expect("ALTER", "POLICY")
     name = c.ident()
@@ -452,12 +531,19 @@ def rec_create_trigger(c: Cursor) -> list[Change]:
     c.accept("CONSTRAINT")
     c.expect("TRIGGER")
     name = c.ident()
+    timing = ""
     while not c.done and not c.at("ON"):
+        t = c.peek()
+        if t is not None and t.kind == "word" and t.up in ("BEFORE", "AFTER", "INSTEAD") and not timing:
+            timing = t.up
         c.i += 1
     c.expect("ON")
     table = c.qname()
     fn: QName | None = None
+    row_level = False
     while not c.done:
+        if c.at("FOR", "EACH", "ROW") or c.at("FOR", "ROW"):
+            row_level = True
         if c.accept("EXECUTE"):
             if not (c.accept("FUNCTION") or c.accept("PROCEDURE")):
                 raise NoMatch("EXECUTE FUNCTION")
@@ -466,7 +552,8 @@ def rec_create_trigger(c: Cursor) -> list[Change]:
         c.i += 1
     if fn is None:
         raise NoMatch("EXECUTE FUNCTION")
-    return [Change("create_trigger", obj_kind="trigger", name=(table[0], name), table=table, function=fn)]
+    return [Change("create_trigger", obj_kind="trigger", name=(table[0], name), table=table, function=fn,
+                   extra={"timing": timing, "row_level": row_level})]
 
 
 def rec_create_index(c: Cursor) -> list[Change]:
@@ -540,6 +627,7 @@ def rec_revoke(c: Cursor) -> list[Change]:
 RECOGNIZERS: list[tuple[tuple[str, ...], Recognizer]] = [
     (("DROP",), rec_drop),
     (("ALTER", "POLICY"), rec_alter_policy),
+    (("ALTER", "TRIGGER"), rec_alter_trigger),
     (("ALTER",), rec_alter_object),
     (("CREATE", "MATERIALIZED", "VIEW"), rec_create_matview),
     (("CREATE", "POLICY"), rec_create_policy),

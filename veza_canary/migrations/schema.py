@@ -101,11 +101,14 @@ class Schema:
         self.views: dict[QName, View] = {}
         self.indexes: dict[QName, Index] = {}
         self.functions: dict[QName, str | None] = {}
+        #: What a CREATE FUNCTION said besides the body: params (input names), language, volatility.
+        self.function_info: dict[QName, dict[str, Any]] = {}
         self.sequences: set[QName] = set()
         self.types: dict[QName, EnumType] = {}
         self.schemas: set[str] = {self.default_schema}
         self.policies: dict[QName, bool] = {}  # (table-schema, policy) -> restrictive
         self.triggers: dict[tuple[QName, str], QName | None] = {}
+        self.disabled_triggers: set[tuple[QName, str]] = set()  # (table, trigger | "ALL" | "USER")
         self.new: NewObjects | None = None
         self._snap: dict[tuple[Any, ...], Any] | None = None
 
@@ -194,6 +197,7 @@ class Schema:
             elif k == "function":
                 self._touch(("function", qn), self.functions.get(qn))
                 self.functions.pop(qn, None)
+                self.function_info.pop(qn, None)
             elif k == "sequence":
                 self.sequences.discard(qn)
             elif k == "type":
@@ -414,15 +418,19 @@ class Schema:
         self._mark("view", ch.name)
 
     def expand_view_columns(self, ch: Change) -> tuple[str, ...] | None:
+        """A view's columns with each ``*`` replaced by its relation's columns (None: unknown)."""
         cols = ch.view_columns
         if cols is None or "*" not in cols:
             return cols
+        stars = list(ch.view_star_from)
+        paired = cols.count("*") == len(stars)  # the i-th '*' expands from stars[i]
         out: list[str] = []
+        k = 0
         for c in cols:
             if c != "*":
                 out.append(c)
                 continue
-            for src in ch.view_star_from:
+            for src in ([stars[k]] if paired else stars):
                 t = self.tables.get(src)
                 v = self.views.get(src)
                 if t is not None and t.complete:
@@ -431,12 +439,14 @@ class Schema:
                     out.extend(v.columns)
                 else:
                     return None
+            k += 1
         return tuple(out)
 
     def _a_create_function(self, ch: Change) -> None:
         assert ch.name is not None
         self._touch(("function", ch.name), self.functions.get(ch.name))
         self.functions[ch.name] = ch.body
+        self.function_info[ch.name] = {k: ch.extra[k] for k in ("params", "language", "volatility") if k in ch.extra}
         self._mark("function", ch.name)
 
     def _a_create_type(self, ch: Change) -> None:
@@ -481,6 +491,31 @@ class Schema:
 
     def _a_drop_policy(self, ch: Change) -> None:
         self.policies.pop(ch.name, None)  # type: ignore[arg-type]
+
+    def trigger_disabled(self, table: QName | None, trigger: str) -> bool:
+        """Is ``trigger`` on ``table`` (or all, or every user trigger) disabled now?"""
+        return any((table, t) in self.disabled_triggers for t in {trigger, "ALL", "USER"})
+
+    def _a_disable_trigger(self, ch: Change) -> None:
+        self.disabled_triggers.add((ch.table, ch.value or ""))  # type: ignore[arg-type]
+
+    def _a_enable_trigger(self, ch: Change) -> None:
+        if ch.value in ("ALL", "USER"):
+            self.disabled_triggers = {k for k in self.disabled_triggers if k[0] != ch.table}
+        else:
+            self.disabled_triggers.discard((ch.table, ch.value or ""))  # type: ignore[arg-type]
+
+    def _a_rename_trigger(self, ch: Change) -> None:
+        assert ch.table is not None and ch.name is not None
+        key = (ch.table, ch.name[1])
+        if key in self.triggers:
+            self.triggers[(ch.table, ch.new_name or "")] = self.triggers.pop(key)
+        if self.new is not None:
+            self.new.move(("trigger", ch.table, ch.name[1]), ("trigger", ch.table, ch.new_name))
+
+    def _a_drop_trigger(self, ch: Change) -> None:
+        if ch.table is not None and ch.name is not None:
+            self.triggers.pop((ch.table, ch.name[1]), None)
 
     def _a_create_trigger(self, ch: Change) -> None:
         assert ch.table is not None and ch.name is not None

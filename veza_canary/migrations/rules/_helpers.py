@@ -73,6 +73,26 @@ def had_unique(ctx: RuleContext, table: QName | None, cols: tuple[str, ...], *, 
     return False
 
 
+def was_not_null_and_unique(ctx: RuleContext, table: QName | None, cols: tuple[str, ...]) -> bool:
+    """Before the current file, were these columns all NOT NULL and unique together (a PK adds nothing)?"""
+    if table is None or not cols or not had_unique(ctx, table, cols):
+        return False
+    t = ctx.schema.pre_file(("table", table), ctx.schema.table(table))
+    return t is not None and all(c in t.columns and t.columns[c].not_null for c in cols)
+
+
+def had_foreign_key(ctx: RuleContext, table: QName | None, cols: tuple[str, ...], ref: QName | None) -> bool:
+    """Before the current file, did the same columns reference the same table (a FK re-created, e.g. with CASCADE)?"""
+    if table is None or not cols:
+        return False
+    t = ctx.schema.pre_file(("table", table), ctx.schema.table(table))
+    if t is None:
+        return False
+    want = tuple(sorted(cols))
+    return any(c.kind == "fk" and not c.not_valid and tuple(sorted(c.columns)) == want
+               and (ref is None or c.ref_table == ref) for c in t.constraints.values())
+
+
 def unique_still_there(table: QName | None, cols: tuple[str, ...]):  # noqa: ANN201
     """Cancel test for a dropped unique constraint re-created later in the same file."""
     want = tuple(sorted(cols))

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from veza_canary.migrations.changes import Change
-from veza_canary.migrations.rules import Rule, RuleContext, register
+from veza_canary.migrations.rules import Hit, Rule, RuleContext, register
 from veza_canary.migrations.rules._helpers import fq
 
 
@@ -28,7 +28,7 @@ class DropDefault(Rule):
     name = "drop-default"
     kinds = frozenset({"drop_default", "drop_identity", "modify_column"})
 
-    def check(self, ch: Change, ctx: RuleContext) -> Iterator[str]:
+    def check(self, ch: Change, ctx: RuleContext) -> Iterator[Hit | str]:
         if ch.obj_kind == "type":
             if not ctx.is_new("type", ch.name):
                 yield f"drops the default of domain {fq(ch.name)}"
@@ -48,4 +48,10 @@ class DropDefault(Rule):
         if ctx.is_new("column", ch.name, ch.column) and (old is None or not old.not_null):
             return  # a new nullable column: the old binary never writes it
         what = "identity" if ch.kind == "drop_identity" else "default"
-        yield f"drops the {what} of {fq(ch.name, ch.column)}"
+        table, col = ch.name, ch.column
+
+        def given_again(schema) -> bool:  # noqa: ANN001 - a default set again later in the same file
+            spec = schema.column(table, col)
+            return spec is not None and spec.has_default
+
+        yield Hit(f"drops the {what} of {fq(ch.name, ch.column)}", given_again)

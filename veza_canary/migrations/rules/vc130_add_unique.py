@@ -33,6 +33,9 @@ class AddUnique(Rule):
         table = ch.table if ch.kind == "create_index" else ch.name
         if ch.obj_kind == "type" or ctx.table_is_new(table):
             return
+        view = ctx.schema.views.get(table) if table is not None else None
+        if ch.kind == "create_index" and (ctx.is_new("view", table) or (view is not None and view.materialized)):
+            return  # an index on a materialized view: the old binary never writes one
         for c, inline in constraints_added(ch, {"unique", "exclude"}):
             if old_binary_writes_null(ctx, table, c.columns, inline):
                 continue

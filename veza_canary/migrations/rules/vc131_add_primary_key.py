@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from veza_canary.migrations.changes import Change, ColumnSpec
 from veza_canary.migrations.rules import Rule, RuleContext, register
-from veza_canary.migrations.rules._helpers import constraints_added, fq, had_unique
+from veza_canary.migrations.rules._helpers import constraints_added, fq, had_unique, was_not_null_and_unique
 
 
 @register
@@ -35,6 +35,8 @@ class AddPrimaryKey(Rule):
                 continue  # new identity/serial columns fill themselves
             if had_unique(ctx, ch.name, c.columns, pk=True):
                 continue
+            if was_not_null_and_unique(ctx, ch.name, c.columns):
+                continue  # the columns were NOT NULL and UNIQUE already: the key adds no restriction
             yield f"adds a PRIMARY KEY on {fq(ch.name)} ({', '.join(c.columns) or 'index'})"
 
     @staticmethod

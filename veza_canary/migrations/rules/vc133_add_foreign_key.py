@@ -18,7 +18,12 @@ from collections.abc import Iterator
 
 from veza_canary.migrations.changes import Change
 from veza_canary.migrations.rules import Rule, RuleContext, register
-from veza_canary.migrations.rules._helpers import constraints_added, fq, old_binary_writes_null
+from veza_canary.migrations.rules._helpers import (
+    constraints_added,
+    fq,
+    had_foreign_key,
+    old_binary_writes_null,
+)
 
 
 @register
@@ -33,5 +38,7 @@ class AddForeignKey(Rule):
         for c, inline in constraints_added(ch, {"fk"}):
             if old_binary_writes_null(ctx, ch.name, c.columns, inline):
                 continue
+            if had_foreign_key(ctx, ch.name, c.columns, c.ref_table):
+                continue  # the same reference existed before this file (re-created, e.g. with ON DELETE CASCADE)
             ref = f" -> {fq(c.ref_table)}" if c.ref_table else ""
             yield f"adds a FOREIGN KEY on {fq(ch.name)} ({', '.join(c.columns)}){ref}"

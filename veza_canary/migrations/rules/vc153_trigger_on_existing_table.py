@@ -5,8 +5,9 @@ Anti-pattern:
         FOR EACH ROW EXECUTE FUNCTION enforce_quota();   -- RAISE EXCEPTION inside
 
 Safe pattern:
-    Triggers that only fill or log (no RAISE EXCEPTION, no RETURN NULL, no dynamic
-    SQL) pass. Otherwise ship the rule in the new binary first and add the trigger
+    Triggers that only fill or log (no RAISE EXCEPTION, no RETURN NULL in a BEFORE or
+    INSTEAD OF row trigger, no dynamic SQL) pass; Postgres ignores what AFTER and
+    statement-level triggers return, so their RETURN NULL is harmless. Otherwise ship the rule in the new binary first and add the trigger
     once no old binary writes the table.
 
 Why it breaks the old binary:
@@ -28,6 +29,9 @@ _DANGER = re.compile(
     r"\bRAISE\s+(?:EXCEPTION|SQLSTATE)\b|\bRAISE\s*;|\bRAISE\s+'|\bRETURN\s+NULL\b|\bEXECUTE\b",
     re.IGNORECASE,
 )
+#: What may break the old binary in a trigger whose return value Postgres ignores (AFTER, FOR EACH STATEMENT).
+_DANGER_IGNORING_RETURN = re.compile(
+    r"\bRAISE\s+(?:EXCEPTION|SQLSTATE)\b|\bRAISE\s*;|\bRAISE\s+'|\bEXECUTE\b", re.IGNORECASE)
 
 
 @register
@@ -46,7 +50,10 @@ class TriggerOnExistingTable(Rule):
             yield (f"adds trigger {ch.name[1] if ch.name else ''} on {fq(ch.table)} calling {fq(fn)}, "
                    "whose body the migration history does not show")
             return
-        m = _DANGER.search(_strip_comments_and_strings(body))
+        # A change recognised before trigger timings were recorded has no "timing": judged as BEFORE.
+        ignores_return = ch.extra.get("timing") == "AFTER" or ch.extra.get("row_level") is False
+        danger = _DANGER_IGNORING_RETURN if ignores_return else _DANGER
+        m = danger.search(_strip_comments_and_strings(body))
         if m:
             yield (f"adds trigger {ch.name[1] if ch.name else ''} on {fq(ch.table)}; its function {fq(fn)} "
                    f"uses {' '.join(m.group(0).split()).upper()}")

@@ -12,6 +12,7 @@ Why it matters:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from veza_canary.migrations.changes import Change
@@ -37,5 +38,21 @@ class ChangeDefault(Rule):
             yield f"changes the default of {fq(ch.name, ch.column)} from {old.default} to {new}"
 
 
+_CAST_FN = re.compile(r"CAST\(\s*('(?:[^']|'')*'|[^()']+?)\s+AS\s+[^()']*?(?:\([0-9, ]*\))?\s*\)")
+_CAST_OP = re.compile(r"::\s*(?:\"[^\"]+\"|[A-Z_][A-Z0-9_]*)(?:\s*\.\s*(?:\"[^\"]+\"|[A-Z_][A-Z0-9_]*))?"
+                      r"(?:\s+(?:VARYING|PRECISION|WITH(?:OUT)?\s+TIME\s+ZONE))*(?:\s*\([0-9, ]*\))?(?:\s*\[\])*")
+
+
 def _norm(s: str) -> str:
-    return " ".join(s.upper().split())
+    """A default's text with casts taken off: ``'a'``, ``'a'::text`` and ``CAST('a' AS TEXT)`` are one value."""
+    parts = re.split(r"('(?:[^']|'')*')", " ".join(s.split()))
+    s = "".join(p if p.startswith("'") else p.upper() for p in parts)  # string literals keep their case
+    prev = None
+    while prev != s:
+        prev = s
+        s = _CAST_FN.sub(r"\1", s)
+        s = _CAST_OP.sub("", s)
+    s = s.strip()
+    while s.startswith("(") and s.endswith(")") and s.count("(") == 1:
+        s = s[1:-1].strip()
+    return s
