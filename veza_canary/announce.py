@@ -122,6 +122,12 @@ class Announcer:
             return None
         try:
             return self.hooks.run(hook, event or self.event(hook, summary, **data))
+        except KeyboardInterrupt:
+            # Ctrl-C while an informing hook runs (after the run, outside the pipeline's interrupt guard):
+            # the hook was killed; that stops the hook, not the deploy, whose outcome is already decided.
+            # (During the run the guard turns signals into DeployInterrupt, which is not caught here.)
+            log.warning("hook.interrupted", hook=hook)
+            return None
         except Exception as exc:  # noqa: BLE001 - an informing hook never changes the outcome
             log.error("hook.failed", hook=hook, error=redact_text(str(exc) or type(exc).__name__))
             return None

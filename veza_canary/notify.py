@@ -327,8 +327,13 @@ class Notifier:
         deadline = time.monotonic() + (self.flush_timeout if timeout is None else timeout)
         for w in workers:
             w.stop()
-        for w in workers:
-            w.join(max(0.0, deadline - time.monotonic()))
+        try:
+            for w in workers:
+                w.join(max(0.0, deadline - time.monotonic()))
+        except KeyboardInterrupt:
+            # NOTE: the run is over and its outcome decided; Ctrl-C here means "stop waiting for the
+            # receivers", not "the deploy was interrupted".
+            log.warning("notify.wait_interrupted", msg="stopped waiting for webhook deliveries")
         for w in workers:
             for name in w.abandon():
                 d = Delivery(event=name, url=shown_url(w.url), ok=False, attempts=0,

@@ -187,3 +187,20 @@ def test_a_manual_rollback_that_succeeds_is_a_rolled_back_event_and_runs_on_roll
         ["on-rollback", "rolled-back"], ["post-deploy", "rolled-back"]]
     [entry] = History(StateStore(t)).read().entries
     assert entry["command"] == "rollback" and entry["outcome"] == "success"
+
+
+def test_ctrl_c_during_an_informing_hook_kills_the_hook_and_does_not_escape(tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    d = tmp_path / ".veza-canary" / "hooks"
+    d.mkdir(parents=True)
+    (d / POST_DEPLOY).write_text("#!/bin/sh\nsleep 30\n")
+    (d / POST_DEPLOY).chmod(0o755)
+    ann = Announcer.from_settings(make_settings(), store=None, repo_root=tmp_path)
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    t0 = time.monotonic()
+    assert ann.inform(POST_DEPLOY, "done") is None
+    assert time.monotonic() - t0 < 3

@@ -299,3 +299,17 @@ def test_the_local_sink_receives_what_a_notifier_sends():
         assert n.close() and got is not None
         assert got["exit_code"] == 5 and got["data"]["cause"] == "p95" and "rolled back" in got["text"]
         assert sink.wait_for("peers-done", timeout=0.05) is None
+
+
+def test_ctrl_c_while_close_waits_stops_the_wait_not_the_process(receiver):
+    import os
+    import signal
+
+    receiver.delay = 2.0
+    n = _notifier(receiver.url, timeout=5.0)
+    n.emit(FACTS.event(DEPLOY_STARTED, "x"))
+    time.sleep(0.05)
+    threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    t0 = time.monotonic()
+    n.close(timeout=5.0)  # must not raise KeyboardInterrupt
+    assert time.monotonic() - t0 < 1.5
