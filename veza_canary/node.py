@@ -325,3 +325,57 @@ class Node(_NodeFacts):
             err = (r.stderr.strip().splitlines() or [f"curl exit {r.exit_code}"])[-1]
             return HealthResult(False, None, latency, error=err[:200])
         return HealthResult(status == 200, status, latency, body=body[:2000])
+
+    def service_state(self) -> ServiceState | None:
+        """systemd's view of the service in one round trip (``systemctl show``), or None when unknown.
+
+        Cheap enough to ask every few seconds: the SLI watch and the node-health wait use it to end at
+        once on a dead canary (failed, restarting, or restarted since) instead of at their deadline.
+        """
+        if not self.service:
+            return None
+        try:
+            r = self.transport.run(("systemctl", "show", "-p", "ActiveState", "-p", "SubState", "-p", "NRestarts",
+                                    "-p", "MainPID", "--", self.service), timeout=30, check=False)
+        except TransportError:
+            return None
+        if r.exit_code != 0:
+            return None
+        return ServiceState.parse(r.stdout)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """ActiveState, SubState, NRestarts and MainPID of a systemd unit."""
+
+    active: str
+    sub: str
+    restarts: int | None = None
+    pid: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ServiceState | None:
+        """From ``systemctl show -p ...`` output (``Key=value`` lines, in any order)."""
+        kv = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        if "ActiveState" not in kv:
+            return None
+
+        def num(k: str) -> int | None:
+            v = kv.get(k, "").strip()
+            return int(v) if v.isdigit() else None
+
+        return cls(kv["ActiveState"].strip(), kv.get("SubState", "").strip(), num("NRestarts"), num("MainPID"))
+
+    def dead(self, before: ServiceState | None = None) -> str | None:
+        """Why the service is dead or dying now (``before``: the state right after its restart), or None."""
+        if self.active == "failed":
+            return f"systemd reports the unit failed ({self.sub or 'failed'})"
+        if self.sub == "auto-restart":
+            return "systemd is restarting the unit after a crash (auto-restart)"
+        if self.active in ("inactive", "deactivating"):
+            return f"the unit is {self.active} ({self.sub or '-'})"
+        if before is not None and before.restarts is not None and self.restarts is not None \
+                and self.restarts > before.restarts:
+            return f"systemd restarted the unit {self.restarts - before.restarts} time(s) (NRestarts " \
+                   f"{before.restarts} -> {self.restarts})"
+        return None
