@@ -38,7 +38,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load, median, provenance, save, table  # noqa: E402
+from common import REPO, load, median, provenance, save, table  # noqa: E402
+
+sys.path.insert(0, str(REPO))  # tests.settings_helper builds the settings
 
 # Latencies (s) of one call, measured on the lab (see the module docstring).
 EXEC = 0.035
@@ -63,6 +65,8 @@ class Latency:
         self.sim = sim
         self.clock = sim.clock
         self.inside = 0.0  # real seconds spent inside the fakes
+        self.inside_cpu = 0.0  # CPU seconds spent inside the fakes
+        self._entered_cpu = 0.0
         self.calls = 0
         self._entered: float | None = None
         self.starting: dict[str, float] = {}  # node -> simulated time its service answers
@@ -78,10 +82,11 @@ class Latency:
         return hook
 
     def __call__(self, event: str) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if event.startswith("done:"):
             if self._entered is not None:
                 self.inside += now - self._entered
+                self.inside_cpu += cpu - self._entered_cpu
                 self._entered = None
             return
         self.calls += 1
@@ -92,7 +97,7 @@ class Latency:
             for n in [n for n, t in self.starting.items() if t <= self.clock.t]:
                 del self.starting[n]
                 self.sim.broken_nodes.discard(n)
-        self._entered = time.perf_counter()
+        self._entered, self._entered_cpu = time.perf_counter(), time.process_time()
 
 
 class _Discard(list):
@@ -102,22 +107,27 @@ class _Discard(list):
         pass
 
 
-def _time_whole_backend_reads(lat: Latency) -> tuple[list[float], object]:
-    """Time the tool's handling of HAProxy's whole-backend replies (one row per node, parsed and indexed on
-    every ``stat``/``state`` read): ``HAProxy.stats``/``states`` minus the time spent in the fake HAProxy."""
+def _time_haproxy_reads(lat: Latency) -> tuple[list[float], object]:
+    """Time the tool's handling of HAProxy replies (``HAProxy.stat/state/view/stats/states``: building the
+    command, finding and parsing the server's row or line) minus the time spent in the fake HAProxy.
+    Only the outermost call counts (``view`` may call ``stat``, ``stat`` may call ``states``)."""
     from veza_canary.haproxy import HAProxy
 
     acc = [0.0, 0]
-    originals = {name: getattr(HAProxy, name) for name in ("stats", "states")}
+    depth = [0]
+    originals = {name: getattr(HAProxy, name) for name in ("stat", "state", "view", "stats", "states")}
     for name, real in originals.items():
 
         def timed(self, *a, _real=real, **kw):  # noqa: ANN001,ANN002,ANN003,ANN202
+            depth[0] += 1
             t0, f0 = time.perf_counter(), lat.inside
             try:
                 return _real(self, *a, **kw)
             finally:
-                acc[0] += (time.perf_counter() - t0) - (lat.inside - f0)
-                acc[1] += 1
+                depth[0] -= 1
+                if depth[0] == 0:
+                    acc[0] += (time.perf_counter() - t0) - (lat.inside - f0)
+                    acc[1] += 1
         setattr(HAProxy, name, timed)
 
     def undo() -> None:
@@ -183,14 +193,14 @@ def one_roll(n: int, trace: bool, tmp: Path, devnull) -> dict:  # noqa: ANN001
     artifact.chmod(0o755)
     names = [f"backend-api-{i}" for i in range(1, n + 1)]
     canary, peers = names[1], [x for x in names if x != names[1]]
-    s = make_settings(artifact=artifact, canary_node=canary, peer_nodes=tuple(peers), sli_window=0.01,
-                           sli_probe_interval=0.01, allow_short_window=True, state_dir=tmp / "state",
+    s = make_settings(artifact=artifact, canary_node=canary, peer_nodes=tuple(peers), sli_window=1.0,
+                           sli_probe_interval=1.0, allow_short_window=True, state_dir=tmp / "state",
                            poll_interval=POLL_INTERVAL)
     sim = SimFleet(names, install_dir=s.service.install_dir)
     sim.commands = _Discard()
     lat = Latency(sim)
     fleet, sim = sim_fleet(s, sim)
-    parse, undo_parse = _time_whole_backend_reads(lat)
+    parse, undo_parse = _time_haproxy_reads(lat)
     gc_time, undo_gc = _time_gc()
     if trace:
         tracemalloc.start()
@@ -214,6 +224,7 @@ def one_roll(n: int, trace: bool, tmp: Path, devnull) -> dict:  # noqa: ANN001
     new = sha(artifact.read_bytes())
     done = all(sim.nodes[x].running_sha == new for x in names)
     return {"n": n, "code": code, "error": error, "all_on_artifact": done, "wall": wall, "cpu": cpu, "inside_fakes": lat.inside,
+            "inside_fakes_cpu": lat.inside_cpu,
             "io_calls": lat.calls, "sim_s": sim.clock.t - t_sim0, "parse_s": parse[0], "parses": parse[1], "gc_s": gc_time[0],
             "peak_bytes": peak, "rss_growth_bytes": rss_peak,
             "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
@@ -264,8 +275,8 @@ def main() -> None:
     def tool(n: int) -> float:
         return median([r["wall"] - r["inside_fakes"] for r in runs[n]])
 
-    def tool_np(n: int) -> float:
-        return median([r["wall"] - r["inside_fakes"] - r["parse_s"] - r["gc_s"] for r in runs[n]])
+    def cpu(n: int) -> float:
+        return median([r["cpu"] - r["inside_fakes_cpu"] for r in runs[n]])
 
     def heap(n: int) -> float:
         return median([r["peak_bytes"] for r in mem[n]]) if mem[n] else float("nan")
@@ -278,25 +289,26 @@ def main() -> None:
                      f"{[r['error'] for r in runs[n] if r['error']][:1]}")
         sim_s = m(n, "sim_s")
         rows.append([n, f"{sim_s:.0f}", f"{sim_s / n:.2f}", f"{m(n, 'wall'):.2f}", f"{m(n, 'inside_fakes'):.2f}",
-                     f"{tool(n):.2f}", f"{tool(n) / n * 1000:.1f}", f"{m(n, 'parse_s'):.2f}", f"{m(n, 'gc_s'):.2f}",
-                     f"{tool_np(n) / n * 1000:.1f}", f"{m(n, 'io_calls') / n:.0f}",
-                     f"{m(n, 'rss_growth_bytes') / 2**20:.1f}", f"{heap(n) / 2**20:.1f}",
-                     f"{heap(n) / n / 1024:.0f}"])
+                     f"{tool(n):.3f}", f"{tool(n) / n * 1000:.2f}", f"{cpu(n):.3f}", f"{cpu(n) / n * 1000:.2f}",
+                     f"{m(n, 'parse_s') / n * 1000:.3f}", f"{m(n, 'gc_s'):.3f}", f"{m(n, 'io_calls') / n:.0f}",
+                     f"{m(n, 'rss_growth_bytes') / 2**20:.1f}", f"{heap(n) / 2**20:.2f}",
+                     f"{heap(n) / n / 1024:.1f}"])
     header = ["nodes", "simulated roll (s)", "simulated s/node", "wall (s)", "in fakes (s)", "tool (s)",
-              "tool ms/node", "of which whole-backend HAProxy replies (s)", "of which GC (s)",
-              "tool ms/node without those two",
+              "tool ms/node", "tool CPU (s)", "tool CPU ms/node", "of which HAProxy reads, ms/node", "GC (s)",
               "I/O calls/node", "peak RSS growth (MiB)", "peak heap (MiB)", "peak heap KiB/node"]
     md = [f"Measured: {provenance(load0)}. {args.runs} runs per size (medians), sizes interleaved, each run a "
           f"fresh process; peak heap (tracemalloc) from {args.trace_runs} traced run(s) per size.", "",
           table(header, rows), ""]
     lo, hi = (100, 500) if {100, 500} <= set(sizes) else (sizes[-2], sizes[-1])
+    small = sizes[0]
     ns = [float(n) for n in sizes]
     a, b = fit(ns, [tool(n) for n in sizes])
-    a2, b2 = fit(ns, [tool_np(n) for n in sizes])
+    ac, bc = fit(ns, [cpu(n) for n in sizes])
     ah, bh = fit(ns, [heap(n) for n in sizes]) if all(mem[n] for n in sizes) else (float("nan"),) * 2
-    result = {"runs": runs, "mem": mem, "fit_tool_s": [a, b], "fit_tool_without_parse_s": [a2, b2],
+    result = {"runs": runs, "mem": mem, "fit_tool_s": [a, b], "fit_tool_cpu_s": [ac, bc],
               "fit_heap_bytes": [ah, bh],
-              "ratio_tool": tool(hi) / tool(lo), "ratio_tool_without_parse": tool_np(hi) / tool_np(lo),
+              "ratio_tool": tool(hi) / tool(lo), "ratio_tool_cpu": cpu(hi) / cpu(lo),
+              "per_node_cpu_ratio": (cpu(hi) / hi) / (cpu(small) / small),
               "ratio_sim": m(hi, "sim_s") / m(lo, "sim_s"),
               "ratio_rss": m(hi, "rss_growth_bytes") / m(lo, "rss_growth_bytes"),
               "ratio_heap": heap(hi) / heap(lo) if mem[hi] else None,
@@ -304,10 +316,11 @@ def main() -> None:
                             "restart": RESTART, "startup": STARTUP, "poll_interval": POLL_INTERVAL}}
     heap_ratio = f"{result['ratio_heap']:.2f}" if result["ratio_heap"] else "n/a"
     md.append(f"Ratios N={hi} / N={lo} (linear = {hi / lo:g}): simulated roll time {result['ratio_sim']:.2f}; "
-              f"tool time {result['ratio_tool']:.2f}, {result['ratio_tool_without_parse']:.2f} without the "
-              f"whole-backend HAProxy replies and GC; peak heap {heap_ratio}; peak RSS growth {result['ratio_rss']:.2f}. "
-              f"Least-squares fit of the tool's time without those: {a2 * 1000:.0f} ms + "
-              f"{b2 * 1000:.2f} ms x N; of the peak heap: {ah / 2**20:.2f} MiB + {bh / 1024:.1f} KiB x N.")
+              f"tool time {result['ratio_tool']:.2f}, tool CPU {result['ratio_tool_cpu']:.2f}; peak heap {heap_ratio}; "
+              f"peak RSS growth {result['ratio_rss']:.2f}. CPU per node at N={hi} / at N={small}: "
+              f"{result['per_node_cpu_ratio']:.2f} (flat = 1). Least-squares fits: the tool's CPU "
+              f"{ac * 1000:.0f} ms + {bc * 1000:.2f} ms x N; the peak heap {ah / 2**20:.2f} MiB + "
+              f"{bh / 1024:.1f} KiB x N.")
     text = "\n".join(md)
     print(text)
     save("fleet_scale", result, text)

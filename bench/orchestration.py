@@ -1,15 +1,15 @@
-"""Orchestration overhead per node: full rolls of the lab's nodes with a (nearly) zero-length SLI window.
+"""Orchestration overhead per node: full rolls of the lab's nodes with the shortest SLI window allowed.
 
-    sudo .venv/bin/python bench/orchestration.py [--runs 5] [--poll-interval 0.5]
+    sudo .venv/bin/python bench/orchestration.py [--runs 5] [--poll-interval 0.5] [--compare]
 
 Needs root and the lab (``veza-canary lab``); holds ``exclusive_lab()`` for its whole duration
 and restores the lab after (1.0.0 on every node, all ready and UP).
 
 Each run is a real ``veza-canary --verbose --log-format json deploy`` subprocess rolling a new
 stand-in build (1.1.0 and 1.2.0 alternately, so every node changes every run) to the canary and
-its peers, with ``--allow-short-window --sli-window 0.01 --sli-probe-interval 0.01``: one SLI probe
-10 ms after the canary is UP, no watch (SLI_WINDOW=0 itself is refused: "a watch of no time judges
-nothing"). From its JSON
+its peers, with ``--allow-short-window --sli-window 1 --sli-probe-interval 1``: one SLI probe
+1 s after the canary is UP (the shortest watch the settings accept: a probe interval under 1 s is
+refused, Prometheus scrapes no faster, and the window holds at least one interval). From its JSON
 report (step start/end) and its log lines (every command it ran with its duration, every wait
 poll with its elapsed time), each node's roll is cut into steps:
 
@@ -28,6 +28,21 @@ and each step into *waiting* and *overhead*:
 * the tool's own overhead: everything else (the polls that saw "done", every other command's
   ``incus exec`` round-trip, Python).
 
+``--compare`` adds, in the same session and interleaved run by run (veza-canary, bare loop,
+Ansible, then again), two other ways to roll the same nodes to a new build:
+
+* a **bare loop** (``bare_loop``): per node ``socat`` drain, ``incus file push`` to a temp name,
+  ``mv``, ``systemctl restart``, ``curl`` inside the container until 200, ``socat`` ready; no drain
+  wait, no checksum, no UP or LB check, no lock, no SLI, no rollback: the floor of the round trips;
+* **Ansible's canonical rolling update** (``ANSIBLE_PLAYBOOK``: ``serial: 1``, pre_tasks
+  ``community.general.haproxy`` disabled+drain delegated to the HAProxy container, ``copy``,
+  ``systemd`` restarted, ``uri`` until 200, post_tasks haproxy enabled+wait), through the
+  ``community.general.incus`` connection, from ``$ANSIBLE_VENV`` (default
+  /var/cache/veza-canary-bench/ansible-venv: ``pip install ansible`` there, outside the repo).
+  Skipped (and said so) when that venv is missing.
+
+Every run changes every node (the builds alternate across the tools' runs too).
+
 Results: ``$BENCH_OUT/orchestration.json``.
 """
 
@@ -35,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -190,17 +206,118 @@ def analyse(run: dict, canary: str, peers: list[str], interval: float) -> dict[s
         "check phase (preflight, migration gate, lock)": sum(s["duration_s"] for s in steps
                                                              if s["name"] in ("preflight", "migration-gate", "lock",
                                                                               "confirm")),
-        "SLI watch (window 0.01 s: one probe)": step("sli-watch")["duration_s"],
+        "SLI watch (window 1 s: one probe)": step("sli-watch")["duration_s"],
         "end (final state, report, exit)": run["t1"] - parse_ts(step("peers")["ended_at"]),
     }
     return {"wall": run["t1"] - run["t0"], "nodes": nodes, "fixed": fixed,
             "commands": sum(1 for x in run["logs"] if x.get("event") == "ran" and x.get("where") == "local")}
 
 
+# -- the comparisons -----------------------------------------------------------------------------------------
+
+ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV") or "/var/cache/veza-canary-bench/ansible-venv")
+
+ANSIBLE_PLAYBOOK = """\
+- hosts: api
+  serial: 1
+  gather_facts: false
+  pre_tasks:
+    - name: take the node out of the pool (drained, then disabled)
+      community.general.haproxy:
+        state: disabled
+        drain: true
+        backend: "{{ pool_backend }}"
+        host: "{{ inventory_hostname }}"
+        socket: "{{ haproxy_socket }}"
+        wait: true
+        wait_interval: 1
+      delegate_to: "{{ groups['lb'][0] }}"
+  tasks:
+    - name: ship the build
+      ansible.builtin.copy:
+        src: "{{ artifact }}"
+        dest: "{{ install_dir }}/veza-api"
+        mode: "0755"
+    - name: restart the service
+      ansible.builtin.systemd:
+        name: "{{ service_name }}"
+        state: restarted
+    - name: wait for health
+      ansible.builtin.uri:
+        url: "{{ health_url }}"
+      register: health
+      until: health.status == 200
+      retries: 60
+      delay: 0.5
+  post_tasks:
+    - name: back into the pool
+      community.general.haproxy:
+        state: enabled
+        backend: "{{ pool_backend }}"
+        host: "{{ inventory_hostname }}"
+        socket: "{{ haproxy_socket }}"
+        wait: true
+        wait_interval: 1
+      delegate_to: "{{ groups['lb'][0] }}"
+"""
+
+
+def _incus(*argv: str, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["incus", *argv], input=input, capture_output=True, text=True, check=True)
+
+
+def bare_loop(env: dict[str, str], artifact: Path, nodes: list[str]) -> dict[str, Any]:
+    """The floor: the same node changes with nothing checked, one command after the other."""
+    hap, sock, backend = env["HAPROXY_CONTAINER"], env["HAPROXY_SOCKET"], env["POOL_BACKEND"]
+    install, service = env["INSTALL_DIR"], env["SERVICE_NAME"]
+    health = env["NODE_HEALTH_URL"].rstrip("/") + env["HEALTH_PATH"]
+
+    def haproxy(cmd: str) -> None:
+        _incus("exec", hap, "--", "socat", "stdio", f"UNIX-CONNECT:{sock}", input=cmd + "\n")
+
+    per_node = []
+    t0 = time.perf_counter()
+    for n in nodes:
+        n0 = time.perf_counter()
+        haproxy(f"set server {backend}/{n} state drain")
+        _incus("file", "push", "--mode", "0755", str(artifact), f"{n}{install}/.veza-api.bare")
+        _incus("exec", n, "--", "mv", "-f", f"{install}/.veza-api.bare", f"{install}/veza-api")
+        _incus("exec", n, "--", "systemctl", "restart", service)
+        while subprocess.run(["incus", "exec", n, "--", "curl", "-fsS", "-o", "/dev/null", health],
+                             capture_output=True, check=False).returncode != 0:
+            time.sleep(0.1)
+        haproxy(f"set server {backend}/{n} state ready")
+        per_node.append(time.perf_counter() - n0)
+    return {"wall": time.perf_counter() - t0, "per_node": per_node}
+
+
+def ansible_run(env: dict[str, str], artifact: Path, nodes: list[str], tmp: Path) -> dict[str, Any]:
+    d = tmp / "ansible"
+    d.mkdir(exist_ok=True)
+    (d / "rolling.yml").write_text(ANSIBLE_PLAYBOOK)
+    health = env["NODE_HEALTH_URL"].rstrip("/") + env["HEALTH_PATH"]
+    (d / "hosts.ini").write_text(
+        "[api]\n" + "\n".join(nodes) + f"\n[lb]\n{env['HAPROXY_CONTAINER']}\n[all:vars]\n"
+        "ansible_connection=community.general.incus\nansible_python_interpreter=/usr/bin/python3\n"
+        f"pool_backend={env['POOL_BACKEND']}\nhaproxy_socket={env['HAPROXY_SOCKET']}\n"
+        f"install_dir={env['INSTALL_DIR']}\nservice_name={env['SERVICE_NAME']}\nhealth_url={health}\n")
+    aenv = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3", "PYTHONWARNINGS": "ignore"}
+    argv = [str(ANSIBLE_VENV / "bin" / "ansible-playbook"), "-i", str(d / "hosts.ini"), str(d / "rolling.yml"),
+            "-e", f"artifact={artifact}"]
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, env=aenv, cwd=d, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        sys.exit(f"ansible-playbook exited {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-2000:]}")
+    return {"wall": wall}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--poll-interval", type=float, default=0.5)
+    ap.add_argument("--compare", action="store_true", help="also the bare loop and Ansible, interleaved")
     ap.add_argument("--quiet-load", type=float, default=1.5, help="wait for the 1-min load to drop under this")
     ap.add_argument("--quiet-wait", type=float, default=300, help="... for at most this many seconds")
     args = ap.parse_args()
@@ -215,15 +332,21 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="veza-bench-orch-"))
     builds = [build_standin(v, Faults(), tmp / f"veza-api-{v}") for v in ("1.1.0", "1.2.0")]
     results: list[dict] = []
+    bare: list[dict] = []
+    ansible: list[dict] = []
+    with_ansible = args.compare and (ANSIBLE_VENV / "bin" / "ansible-playbook").exists()
+    k = 0  # every run of every tool ships the other build: each node changes every time
     try:
         with lab:
             canary, peers = lab.info.canary, list(lab.info.peers)
+            order = [canary, *peers]
             load0 = wait_quiet(args.quiet_wait, args.quiet_load)
             for i in range(args.runs):
                 lab.between_runs()
                 env = deploy_env(lab.env, POLL_INTERVAL=str(args.poll_interval))
-                run = deploy(env, builds[i % 2], tmp / f"report-{i}.json", tmp, "--allow-short-window",
-                             "--sli-window", "0.01", "--sli-probe-interval", "0.01")
+                run = deploy(env, builds[k % 2], tmp / f"report-{i}.json", tmp, "--allow-short-window",
+                             "--sli-window", "1", "--sli-probe-interval", "1")
+                k += 1
                 (tmp / f"run-{i}.json").write_text(json.dumps(run))  # raw, for a look at what was parsed
                 if run["code"] != 0:
                     sys.exit(f"run {i}: deploy exited {run['code']}:\n{run['stderr_tail']}")
@@ -231,6 +354,18 @@ def main() -> None:
                 results.append(a)
                 print(f"run {i + 1}/{args.runs}: {a['wall']:.2f} s for {len(a['nodes'])} nodes, overhead/node "
                       f"{median([n['overhead'] for n in a['nodes']]):.3f} s (load {load():.2f})", file=sys.stderr)
+                if args.compare:
+                    lab.between_runs()
+                    b = bare_loop(lab.env, builds[k % 2], order)
+                    k += 1
+                    bare.append(b)
+                    print(f"  bare loop: {b['wall']:.2f} s", file=sys.stderr)
+                if with_ansible:
+                    lab.between_runs()
+                    an = ansible_run(lab.env, builds[k % 2], order, tmp)
+                    k += 1
+                    ansible.append(an)
+                    print(f"  ansible: {an['wall']:.2f} s", file=sys.stderr)
     except LabSkipped as exc:
         print(f"orchestration: skipped: {exc}")
         return
@@ -261,7 +396,7 @@ def main() -> None:
     ovh = med(lambda n: n["overhead"])
     ovh_max = max(n["overhead"] for n in all_nodes)
     md = [f"Measured: {provenance(load0)}. {args.runs} full rolls of the lab's {n_nodes} nodes "
-          f"(POLL_INTERVAL={args.poll_interval:g}, SLI window 0.01 s); medians over {len(all_nodes)} node rolls.", "",
+          f"(POLL_INTERVAL={args.poll_interval:g}, SLI window 1 s); medians over {len(all_nodes)} node rolls.", "",
           table(header, rows), "",
           table(["node", "total (s)", "waiting (s)", "drain confirmation (s)", "overhead (s)", "overhead commands"],
                 per_node), "",
@@ -272,10 +407,32 @@ def main() -> None:
           f"{med(lambda n: n['outside_commands']):.0f} commands outside its roll (preflight sha256, temp sweeps, "
           f"final-state sha256): {med(lambda n: n['outside_command_s']):.3f} s, so "
           f"{med(lambda n: n['overhead'] + n['outside_command_s']):.3f} s per node in all."]
+    data: dict[str, Any] = {"poll_interval": args.poll_interval, "runs": results, "overhead_per_node_median": ovh}
+    if args.compare:
+        node_total = med(lambda n: n["total"])
+        bare_wall = median([b["wall"] for b in bare])
+        bare_node = median([x for b in bare for x in b["per_node"]])
+        cmp_rows = [["veza-canary deploy (every check, SLI watch 1 s)", f"{wall:.2f}",
+                     f"{node_total:.3f}", "1.00"],
+                    ["bare incus + socat loop (nothing checked)", f"{bare_wall:.2f}", f"{bare_node:.3f}",
+                     f"{bare_wall / wall:.2f}"]]
+        verdicts = [f"veza-canary's per-node roll {node_total:.3f} s = {node_total / bare_node:.2f}x the bare "
+                    f"loop's {bare_node:.3f} s (target <= 2x: {'met' if node_total <= 2 * bare_node else 'NOT met'})"]
+        if ansible:
+            an_wall = median([a["wall"] for a in ansible])
+            cmp_rows.append(["Ansible rolling update (serial 1, community.general.haproxy, incus connection)",
+                             f"{an_wall:.2f}", f"{an_wall / n_nodes:.3f} (wall / nodes)", f"{an_wall / wall:.2f}"])
+            verdicts.append(f"veza-canary's whole run {wall:.2f} s = {wall / an_wall:.2f}x Ansible's {an_wall:.2f} s "
+                            f"(target <= 0.3x: {'met' if wall <= 0.3 * an_wall else 'NOT met'})")
+        else:
+            verdicts.append(f"Ansible not run: no {ANSIBLE_VENV}/bin/ansible-playbook")
+        md += ["", f"Side by side in the same session, interleaved, medians of {args.runs}:", "",
+               table(["roll of the lab's nodes", "whole run (s)", "per node (s)", "x veza-canary"], cmp_rows), "",
+               "; ".join(verdicts) + "."]
+        data.update(bare=bare, ansible=ansible)
     text = "\n".join(md)
     print(text)
-    save(f"orchestration-poll{args.poll_interval:g}", {"poll_interval": args.poll_interval, "runs": results,
-                                                        "overhead_per_node_median": ovh}, text)
+    save(f"orchestration-poll{args.poll_interval:g}" + ("-compare" if args.compare else ""), data, text)
 
 
 if __name__ == "__main__":
