@@ -43,7 +43,13 @@ def q(xs: list[float], p: float) -> float:
 
 
 def commit() -> str:
-    """HEAD's short hash, with ``+dirty`` when a file the benchmarks exercise differs from it."""
+    """HEAD's short hash, with ``+dirty`` when a file the benchmarks exercise differs from it.
+
+    ``$BENCH_COMMIT`` names it instead, for a run from an exported snapshot (``git archive HEAD``, no
+    .git): the shared working tree changes under a long benchmark, a snapshot does not.
+    """
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"] + " (snapshot)"
     try:
         h = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.strip()
