@@ -598,6 +598,11 @@ class SafetySettings:
                                    check=_c_range(0, 30 * 86400, lo_open=True))
 
 
+def _p_list(v: Any) -> tuple[str, ...]:
+    """Words separated by blanks or commas (env, flag), or a TOML list: URLs, event and hook names."""
+    return _p_node_list(v)
+
+
 def _c_webhook_urls(v: Any, _all: Mapping[str, Any]) -> str | None:
     for url in v:
         problem = check_url(url)
@@ -629,13 +634,13 @@ class NotifySettings:
     """Webhooks, local hook scripts (docs/hooks-and-notifications.md)."""
 
     webhook_urls: tuple[str, ...] | None = knob(
-        "WEBHOOK_URLS", None, _p_node_list,
+        "WEBHOOK_URLS", None, _p_list,
         "URLs that get a JSON POST per event (blank/comma separated; a list in the config file).",
         check=_c_webhook_urls, secret=True)
     webhook_timeout: float = knob("WEBHOOK_TIMEOUT", 5.0, parse_duration, "Timeout of one webhook POST attempt.",
                                   check=_c_range(0, 60, lo_open=True))
     webhook_events: tuple[str, ...] | None = knob(
-        "WEBHOOK_EVENTS", None, _p_node_list, "Only these events to the webhooks (unset: all).",
+        "WEBHOOK_EVENTS", None, _p_list, "Only these events to the webhooks (unset: all).",
         check=_c_webhook_events)
     hooks_dir: Path = knob("HOOKS_DIR", Path(".veza-canary/hooks"), _p_path,
                            "Directory of the hook executables (relative: to the repository root).")
@@ -643,7 +648,7 @@ class NotifySettings:
                                "A hook running longer is killed (its whole process group).",
                                check=_c_range(0, 86400, lo_open=True))
     required_hooks: tuple[str, ...] | None = knob(
-        "REQUIRED_HOOKS", None, _p_node_list, "Hooks that must exist and be executable (preflight fails otherwise).",
+        "REQUIRED_HOOKS", None, _p_list, "Hooks that must exist and be executable (preflight fails otherwise).",
         check=_c_hook_names)
 
 
