@@ -223,28 +223,32 @@ def test_concurrent_appenders_never_interleave_lines(tmp_path: Path):
 
 @pytest.fixture
 def cli(monkeypatch, fake):
-    """``veza-canary history`` over the fake state store (the command's one seam, ``open_store``)."""
-    from contextlib import contextmanager
-
+    """``veza-canary history`` over the fake state store, through the CLI's one fleet seam (the factory)."""
+    import httpx
     import typer
     from typer.testing import CliRunner
 
+    from veza_canary.cli import _common, root
     from veza_canary.cli import history as cli_history
-    from veza_canary.cli import root
+    from veza_canary.fleet import Fleet
+    from veza_canary.haproxy import HAProxy, UnixSocket
+    from veza_canary.prometheus import Prometheus
 
     h, t = fake
 
-    @contextmanager
-    def open_store(_settings):
-        yield h.store
+    def factory(settings):
+        # A real Fleet whose only part the command touches is the state store (nothing here does I/O).
+        return Fleet(settings=settings, haproxy=HAProxy(UnixSocket("/nonexistent/admin.sock"), "api_pool"),
+                     nodes={}, prom=Prometheus(httpx.Client(), "http://127.0.0.1:9"), lb_client=httpx.Client(),
+                     store=h.store)
 
-    monkeypatch.setattr(cli_history, "open_store", open_store)
     for var in ("VEZA_CANARY_CONFIG", "STATE_DIR", "INCUS_HOST", "HAPROXY_LOCAL_SOCKET"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(Path(__file__).parent)  # no ./veza-canary.toml here
-    app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False)
+    app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+                      context_settings={"obj": _common.CliState(fleet_factory=factory)})
     app.callback()(root)
-    cli_history.register(app)  # the lead registers the module in cli/__init__.py
+    cli_history.register(app)
     return (lambda *args: CliRunner().invoke(app, ["history", *args])), h, t
 
 
