@@ -17,13 +17,14 @@ import os
 import secrets
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from veza_canary.clock import Clock
-from veza_canary.errors import LockHeld, ReleaseBlocked, TransportError, VezaError
-from veza_canary.log import get_logger
+from veza_canary.errors import LockHeld, PreflightError, ReleaseBlocked, TransportError, VezaError
+from veza_canary.log import get_logger, redact_text
 from veza_canary.transport.base import Transport
 
 log = get_logger(__name__)
@@ -205,6 +206,48 @@ class FleetLock:
         cur = self.current()
         self.store.remove(self.NAME)
         return cur
+
+    def why_releasable(self, info: LockInfo) -> str | None:
+        """Why someone else's lock may be released without ``--force`` (None: it looks live)."""
+        if holder_is_gone(info):
+            return "its holder process is gone"
+        if self.is_stale(info):
+            return "it is STALE (older than LOCK_STALE_AFTER)"
+        return None
+
+    def break_lock(self, *, force: bool = False, confirm: Callable[[str], bool] | None = None,
+                   say: Callable[[str], None] = lambda _line: None) -> str:
+        """Release a lock someone else holds (``veza-canary unlock``); returns the line saying what happened.
+
+        A lock whose holder is gone or that is stale is released; a live-looking one only with ``force``.
+        ``say`` is told who holds it before anything is decided; ``confirm`` (None: no question) may refuse.
+        The lock is removed only if it still carries the token that was shown: a lock that changed hands
+        meanwhile is never removed.
+        """
+        cur = self.current()
+        if cur is None:
+            return "lock: free (nothing to release)"
+        why = self.why_releasable(cur)
+        say(f"lock: held by {cur.describe()}")
+        say(f"  command: {redact_text(cur.command)}")
+        if why is None and not force:
+            raise LockHeld(f"the lock looks live ({cur.describe()}); not released",
+                           hint="make sure that deploy is dead, then: veza-canary unlock --force")
+        if confirm is not None and not confirm(f"Release the fleet lock held by {cur.holder}@{cur.host}?"):
+            raise PreflightError("not confirmed; the lock is still held")
+        again = self.current()
+        if again is None:
+            return "lock: released meanwhile by its holder"
+        if again.token != cur.token:
+            raise LockHeld(f"the lock changed hands meanwhile ({again.describe()}); not released")
+        self.store.remove(self.NAME)
+        log.warning("lock.broken", holder=cur.describe(), reason=why or "forced")
+        return f"lock: released ({why or 'forced'})"
+
+
+def holder_is_gone(info: LockInfo) -> bool:
+    """True when the lock's holder is a process of this host that no longer exists."""
+    return _dead_local_process(info)
 
 
 def _dead_local_process(info: LockInfo) -> bool:

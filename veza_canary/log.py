@@ -19,29 +19,79 @@ import re
 import sys
 from typing import Any
 
-_URL_CRED_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s:]*(?::[^/@\s]*)?)@")
+#: A secret word: a query parameter, ``key=value`` pair or mapping key whose name *ends* in one is secret
+#: (``access_token``, ``X-Amz-Signature``, ``sig``, ``auth``, ``api_key``, ``client_secret``, ``passwd`` ...).
+_SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token", "key", "sig", "signature", "auth",
+                 "authorization", "credential", "credentials", "session", "cookie", "jwt", "bearer")
+#: A URL in free text: scheme, then everything up to whitespace or a quote/bracket that ends it.
+_URL_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,30}://)(?P<rest>[^\s\"'<>`]+)")
+#: ``name=value`` outside URLs (argv, query strings, env dumps): the name ends in a secret word.
+_KV_RE = re.compile(r"(?P<name>[A-Za-z0-9_.-]*[A-Za-z0-9])(?P<sep>=)(?P<value>[^\s&;,\"']+)")
+#: An ``@`` followed by a host (name, IPv4 or [IPv6], optional port) and then the end, ``/``, ``?`` or ``#``.
+_AT_HOST_RE = re.compile(r"@(?=[A-Za-z0-9._~%-]*(?:\[[0-9A-Fa-f:.]+\])?(?::[0-9]*)?(?:[/?#]|$))")
 _BEARER_RE = re.compile(r"(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
-_KV_SECRET_RE = re.compile(r"(?i)\b(password|passwd|secret|token|api[_-]?key)=([^\s&]+)")
 _SECRET_KEYS = re.compile(r"(?i)(password|passwd|secret|token|api[_-]?key|authorization|private[_-]?key)")
 
 REDACTED = "[REDACTED]"
 
 
+def is_secret_name(name: str) -> bool:
+    """True when a parameter or key name ends in a secret word (``access_token``, ``sig``, ``X-Api-Key``)."""
+    n = name.lower()
+    return n.endswith(_SECRET_WORDS)
+
+
+def redact_url(url: str) -> str:
+    """A URL with its userinfo and the values of its secret query/fragment parameters redacted.
+
+    Parsed, not pattern-matched. The userinfo ends at the *last* ``@`` that is followed by something shaped
+    like a host, so a password holding ``@``, ``/``, ``?`` or ``#`` is hidden whole (a path with ``@host``
+    in it is over-redacted, never under). Each ``name=value`` of the query and fragment is judged by its name.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _redact_pairs(url)
+    userinfo_end = -1
+    for m in _AT_HOST_RE.finditer(rest):
+        userinfo_end = m.start()
+    if userinfo_end >= 0:
+        rest = rest[userinfo_end + 1:]
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    host, tail = rest[:cut], rest[cut:]
+    path, q, query = tail.partition("?")
+    if q:
+        query, h, frag = query.partition("#")
+        tail = f"{path}?{_redact_pairs(query)}" + (f"#{_redact_pairs(frag)}" if h else "")
+    elif "#" in tail:
+        path, _, frag = tail.partition("#")
+        tail = f"{path}#{_redact_pairs(frag)}"
+    return f"{scheme}://{REDACTED + '@' if userinfo_end >= 0 else ''}{host}{tail}"
+
+
+def _redact_pairs(text: str) -> str:
+    return _KV_RE.sub(lambda m: f"{m['name']}={REDACTED}" if is_secret_name(m["name"]) else m.group(0), text)
+
+
 def redact_text(s: str) -> str:
-    """Remove credentials from free text (URLs with user:pass@, tokens, key=value secrets)."""
+    """Remove credentials from free text: URLs (userinfo, secret query parameters), bearer tokens, and
+    ``name=value`` pairs whose name ends in a secret word."""
     if not s:
         return s
-    s = _URL_CRED_RE.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", s)
-    s = _BEARER_RE.sub(lambda m: f"{m.group(1)} {REDACTED}", s)
-    s = _KV_SECRET_RE.sub(lambda m: f"{m.group(1)}={REDACTED}", s)
-    return s
+    parts: list[str] = []
+    last = 0
+    for m in _URL_RE.finditer(s):
+        parts.append(_redact_pairs(s[last:m.start()]))
+        parts.append(redact_url(m.group(0)))
+        last = m.end()
+    parts.append(_redact_pairs(s[last:]))
+    return _BEARER_RE.sub(lambda m: f"{m.group(1)} {REDACTED}", "".join(parts))
 
 
 def redact_value(v: Any) -> Any:
     if isinstance(v, str):
         return redact_text(v)
     if isinstance(v, dict):
-        return {k: (REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) and v[k] else redact_value(x))
+        return {k: (REDACTED if isinstance(k, str) and (_SECRET_KEYS.search(k) or is_secret_name(k)) and v[k] else redact_value(x))
                 for k, x in v.items()}
     if isinstance(v, list | tuple):
         return type(v)(redact_value(x) for x in v)

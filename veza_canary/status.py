@@ -5,7 +5,9 @@ state``), each node (sha256 of ``veza-api`` and ``veza-api.previous`` in one com
 one health request, ``veza-api --version`` only when the health body carries no
 version), the fleet lock and the blocked releases, and the SLI now. It is safe to
 run during a deploy. A part that cannot be read is recorded in ``errors`` (and in
-the node's row), never raised: the on-call sees everything that *could* be read.
+the node's row), never raised: the on-call sees everything that *could* be read,
+and what could not is shown as "unknown" -- never as "lock: free" or "0 in
+rotation" as if it had been read.
 
 ``table(status)`` and ``status.to_dict()`` are the two renderings (``--format``).
 """
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 SHORT = 12
+UNKNOWN = "unknown"
 _ANSI = {"red": 31, "yellow": 33}
 
 
@@ -66,6 +69,10 @@ class NodeRow:
     def in_rotation(self) -> bool:
         return self.admin == "ready" and bool(self.status and self.status.startswith("UP"))
 
+    def rotation(self, haproxy_known: bool) -> bool | None:
+        """In rotation, out of it, or None (unknown) when HAProxy could not be read."""
+        return self.in_rotation if haproxy_known else None
+
 
 @dataclass
 class SLIRow:
@@ -87,6 +94,15 @@ class FleetStatus:
     thresholds: dict[str, float]
     versions: dict[str, list[str]]  # sha256 -> nodes running it
     errors: list[str] = field(default_factory=list)
+    #: False when that part could not be read (then it is "unknown", not empty or free).
+    haproxy_known: bool = True
+    lock_known: bool = True
+    blocked_known: bool = True
+
+    @property
+    def in_rotation(self) -> int | None:
+        """How many servers are in rotation; None when HAProxy could not be read."""
+        return sum(1 for r in self.nodes if r.in_rotation) if self.haproxy_known else None
 
     @property
     def mixed(self) -> bool:
@@ -96,18 +112,25 @@ class FleetStatus:
         nodes = []
         for n in self.nodes:
             d = asdict(n)
-            d["in_rotation"] = n.in_rotation
+            d["in_rotation"] = n.rotation(self.haproxy_known)
             nodes.append(d)
         return {
             "backend": self.backend,
+            "in_rotation": UNKNOWN if self.in_rotation is None else self.in_rotation,
             "nodes": nodes,
             "mixed": self.mixed,
             "versions": self.versions,
-            "lock": self.lock,
-            "blocked_releases": self.blocked_releases,
+            "lock_state": self.lock_state,
+            "lock": self.lock if self.lock_known else UNKNOWN,
+            "blocked_releases": self.blocked_releases if self.blocked_known else UNKNOWN,
             "sli": {"thresholds": self.thresholds, "probes": [asdict(r) for r in self.sli]},
             "errors": self.errors,
         }
+
+    @property
+    def lock_state(self) -> str:
+        """held, free or unknown."""
+        return UNKNOWN if not self.lock_known else "held" if self.lock else "free"
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, default=str)
@@ -122,10 +145,12 @@ def collect(fleet: Fleet, *, sli: bool = True) -> FleetStatus:
     errors: list[str] = []
     states: dict = {}
     stats: dict = {}
+    haproxy_known = True
     try:
         states, stats = fleet.haproxy.states(), fleet.haproxy.stats()
     except VezaError as exc:
         errors.append(f"HAProxy: {exc}")
+        haproxy_known = False
 
     names = list(s.pool.nodes) + sorted(n for n in stats if n not in s.pool.nodes)
     rows: list[NodeRow] = []
@@ -146,7 +171,8 @@ def collect(fleet: Fleet, *, sli: bool = True) -> FleetStatus:
     # read one command at a time. NOTE: not side by side: Incus 6.0 loses the output of concurrent
     # `incus exec` calls now and then (measured on the lab: 58 of 400 with 8 at once, 3 of 200 with 4 at
     # once, 0 of 200 one at a time), and a lost line must never read as "file missing".
-    found: dict[str, Any] = {"lock": None, "blocked": [], "sli": [], "errors": []}
+    found: dict[str, Any] = {"lock": None, "blocked": [], "sli": [], "errors": [], "lock_known": False,
+                             "blocked_known": False}
 
     def read_lock() -> None:
         try:
@@ -157,17 +183,20 @@ def collect(fleet: Fleet, *, sli: bool = True) -> FleetStatus:
                 info.pop("token", None)
                 info["command"] = redact_text(info["command"])
                 found["lock"] = info
+            found["lock_known"] = True
         except VezaError as exc:
             found["errors"].append(f"lock: {exc}")
 
     def read_blocked() -> None:
         try:
             found["blocked"] = fleet.blocked().all()
+            found["blocked_known"] = True
         except VezaError as exc:
             found["errors"].append(f"blocked releases: {exc}")
 
     def read_sli() -> None:
-        found["sli"] = sli_now(fleet, [r.name for r in rows if r.configured and r.in_rotation])
+        # Without HAProxy nobody knows which nodes serve: probe every configured one rather than none.
+        found["sli"] = sli_now(fleet, [r.name for r in rows if r.configured and (r.in_rotation or not haproxy_known)])
 
     def read_incus() -> None:
         for r in rows:
@@ -196,7 +225,8 @@ def collect(fleet: Fleet, *, sli: bool = True) -> FleetStatus:
     errors.extend(f"SLI {r.scope}: {r.reason}" for r in sli_rows if r.verdict == Verdict.ERROR)
     return FleetStatus(backend=s.haproxy.backend, nodes=rows, lock=lock_info, blocked_releases=blocked, sli=sli_rows,
                        thresholds={"p95_s": t.p95_s, "err_ratio": t.err_ratio, "min_requests": t.min_requests},
-                       versions=versions, errors=errors)
+                       versions=versions, errors=errors, haproxy_known=haproxy_known,
+                       lock_known=found["lock_known"], blocked_known=found["blocked_known"])
 
 
 def _read_node(node: Node, row: NodeRow) -> None:
@@ -316,12 +346,15 @@ def table(st: FleetStatus, *, color: bool = False) -> list[str]:
                      r.check_status or "-", (r.sha256 or "?")[:SHORT] + (" !" if r.odd_one_out else ""),
                      r.version or "?", prev, health))
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
-    lines = [f"backend {st.backend}: {len(st.nodes)} server(s), "
-             f"{sum(1 for r in st.nodes if r.in_rotation)} in rotation"]
+    if st.haproxy_known:
+        lines = [f"backend {st.backend}: {len(st.nodes)} server(s), {st.in_rotation} in rotation"]
+    else:
+        lines = [style(f"backend {st.backend}: {len(st.nodes)} node(s), in rotation: {UNKNOWN} "
+                       "(HAProxy could not be read)", fg="red", bold=True)]
     lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
     for r, cells in zip(st.nodes, body, strict=True):
         line = "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-        bad = not r.in_rotation or (r.health is not None and not r.health["ok"]) or bool(r.errors)
+        bad = not st.haproxy_known or not r.in_rotation or (r.health is not None and not r.health["ok"]) or bool(r.errors)
         lines.append(style(line, fg="red", bold=True) if bad else style(line, fg="yellow") if r.odd_one_out
                      else line)
     if st.mixed:
@@ -341,9 +374,13 @@ def table(st: FleetStatus, *, color: bool = False) -> list[str]:
         lines.append(style(f"lock: HELD{stale} by {lk['holder']}@{lk['host']} pid {lk['pid']} since "
                            f"{lk['started_at']} ({age_s} ago), artifact {str(lk['artifact_sha256'])[:SHORT]}: "
                            f"{lk['command']}", fg="yellow", bold=True))
-    else:
+    elif st.lock_known:
         lines.append("lock: free")
-    if st.blocked_releases:
+    else:
+        lines.append(style(f"lock: {UNKNOWN} (could not be read)", fg="red", bold=True))
+    if not st.blocked_known:
+        lines.append(style(f"blocked releases: {UNKNOWN} (could not be read)", fg="red"))
+    elif st.blocked_releases:
         lines.append("blocked releases:")
         for b in st.blocked_releases:
             lines.append(f"  {str(b.get('sha256', '?'))[:SHORT]}  {b.get('at', '?')}  {b.get('reason', '')}")
@@ -352,7 +389,7 @@ def table(st: FleetStatus, *, color: bool = False) -> list[str]:
     t = st.thresholds
     lines.append(f"SLI now (p95 < {t['p95_s']:g}s, 5xx ratio < {t['err_ratio']:g}):")
     if not st.sli:
-        lines.append("  (no node in rotation to probe)")
+        lines.append("  (no node in rotation to probe)" if st.haproxy_known else "  (nothing probed)")
     for r in st.sli:
         vals = f"p95 {_f(r.p95, '{:.3f}s')}  5xx {_f(r.err_ratio, '{:.4f}')}  {_f(r.req_rate, '{:.1f}')} req/s"
         verdict = r.verdict if r.verdict == "pass" else style(r.verdict.upper(), fg="red", bold=True)

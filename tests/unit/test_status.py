@@ -15,7 +15,7 @@ from veza_canary.errors import CommandFailed
 from veza_canary.lock import FleetLock, LockInfo
 from veza_canary.sli import Queries, Verdict, thresholds_from_settings
 from veza_canary.status import check_detailed, collect, read_shas, table
-from veza_canary.testing import Behaviour, SimFleet, sha, sim_fleet
+from tests.fakes import Behaviour, SimFleet, sha, sim_fleet
 from veza_canary.transport.base import Transport
 
 NODES = ["backend-api-2", "backend-api-1", "backend-api-3"]
@@ -148,7 +148,9 @@ def test_drained_node_is_not_probed_and_json_is_serialisable():
     assert [r.scope for r in st.sli] == ["backend-api-2", "backend-api-1"]
     d = json.loads(st.to_json())
     assert d["nodes"][2]["admin"] == "drain" and d["nodes"][2]["in_rotation"] is False
-    assert set(d) == {"backend", "nodes", "mixed", "versions", "lock", "blocked_releases", "sli", "errors"}
+    assert set(d) == {"backend", "in_rotation", "nodes", "mixed", "versions", "lock_state", "lock",
+                      "blocked_releases", "sli", "errors"}
+    assert d["in_rotation"] == 2 and d["lock_state"] == "free" and d["lock"] is None
     assert d["sli"]["thresholds"] == {"p95_s": 0.5, "err_ratio": 0.005, "min_requests": 5.0}
 
 

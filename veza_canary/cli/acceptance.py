@@ -8,11 +8,12 @@ from typing import Optional
 
 import typer
 
-from veza_canary.cli._common import guarded, out
+from veza_canary.cli._common import exit_codes, guarded, out
+from veza_canary.errors import ExitCode
 
 
 def register(app: typer.Typer) -> None:
-    app.command("acceptance", help="The runbook's acceptance bar against the current environment: two normal "
+    app.command("acceptance", epilog=exit_codes(ExitCode.INFRA, ExitCode.CHECK_FAILED), help="The runbook's acceptance bar against the current environment: two normal "
                                    "deploys, a deliberate rollback (health 500) and an SLI-breach rollback.")(
         acceptance)
 

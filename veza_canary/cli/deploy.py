@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from veza_canary.cli._common import out, with_knobs
+from veza_canary.cli._common import Runtime, command_line, exit_codes, out, with_knobs
+from veza_canary.errors import ExitCode
 from veza_canary.settings import KNOBS, Settings
 
+#: The deploy uses every knob.
 DEPLOY_KNOBS = tuple(k.name for k in KNOBS)
+EXITS = exit_codes(*(c for c in ExitCode if c not in (ExitCode.CHECK_FAILED, ExitCode.LINT_INPUT)))
 
 
 def register(app: typer.Typer) -> None:
-    app.command("deploy", help="Canary-deploy ARTIFACT: preflight, migration gate, drain, push, health, "
-                               "SLI watch with automatic rollback, then the peers one by one.")(deploy)
+    app.command("deploy", epilog=EXITS,
+                help="Canary-deploy ARTIFACT: preflight, migration gate, drain, push, health, "
+                     "SLI watch with automatic rollback, then the peers one by one.")(deploy)
 
 
 @with_knobs(*DEPLOY_KNOBS)
 def deploy(
     settings: Settings,
+    rt: Runtime,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation on a TTY."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (steps, nodes, commands); change nothing."),
     force: bool = typer.Option(False, "--force", help="Deploy an artifact that was rolled back before."),
@@ -36,14 +39,11 @@ def deploy(
         for line in plan(settings):
             out(line)
         return 0
-    from veza_canary.fleet import build_fleet
     from veza_canary.liveview import current_stdout, haproxy_states, observing
     from veza_canary.runner import run_deploy
 
-    confirm = None if yes or not sys.stdin.isatty() else (lambda q: typer.confirm(q, default=False))
-    command_line = shlex.join(["veza-canary", *sys.argv[1:]])
-    fleet = build_fleet(settings)
+    fleet = rt.build_fleet(settings)  # run_deploy closes it
     # On a TTY the waits and the SLI watch draw a live view (from the first drain poll on, after the prompt).
     with observing(settings, title="deploy", states=haproxy_states(fleet.haproxy)) as observer:
-        return run_deploy(settings, force=force, confirm=confirm, report_path=report, command_line=command_line,
-                          fleet=fleet, observer=observer, stream=current_stdout())
+        return run_deploy(settings, force=force, confirm=rt.confirmer(yes), report_path=report,
+                          command_line=command_line(), fleet=fleet, observer=observer, stream=current_stdout())
