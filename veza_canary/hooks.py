@@ -4,11 +4,11 @@ A hook is an executable file named after its point, in the hooks directory
 (``HOOKS_DIR``, default ``.veza-canary/hooks`` under the repository root, i.e. the
 deploy's working directory)::
 
-    pre-deploy          after preflight and the migration gate, before the lock: GATE
-    confirm-promotion   canary green, before the first peer is touched:            GATE
+    pre-deploy          after preflight, the migration gate and the lock, before the first change: GATE
+    confirm-promotion   canary green, before the first peer is touched:                           GATE
     post-canary         the canary passed its SLI watch (after confirm-promotion)
-    post-deploy         at the end of every run that changed something or failed, with its exit code
-    on-rollback         the canary was rolled back (or the rollback failed)
+    on-rollback         the canary was rolled back (or the rollback failed); a manual rollback
+    post-deploy         at the end of every run that sent deploy-started, with its exit code
 
 A **gate** that exits non-zero (or times out, or cannot be started) raises
 ``HookRefused``: ``pre-deploy`` stops the run with nothing changed; ``confirm-promotion``
