@@ -807,8 +807,27 @@ def _type_info(dt: Any, ctx: Ctx) -> TypeInfo | None:
         inner = type_info(dt.expressions[0], ctx) if dt.expressions else None
         return TypeInfo("ARRAY", (), inner=inner, sql=f"{inner}[]" if inner else "ARRAY")
     params = tuple(_param_text(p, ctx) for p in dt.expressions)
-    name = base + ("" if not dt.args.get("unsigned") else " UNSIGNED")
+    name = _dialect_name(base, bool(dt.args.get("unsigned")), ctx)
     return TypeInfo(base, params, sql=f"{name}({', '.join(params)})" if params else name)
+
+
+_DIALECT_NAMES: dict[tuple[str, str, bool], str] = {}
+
+
+def _dialect_name(base: str, unsigned: bool, ctx: Ctx) -> str:
+    """A type's name as the user's dialect spells it (``BYTEA``, not the parser's ``VARBINARY``), memoized."""
+    key = (ctx.dialect, base, unsigned)
+    name = _DIALECT_NAMES.get(key)
+    if name is None:
+        try:
+            name = exp.DataType.build(base, unsigned=unsigned or None).sql(ctx.glot)
+        except Exception:  # noqa: BLE001 - a type the generator cannot spell keeps the parser's name
+            name = base + (" UNSIGNED" if unsigned else "")
+        name = name.upper()
+        if ctx.dialect == "postgres":
+            name = {"DECIMAL": "NUMERIC"}.get(name, name)
+        _DIALECT_NAMES[key] = name
+    return name
 
 
 def _param_text(p: Any, ctx: Ctx) -> str:

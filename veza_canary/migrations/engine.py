@@ -107,6 +107,8 @@ class LintResult:
             "counts": {"blocking": len(self.blocking), "warnings": len(self.warnings),
                        "suppressed": len(self.suppressed)},
             "findings": [f.to_dict() for f in self.findings],
+            "suppressions": [{"code": f.code, "path": f.path, "line": f.line, "reason": f.suppressed}
+                             for f in self.suppressed],
             "notes": list(self.notes),
         }
 
@@ -488,7 +490,7 @@ def _bad_directive(path: str, d: Any, unknown: list[str], severities: Mapping[st
     if unknown:
         problems.append(f"names unknown rule(s) {', '.join(unknown)}")
     if d.rules and not d.reason.strip():
-        problems.append("has no reason ('because ...' is required)")
+        problems.append("has no reason ('because ...' or a quoted reason is required)")
     if unattached and not problems:
         problems.append("is not attached to any statement")
     if not problems:

@@ -28,7 +28,9 @@ def _label(f: Finding) -> str:
 
 
 def render_text(result: LintResult) -> str:
+    """One line per finding with its statement; a rule's why/instead text once, at its first finding."""
     lines: list[str] = []
+    explained: set[str] = set()
     for f in result.findings:
         lines.append(f"{f.path}:{f.line}:{f.col}: {_label(f)} {f.code} {f.name}: {f.message}")
         if f.suppressed is not None:
@@ -36,6 +38,9 @@ def render_text(result: LintResult) -> str:
             continue
         if f.snippet:
             lines.append(f"    statement: {f.snippet}")
+        if f.code in explained:
+            continue
+        explained.add(f.code)
         if f.why:
             lines.append(f"    why: {f.why}")
         if f.fix:

@@ -29,7 +29,25 @@ _DIRECTIVE_RE = re.compile(
     r"(?:\s+because\b\s*(?P<reason>.*?))?\s*(?:\*/)?\s*$",
     re.IGNORECASE | re.DOTALL,
 )
-_DIRECTIVE_HINT_RE = re.compile(r"veza-canary\s*:", re.IGNORECASE)
+_DIRECTIVE_HINT_RE = re.compile(r"veza-canary\s*:|squawk-ignore", re.IGNORECASE)
+#: ``-- veza-canary: accept VC101[, VC102] "reason"`` (one statement; the reason in double or single quotes).
+_ACCEPT_RE = re.compile(
+    r"veza-canary\s*:\s*accept\b\s*(?P<rules>[A-Za-z0-9_,\s-]*?)\s*(?:\"(?P<r1>[^\"]*)\"|'(?P<r2>[^']*)')?"
+    r"\s*(?:\*/)?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+#: squawk's own comments, honoured because real histories carry them: ``-- squawk-ignore rule[, rule]``.
+_SQUAWK_RE = re.compile(r"^\s*squawk-ignore(?P<file>-file)?\s+(?P<rules>[a-z0-9_,\s-]+?)\s*(?:\*/)?\s*$",
+                        re.IGNORECASE)
+#: squawk rule -> the rule of ours that judges the same thing (squawk rules without one are not ours to waive).
+SQUAWK_RULES = {
+    "ban-drop-column": "VC101", "ban-drop-table": "VC102", "renaming-column": "VC110", "renaming-table": "VC111",
+    "changing-column-type": "VC120", "adding-required-field": "VC121", "adding-not-nullable-field": "VC122",
+    "disallowed-unique-constraint": "VC130", "adding-primary-key-constraint": "VC131",
+    "adding-foreign-key-constraint": "VC133", "constraint-missing-not-valid": "VC132",
+    "require-concurrent-index-creation": "VC201", "adding-field-with-default": "VC202",
+    "ban-drop-not-null": "VC205",
+}
 
 _PG_SPECIAL = re.compile(r"--|/\*|'|\"|\$|;")
 _MY_SPECIAL = re.compile(r"--|#|/\*|'|\"|`|;")
@@ -367,10 +385,30 @@ def _string_end_slow(text: str, i: int, q: str, backslash: bool) -> int:
 
 
 def parse_directive(body: str) -> tuple[bool, tuple[str, ...], str] | None:
-    """``(file_level, rules, reason)`` of a suppression comment body, or None if it is not one."""
+    """``(file_level, rules, reason)`` of a suppression comment body, or None if it is not one.
+
+    Three spellings: ``veza-canary: allow <rules> because <reason>`` (``allow-file`` for the
+    whole file), ``veza-canary: accept <rules> "<reason>"``, and squawk's
+    ``squawk-ignore[-file] <squawk rules>`` (mapped through ``SQUAWK_RULES``; its reason
+    is the comment itself, since squawk asks for none).
+    """
     if not _DIRECTIVE_HINT_RE.search(body):
         return None
-    m = _DIRECTIVE_RE.search(body.strip())
+    text = body.strip()
+    sq = _SQUAWK_RE.match(text)
+    if sq is not None:
+        names = [r.strip().lower() for r in re.split(r"[,\s]+", sq.group("rules")) if r.strip()]
+        codes = tuple(dict.fromkeys(SQUAWK_RULES[n].lower() for n in names if n in SQUAWK_RULES))
+        if not codes:
+            return None  # only squawk rules we have no counterpart for
+        return (bool(sq.group("file")), codes, f"squawk-ignore {', '.join(names)}")
+    if not re.search(r"veza-canary\s*:", text, re.IGNORECASE):
+        return None
+    acc = _ACCEPT_RE.search(text)
+    if acc is not None:
+        rules = tuple(r.strip().lower() for r in re.split(r"[,\s]+", acc.group("rules") or "") if r.strip())
+        return (False, rules, (acc.group("r1") or acc.group("r2") or "").strip())
+    m = _DIRECTIVE_RE.search(text)
     if m is None:
         return (False, (), "")
     rules = tuple(r.strip().lower() for r in re.split(r"[,\s]+", m.group("rules") or "") if r.strip())

@@ -242,6 +242,21 @@ class Schema:
         elif kind == "sequence" and qn in self.sequences:
             self.sequences.discard(qn)
             self.sequences.add(new)
+        if kind == "type":  # columns follow their type (by OID), whatever its name becomes
+            old_base, new_base = f"USER:{qn[1]}", f"USER:{new[1]}"
+            for tq, t in self.tables.items():
+                hit = [c for c in t.columns.values() if c.type is not None and c.type.base == old_base]
+                if hit:
+                    self._touch(("table", tq), t)
+                    for c in t.columns.values():
+                        if c.type is not None and c.type.base == old_base:
+                            c.type = replace(c.type, base=new_base, sql=new[1])
+        if kind == "index":  # a constraint's name is its index's name (ALTER INDEX ... RENAME renames both)
+            idx = self.indexes.get(new)
+            for tq, t in self.tables.items():
+                if (idx is None or idx.table == tq) and qn[1] in t.constraints and tq[0] == qn[0]:
+                    self._touch(("table", tq), t)
+                    t.constraints[new[1]] = replace(t.constraints.pop(qn[1]), name=new[1])
         if kind == "table":
             for i in self.indexes.values():
                 if i.table == qn:

@@ -69,3 +69,39 @@ def test_severity_overrides(tmp_path: Path) -> None:
                  severities={"drop-column": "warn", "VC201": "off"})
     assert [(f.code, f.severity) for f in r.findings] == [("VC101", "warn")]
     assert not r.blocking
+
+
+def test_accept_with_a_quoted_reason_allows_one_statement(tmp_path: Path) -> None:
+    r = lint_sql(tmp_path, [HIST], ['-- veza-canary: accept VC101 "column unused since 1.9"\n'
+                                    "ALTER TABLE users DROP COLUMN bio;\nALTER TABLE users DROP COLUMN nick;"])
+    assert codes(r) == ["VC101"] and r.findings[-1].line == 3
+    assert r.suppressed[0].suppressed == "column unused since 1.9"
+    assert "1 suppressed" in r.summary()
+    assert r.to_dict()["suppressions"] == [{"code": "VC101", "path": r.suppressed[0].path, "line": 2,
+                                            "reason": "column unused since 1.9"}]
+
+
+def test_accept_without_a_reason_suppresses_nothing(tmp_path: Path) -> None:
+    r = lint_sql(tmp_path, [HIST], ["-- veza-canary: accept VC101\nALTER TABLE users DROP COLUMN bio;"])
+    assert sorted(codes(r)) == ["VC002", "VC101"]
+
+
+def test_squawk_ignore_comments_are_honoured_for_the_matching_rule(tmp_path: Path) -> None:
+    r = lint_sql(tmp_path, [HIST], ["-- squawk-ignore ban-drop-column\nALTER TABLE users DROP COLUMN bio;\n"
+                                    "ALTER TABLE users RENAME COLUMN nick TO nickname;"])
+    assert codes(r) == ["VC110"]
+    assert r.suppressed[0].suppressed == "squawk-ignore ban-drop-column"
+
+
+def test_squawk_ignore_of_a_rule_we_do_not_have_is_not_a_directive(tmp_path: Path) -> None:
+    r = lint_sql(tmp_path, [HIST], ["-- squawk-ignore prefer-text-field\nALTER TABLE users DROP COLUMN bio;"])
+    assert codes(r) == ["VC101"]  # and no VC002: the comment is squawk's business
+
+
+def test_text_output_gives_why_and_fix_once_per_rule(tmp_path: Path) -> None:
+    from veza_canary.migrations.output import render_text
+
+    r = lint_sql(tmp_path, [HIST], ["ALTER TABLE users DROP COLUMN bio;\nALTER TABLE users DROP COLUMN nick;"])
+    text = render_text(r)
+    assert codes(r) == ["VC101", "VC101"]
+    assert text.count("why:") == 1 and text.count("instead:") == 1

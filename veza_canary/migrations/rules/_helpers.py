@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from veza_canary.migrations.changes import Change, ColumnSpec, ConstraintSpec, QName
 from veza_canary.migrations.rules import Hit, Rule, RuleContext
@@ -91,6 +92,19 @@ def had_foreign_key(ctx: RuleContext, table: QName | None, cols: tuple[str, ...]
     want = tuple(sorted(cols))
     return any(c.kind == "fk" and not c.not_valid and tuple(sorted(c.columns)) == want
                and (ref is None or c.ref_table == ref) for c in t.constraints.values())
+
+
+def enum_values(ctx: RuleContext, t: Any) -> list[str] | None:
+    """The values of a Postgres enum type a column has (``USER:name``), as the history defines them, or None."""
+    base = getattr(t, "base", "") or ""
+    if not base.startswith("USER:"):
+        return None
+    short = base[5:]
+    types = ctx.schema.types
+    e = types.get((ctx.schema.default_schema, short))
+    if e is None:
+        e = next((v for (_s, n), v in types.items() if n == short), None)
+    return list(e.values) if e is not None and e.values is not None else None
 
 
 def unique_still_there(table: QName | None, cols: tuple[str, ...]):  # noqa: ANN201

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 from veza_canary.migrations.changes import Change
 from veza_canary.migrations.rules import Rule, RuleContext, register
-from veza_canary.migrations.rules._helpers import fq
+from veza_canary.migrations.rules._helpers import enum_values, fq
 from veza_canary.migrations.typecompat import judge
 
 
@@ -38,6 +38,8 @@ class IncompatibleTypeChange(Rule):
             return
         old = ctx.column(ch.name, ch.column)
         new_type = ch.type if ch.kind == "alter_type" else (ch.column_spec.type if ch.column_spec else None)
+        if old is not None and enum_values(ctx, old.type) is not None and enum_values(ctx, new_type) is not None:
+            return  # one enum for another: VC140 compares their values
         v = judge(old.type if old else None, new_type, ctx.dialect)
         if v.breaking and v.kind != "enum_values_removed":
             was = f" (was {old.type})" if old is not None and old.type is not None else ""

@@ -45,4 +45,4 @@ class AddUnique(Rule):
                 continue  # the unique index was judged when it was created
             what = "exclusion constraint" if c.kind == "exclude" else (
                 "unique index" if ch.kind == "create_index" else "UNIQUE constraint")
-            yield f"adds a {what} on {fq(table)} ({', '.join(c.columns)})"
+            yield f"adds a {what} on {fq(table)} ({', '.join(dict.fromkeys(c.columns))})"

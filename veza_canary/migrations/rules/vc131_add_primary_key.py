@@ -37,7 +37,7 @@ class AddPrimaryKey(Rule):
                 continue
             if was_not_null_and_unique(ctx, ch.name, c.columns):
                 continue  # the columns were NOT NULL and UNIQUE already: the key adds no restriction
-            yield f"adds a PRIMARY KEY on {fq(ch.name)} ({', '.join(c.columns) or 'index'})"
+            yield f"adds a PRIMARY KEY on {fq(ch.name)} ({', '.join(dict.fromkeys(c.columns)) or 'index'})"
 
     @staticmethod
     def _self_filling(ch: Change, ctx: RuleContext, col: str, inline: ColumnSpec | None) -> bool:

@@ -39,4 +39,4 @@ class AddCheck(Rule):
             if c.null_propagating and old_binary_writes_null(ctx, ch.name, c.columns, inline):
                 continue
             nv = " (NOT VALID still checks new writes)" if c.not_valid else ""
-            yield f"adds a CHECK constraint on {fq(ch.name)} ({', '.join(c.columns)}){nv}"
+            yield f"adds a CHECK constraint on {fq(ch.name)} ({', '.join(dict.fromkeys(c.columns))}){nv}"

@@ -41,4 +41,4 @@ class AddForeignKey(Rule):
             if had_foreign_key(ctx, ch.name, c.columns, c.ref_table):
                 continue  # the same reference existed before this file (re-created, e.g. with ON DELETE CASCADE)
             ref = f" -> {fq(c.ref_table)}" if c.ref_table else ""
-            yield f"adds a FOREIGN KEY on {fq(ch.name)} ({', '.join(c.columns)}){ref}"
+            yield f"adds a FOREIGN KEY on {fq(ch.name)} ({', '.join(dict.fromkeys(c.columns))}){ref}"

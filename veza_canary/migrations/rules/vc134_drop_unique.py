@@ -41,7 +41,7 @@ class DropUnique(Rule):
                 if idx is None:
                     yield Hit(f"drops index {fq(qn)}, unknown to the migration history: it may be unique")
                 elif idx.unique and not ctx.table_is_new(idx.table):
-                    yield Hit(f"drops unique index {fq(qn)} on {fq(idx.table)} ({', '.join(idx.columns)})",
+                    yield Hit(f"drops unique index {fq(qn)} on {fq(idx.table)} ({', '.join(dict.fromkeys(idx.columns))})",
                               unique_still_there(idx.table, idx.columns))
             return
         if ctx.table_is_new(ch.name) or ctx.is_new("constraint", ch.name, ch.value):
@@ -67,5 +67,5 @@ class DropUnique(Rule):
             return
         if c.kind in ("unique", "pk"):
             what = "PRIMARY KEY" if c.kind == "pk" else "UNIQUE constraint"
-            yield Hit(f"drops {what} {name} on {fq(ch.name)} ({', '.join(c.columns)})",
+            yield Hit(f"drops {what} {name} on {fq(ch.name)} ({', '.join(dict.fromkeys(c.columns))})",
                       unique_still_there(ch.name, c.columns))

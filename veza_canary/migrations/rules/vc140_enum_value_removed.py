@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 from veza_canary.migrations.changes import Change
 from veza_canary.migrations.rules import Rule, RuleContext, register
-from veza_canary.migrations.rules._helpers import fq
+from veza_canary.migrations.rules._helpers import enum_values, fq
 from veza_canary.migrations.typecompat import judge
 
 
@@ -40,6 +40,13 @@ class EnumValueRemoved(Rule):
         old = ctx.column(ch.name, ch.column)
         new_type = ch.type if ch.kind == "alter_type" else (ch.column_spec.type if ch.column_spec else None)
         if old is None or old.type is None:
+            return
+        old_vals, new_vals = enum_values(ctx, old.type), enum_values(ctx, new_type)
+        if old_vals is not None and new_vals is not None:  # an enum swapped for another (often under its name)
+            gone = [v for v in old_vals if v not in new_vals]
+            if gone:
+                yield (f"{fq(ch.name, ch.column)}: changes its enum from {old.type} to {new_type}, which lacks "
+                       f"{', '.join(repr(v) for v in gone)}: the old binary's writes of those values fail")
             return
         v = judge(old.type, new_type, ctx.dialect)
         if v.kind == "enum_values_removed":

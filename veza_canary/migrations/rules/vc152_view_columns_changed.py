@@ -40,4 +40,4 @@ class ViewColumnsChanged(Rule):
             return
         missing = [c for c in before.columns if c not in new_cols]
         if missing:
-            yield f"replaces view {fq(ch.name)} without column(s) {', '.join(missing)}"
+            yield f"replaces view {fq(ch.name)} without column(s) {', '.join(dict.fromkeys(missing))}"

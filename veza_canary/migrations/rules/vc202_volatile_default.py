@@ -3,6 +3,10 @@
 Anti-pattern:
     ALTER TABLE events ADD COLUMN token uuid DEFAULT gen_random_uuid();
 
+A user-defined function is VOLATILE unless its CREATE FUNCTION says IMMUTABLE or
+STABLE, so a default that calls one the history defines as VOLATILE (or without a
+volatility) rewrites the table too.
+
 Safe pattern:
     Add the column without a default (or with a constant one), set the default
     afterwards, and backfill existing rows in batches.
@@ -14,6 +18,7 @@ Why it matters:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from veza_canary.migrations.changes import Change
@@ -36,3 +41,25 @@ class VolatileDefault(Rule):
         if spec.default_volatile or spec.identity in ("serial", "always", "default") or spec.generated:
             what = spec.default or spec.identity or "a generated expression"
             yield f"adds {fq(ch.name, spec.name)} with {what}: rewrites the table under an exclusive lock"
+            return
+        fn = _volatile_user_function(spec.default, ctx)
+        if fn is not None:
+            yield (f"adds {fq(ch.name, spec.name)} with DEFAULT {spec.default}: {fn} is a VOLATILE function, so the "
+                   "table is rewritten under an exclusive lock")
+
+
+_CALL_RE = re.compile(r"((?:[A-Za-z_][A-Za-z0-9_$]*\.)?[A-Za-z_][A-Za-z0-9_$]*)\s*\(")
+
+
+def _volatile_user_function(default: str | None, ctx: RuleContext) -> str | None:
+    """The first function the history defines as VOLATILE that ``default`` calls, or None."""
+    if not default:
+        return None
+    text = re.sub(r"'(?:[^']|'')*'", "''", default)
+    for m in _CALL_RE.finditer(text):
+        name = m.group(1).lower()
+        schema, _, short = name.rpartition(".")
+        info = ctx.schema.function_info.get((schema or ctx.schema.default_schema, short))
+        if info is not None and info.get("volatility", "VOLATILE") == "VOLATILE":
+            return name
+    return None
