@@ -124,7 +124,7 @@ def node_breakdown(run: dict, node: str, start: float, end: float, interval: flo
 
     def is_restart(x: dict) -> bool:
         argv = x.get("argv") or []
-        return x.get("event") == "ran" and x.get("where") == "local" and node in argv and "restart" in argv
+        return x.get("event") == "ran" and x.get("where") == f"incus:{node}" and "restart" in argv
 
     b_drain = first(is_done_poll("drain.poll", node))
     b_push = first(lambda x: x.get("event") in ("node.install.done", "node.install.identical")
@@ -138,7 +138,7 @@ def node_breakdown(run: dict, node: str, start: float, end: float, interval: flo
     for i, step in enumerate(STEPS):
         s0, s1 = bounds[i], bounds[i + 1]
         seg = [x for x in logs if s0 < x["t"] <= s1]
-        cmds = [x for x in seg if x.get("event") == "ran" and x.get("where") == "local"]
+        cmds = [x for x in seg if is_command(x)]
         waiting_cmds: list[dict] = []
         waiting, confirm, polls = 0.0, 0.0, 0
         if step == "restart":
@@ -172,17 +172,20 @@ def node_breakdown(run: dict, node: str, start: float, end: float, interval: flo
     out["overhead_other_s"] += out["tail"]
     # Per-node work outside the node's roll: preflight's sha256, the stale-temp sweep under the lock, the
     # temp sweep and the final-state sha256 at the end (a real cost of each node, paid once per run).
-    outside = [x for x in run["logs"] if x.get("event") == "ran" and x.get("where") == "local"
-               and _targets(x.get("argv") or [], node) and not start <= x["t"] <= end]
+    outside = [x for x in run["logs"] if is_command(x) and x.get("where") == f"incus:{node}"
+               and not start <= x["t"] <= end]
     out["outside_commands"] = len(outside)
     out["outside_command_s"] = sum(float(x["duration"]) for x in outside)
     return out
 
 
-def _targets(argv: list[str], node: str) -> bool:
-    if argv[:3] == ["incus", "exec", node]:
-        return True
-    return argv[1:3] == ["-q", "file"] and any(a.startswith(node + "/") for a in argv)
+def is_command(x: dict) -> bool:
+    """One round trip to a container: a command (``ran``) or a file push (``pushed``) of an IncusTransport.
+
+    Counted at the container's transport, so the REST API path and the ``incus`` CLI path count alike
+    (the CLI path also logs the host's ``incus ...`` process, not counted twice).
+    """
+    return x.get("event") in ("ran", "pushed") and str(x.get("where", "")).startswith("incus:")
 
 
 def analyse(run: dict, canary: str, peers: list[str], interval: float) -> dict[str, Any]:
@@ -210,7 +213,7 @@ def analyse(run: dict, canary: str, peers: list[str], interval: float) -> dict[s
         "end (final state, report, exit)": run["t1"] - parse_ts(step("peers")["ended_at"]),
     }
     return {"wall": run["t1"] - run["t0"], "nodes": nodes, "fixed": fixed,
-            "commands": sum(1 for x in run["logs"] if x.get("event") == "ran" and x.get("where") == "local")}
+            "commands": sum(1 for x in run["logs"] if is_command(x))}
 
 
 # -- the comparisons -----------------------------------------------------------------------------------------

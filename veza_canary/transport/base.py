@@ -101,10 +101,12 @@ class Transport:
         round trip of its own rename. A reader of ``remote_path`` may see a partial file meanwhile.
         """
         log.debug("push", where=self.name, src=str(local_path), dst=remote_path, mode=oct(mode), atomic=atomic)
+        start = time.monotonic()
         if atomic:
             self._push(Path(local_path), remote_path, mode, create_dirs)
         else:
             self._push_in_place(Path(local_path), remote_path, mode, create_dirs)
+        log.debug("pushed", where=self.name, dst=remote_path, duration=round(time.monotonic() - start, 4))
 
     def pull(self, remote_path: str, local_path: str | Path) -> None:
         """Copy ``remote_path`` to a local file."""
