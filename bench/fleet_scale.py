@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/fleet_scale.py [--sizes 10,100,500] [--runs 5]
 
-The deploy is the real one (``runner.run_deploy``: preflight, migration gate, lock,
-canary, SLI watch, peers, report), in-process, against ``veza_canary.testing``'s
+The deploy is the real one (``pipeline.execute``: preflight, migration gate, lock,
+canary, SLI watch, peers, report), in-process, against ``tests.fakes``'s
 simulated fleet. Waits and I/O latencies run on the simulator's ``FakeClock``, so the
 *simulated* time is what a real roll would spend in I/O and waits; the tool's own work
 (parsing, logging, the report, the pipeline) runs in real time and is what the wall clock
@@ -183,9 +183,9 @@ def child(n: int, trace: bool) -> dict:
 def one_roll(n: int, trace: bool, tmp: Path, devnull) -> dict:  # noqa: ANN001
     import tracemalloc
 
+    from tests.fakes import SimFleet, sha, sim_fleet
     from tests.settings_helper import make_settings
-    from veza_canary.runner import run_deploy
-    from veza_canary.testing import SimFleet, sha, sim_fleet
+    from veza_canary.pipeline import execute as run_deploy
 
     tmp.mkdir(parents=True)
     artifact = tmp / "veza-api-new"

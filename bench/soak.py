@@ -3,7 +3,7 @@
     .venv/bin/python bench/soak.py [--deploys 30] [--window 10] [--json out.json]
     (or: make soak / bash scripts/soak.sh)
 
-Each deploy runs through the same code as ``veza-canary deploy`` (``runner.run_deploy``
+Each deploy runs through the same code as ``veza-canary deploy`` (``pipeline.execute``
 with the real fleet: incus, HAProxy runtime API, Prometheus), so anything the tool leaks
 piles up in this one process where it can be measured. Even deploys ship a healthy build
 (a new version each time); odd deploys ship a faulty one, cycling through a health check
@@ -46,7 +46,7 @@ from veza_canary.haproxy import HAProxy, IncusSocat  # noqa: E402
 from veza_canary.lab import Faults, build_standin, lab_env, restore_node  # noqa: E402
 from veza_canary.log import configure  # noqa: E402
 from veza_canary.node import Node  # noqa: E402
-from veza_canary.runner import run_deploy  # noqa: E402
+from veza_canary.pipeline import execute as run_deploy  # noqa: E402
 from veza_canary.settings import load_settings  # noqa: E402
 from veza_canary.transport import IncusTransport  # noqa: E402
 

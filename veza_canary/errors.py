@@ -83,6 +83,9 @@ class VezaError(Exception):
     """Root of every error the tool raises on purpose."""
 
     exit_code: ExitCode = ExitCode.INTERNAL
+    #: Whether a run ending with this error may have changed the fleet, so it must say how to resume
+    #: (re-running the same command reconciles from live state). False: nothing was changed; fix and re-run.
+    resumable: bool = True
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -97,6 +100,7 @@ class ConfigError(VezaError):
     """A knob has a bad value; names the knob."""
 
     exit_code = ExitCode.USAGE
+    resumable = False
 
     def __init__(self, knob: str, problem: str, *, hint: str | None = None) -> None:
         super().__init__(f"{knob}: {problem}", hint=hint)
@@ -105,6 +109,7 @@ class ConfigError(VezaError):
 
 class PreflightError(VezaError):
     exit_code = ExitCode.PREFLIGHT
+    resumable = False
 
 
 class ReleaseBlocked(PreflightError):
@@ -113,14 +118,17 @@ class ReleaseBlocked(PreflightError):
 
 class LintBlocked(VezaError):
     exit_code = ExitCode.LINT_BLOCKED
+    resumable = False
 
 
 class LintInputError(VezaError):
     exit_code = ExitCode.LINT_INPUT
+    resumable = False
 
 
 class LockHeld(VezaError):
     exit_code = ExitCode.LOCKED
+    resumable = False
 
 
 class InfraError(VezaError):

@@ -30,8 +30,18 @@ class WaitTimedOut(Exception):
     """Internal: a wait hit its deadline; carries the last observation."""
 
     def __init__(self, what: str, timeout: float, last: object) -> None:
-        super().__init__(f"{what}: not reached within {timeout:g}s (last: {last})")
         self.last = last
+        super().__init__(f"{what}: not reached within {timeout:g}s; last seen: {self.describe_last()}")
+
+    def describe_last(self) -> str:
+        """The last observation in words (never a Python repr)."""
+        last = self.last
+        if isinstance(last, HealthResult):
+            return last.describe()
+        if isinstance(last, ServerStat):
+            sessions = f", {last.scur} session(s), {last.qcur} queued" if last.scur or last.qcur else ""
+            return f"{last.status}{sessions}" + (f" (check: {last.check_status})" if last.check_status else "")
+        return str(last)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,24 +27,23 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from veza_canary import __version__
 from veza_canary.artifact import Artifact, check_binary, snapshot
 from veza_canary.errors import (
-    DrainTimedOut,
-    HealthCheckFailed,
     Interrupted,
     PreflightError,
     RollbackFailed,
     VezaError,
 )
-from veza_canary.health import WaitTimedOut, wait_drained, wait_lb_healthy, wait_node_healthy, wait_up
+from veza_canary.health import WaitTimedOut
+from veza_canary.interrupts import DeployInterrupt, InterruptGuard
 from veza_canary.lock import LockInfo
 from veza_canary.log import get_logger, redact_text
-from veza_canary.pipeline import DeployInterrupt, InterruptGuard
+from veza_canary.procedure import Binary, NodeProcedure, Policy, why
 from veza_canary.report import Report, now_iso
 from veza_canary.settings import check_instance_name
 from veza_canary.status import read_shas
@@ -52,7 +51,6 @@ from veza_canary.status import read_shas
 if TYPE_CHECKING:
     from veza_canary.fleet import Fleet
     from veza_canary.liveview import Observer
-    from veza_canary.node import Node
 
 log = get_logger(__name__)
 
@@ -151,10 +149,9 @@ class ManualRollback:
         self.warnings: list[str] = []
         self.outcome = Outcome()
         self.lock = fleet.lock()
-
-    @property
-    def _on_poll(self):  # noqa: ANN202 - Callable[[Poll], None] | None
-        return self.observer.on_poll if self.observer else None
+        policy = replace(Policy.from_settings(self.s), finish_on_interrupt=True)
+        self.proc = NodeProcedure(fleet, policy, report=self.report, lb_url=self.s.service.lb_health_url,
+                                  on_poll=observer.on_poll if observer else None)
 
     # -- plan (reads only) ---------------------------------------------------------------------
     def plan(self) -> list[NodePlan]:
@@ -273,6 +270,13 @@ class ManualRollback:
             raise error
         return rep
 
+    def _binary(self, p: NodePlan) -> Binary:
+        assert self.target is not None
+        if self.target.kind == PREVIOUS:
+            return Binary(p.target_sha, "veza-api.previous", remote=self.s.service.previous_path)
+        assert self.target.artifact is not None
+        return Binary(p.target_sha, f"{self.target.artifact.original}", local=self.target.artifact.path)
+
     def _node(self, p: NodePlan) -> None:
         node = self.fleet.nodes[p.name]
         if p.action == "skip":
@@ -281,103 +285,39 @@ class ManualRollback:
             self.outcome.skipped.append(p.name)
             return
         self.outcome.current = p.name
+        stages: list[str] = []
         with self.report.step("rollback", node=p.name) as rec:
             log.warning("rollback.node.start", node=p.name, current=(p.current_sha or "missing")[:12],
                         target=p.target_sha[:12])
             self.report.event("rollback_start", node=p.name, current=p.current_sha, target=p.target_sha)
-            # Phase 1, interruptible: drain. The binary has not changed; on any problem the node goes back.
+            # The drain is interruptible (the binary has not changed: on any problem the node goes back); once
+            # the binary changes, the node is finished whatever arrives, and a signal stops the run after it.
             try:
-                self._drain(node)
+                self.proc.roll(node, self._binary(p), cleanup=self.guard.cleanup, on_stage=stages.append)
             except DeployInterrupt as exc:
                 with self.guard.cleanup():
-                    where = self._put_back(node, p)
+                    where = self.proc.put_back(node)
                 rec.detail = where
                 raise Interrupted(f"interrupted ({exc.signame}) while draining {p.name}; {where}",
                                   hint=self._resume_hint()) from None
-            except (VezaError, WaitTimedOut) as exc:
-                with self.guard.cleanup():
-                    where = self._put_back(node, p)
+            except (VezaError, WaitTimedOut, Exception) as exc:  # noqa: BLE001
                 self.outcome.failed = p.name
-                raise RollbackFailed(f"rollback stopped: {p.name} could not be drained ({_why(exc)}); {where}",
-                                     hint=self._resume_hint()) from exc
-            # Phase 2: the binary changes. Finish this node whatever arrives; a signal stops the run after it.
-            with self.guard.cleanup():
-                try:
-                    self._restore(node, p)
-                except Exception as exc:  # noqa: BLE001 - every failure leaves the node drained, loudly
-                    self._leave_drained(node)
-                    self.outcome.failed = p.name
-                    msg = (f"ROLLBACK FAILED on {p.name}: {_why(exc)}; {p.name} is left DRAINED (out of rotation). "
-                           f"Not rolled: {', '.join(self.outcome.untouched) or 'none'}")
-                    log.error("rollback.node.failed", node=p.name, error=_why(exc))
-                    raise RollbackFailed(msg, hint=f"inspect it (veza-canary status; veza-canary health "
-                                                   f"{p.name}), then: {self._resume_cmd()}") from exc
+                if "drained" not in stages:
+                    with self.guard.cleanup():
+                        where = self.proc.put_back(node)
+                    raise RollbackFailed(f"rollback stopped: {p.name} could not be drained ({why(exc)}); {where}",
+                                         hint=self._resume_hint()) from exc
+                self.proc.leave_drained(node)
+                msg = (f"ROLLBACK FAILED on {p.name}: {why(exc)}; {p.name} is left DRAINED (out of rotation). "
+                       f"Not rolled: {', '.join(self.outcome.untouched) or 'none'}")
+                log.error("rollback.node.failed", node=p.name, error=why(exc))
+                raise RollbackFailed(msg, hint=f"inspect it (veza-canary status; veza-canary health "
+                                               f"{p.name}), then: {self._resume_cmd()}") from exc
             rec.detail = f"{(p.current_sha or 'missing')[:12]} -> {p.target_sha[:12]}"
         self.outcome.done.append(p.name)
         self.outcome.current = None
         self.report.event("rollback_done", node=p.name, sha256=p.target_sha)
         log.warning("rollback.node.done", node=p.name, sha256=p.target_sha[:12])
-
-    def _drain(self, node: Node) -> None:
-        f, s = self.fleet, self.s
-        if f.haproxy.state(node.name).admin != "drain":
-            f.haproxy.set_state(node.name, "drain")
-        try:
-            wait_drained(f.haproxy, node.name, timeout=s.timeouts.drain, interval=s.timeouts.poll_interval, clock=f.clock,
-                         on_poll=self._on_poll)
-        except WaitTimedOut as exc:
-            if s.timeouts.drain_action != "shutdown-sessions":
-                raise DrainTimedOut(f"{exc}", hint="--drain-timeout-action=shutdown-sessions kills them") from None
-            log.warning("drain.timeout.shutdown_sessions", node=node.name, last=str(exc.last))
-            self.report.event("shutdown_sessions", node=node.name)
-            f.haproxy.shutdown_sessions(node.name)
-            wait_drained(f.haproxy, node.name, timeout=10.0, interval=s.timeouts.poll_interval, clock=f.clock,
-                         on_poll=self._on_poll)
-
-    def _restore(self, node: Node, p: NodePlan) -> None:
-        f, s = self.fleet, self.s
-        assert self.target is not None
-        if self.target.kind == PREVIOUS:
-            got = node.restore_previous()
-            if got != p.target_sha:
-                raise RollbackFailed(f"veza-api.previous changed during the rollback ({got[:12]} != "
-                                     f"{p.target_sha[:12]})")
-        else:
-            assert self.target.artifact is not None
-            node.install(self.target.artifact.path, self.target.artifact.sha256)
-        node.restart()
-        try:
-            wait_node_healthy(node, timeout=s.timeouts.node_health, interval=s.timeouts.poll_interval, clock=f.clock,
-                              on_poll=self._on_poll)
-        except WaitTimedOut as exc:
-            raise HealthCheckFailed(f"{node.name} health: {exc}") from None
-        f.haproxy.set_state(node.name, "ready")
-        try:
-            wait_up(f.haproxy, node.name, timeout=s.timeouts.up, interval=s.timeouts.poll_interval, clock=f.clock,
-                    on_poll=self._on_poll)
-            wait_lb_healthy(f.lb_client, s.service.lb_health_url, timeout=min(s.timeouts.up, 30.0), interval=s.timeouts.poll_interval,
-                            clock=f.clock, on_poll=self._on_poll)
-        except WaitTimedOut as exc:
-            raise HealthCheckFailed(f"{exc}") from None
-        now = node.sha256()
-        if now != p.target_sha:
-            raise RollbackFailed(f"{node.name} runs {str(now)[:12]} after the rollback, expected {p.target_sha[:12]}")
-
-    def _put_back(self, node: Node, p: NodePlan) -> str:
-        """The binary never changed: restore the admin state the node had before."""
-        try:
-            if p.admin == "ready":
-                self.fleet.haproxy.set_state(node.name, "ready")
-                return f"{node.name} unchanged and back in rotation"
-            return f"{node.name} unchanged (left {p.admin}, as it was)"
-        except VezaError as exc:
-            return f"{node.name} unchanged but its HAProxy state is uncertain ({_why(exc)}): check veza-canary status"
-
-    def _leave_drained(self, node: Node) -> None:
-        try:
-            self.fleet.haproxy.set_state(node.name, "drain")
-        except VezaError as exc:
-            log.error("leave_drained_failed", node=node.name, error=str(exc))
 
     # -- the end --------------------------------------------------------------------------------
     def _remaining(self) -> list[str]:
@@ -399,7 +339,7 @@ class ManualRollback:
         try:
             rep.final_state = self.fleet_state()
         except Exception as exc:  # noqa: BLE001 - bookkeeping must never mask the outcome
-            rep.final_state = {"nodes": {}, "error": _why(exc)}
+            rep.final_state = {"nodes": {}, "error": why(exc)}
         rep.ended_at = now_iso()
         rep.events.append({"at": now_iso(), "kind": "outcome", "done": self.outcome.done,
                            "skipped": self.outcome.skipped, "failed": self.outcome.failed,
@@ -408,7 +348,7 @@ class ManualRollback:
             rep.outcome = type(error).__name__
             rep.exit_code = int(error.exit_code)
             rep.message = redact_text(error.message)
-            if error.exit_code not in (2, 3, 8, 10) or self.outcome.done:
+            if error.resumable or self.outcome.done:
                 rep.resume = self._resume_cmd()
 
     def fleet_state(self) -> dict:
@@ -422,5 +362,3 @@ class ManualRollback:
         return self.fleet.snapshot(dict.fromkeys([*self.nodes, *self.s.pool.nodes]), classify)
 
 
-def _why(exc: BaseException) -> str:
-    return redact_text(str(exc) or type(exc).__name__)

@@ -230,7 +230,7 @@ def reported(report: Report, settings: Settings, report_path: Path | None, say: 
     The error, if any, propagates after the report is written: its exit code is the command's.
     """
     from veza_canary.pipeline import summary_lines
-    from veza_canary.runner import write_reports
+    from veza_canary.report import write_reports
 
     try:
         yield report

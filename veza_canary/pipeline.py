@@ -1,42 +1,42 @@
 """The canary deploy, in the runbook's order, safe on every path.
 
-``STEPS`` is the table of contents. Each step is a method with no arguments;
-``Deploy.run`` loops over them and applies the rollback policy by phase:
+``STEPS`` is the table of contents, rollback included. Each step is a callable
+taking the ``Deploy``; ``Deploy.run`` loops over them and applies the failure
+policy by phase:
 
 * ``check``  -- preflight, migration gate, lock, confirmation. Nothing is
   changed; a failure exits with its own code (3, 4, 8, 9, 2).
 * ``canary`` -- drain, install, node health, ready + UP, LB health, SLI watch.
-  Any failure, error or interrupt puts the canary back on a known binary:
-  untouched -> simply re-enabled; touched -> drained, last-known-good restored
-  atomically, restarted, healthy, ready, UP. Exit 5 (rolled back), 130
-  (interrupted) or 7 (the rollback itself failed: the canary is left drained).
-* ``peers``  -- one peer at a time: drain, install, restart, health, ready, UP,
-  LB. A failed peer is left drained if its binary changed (never re-enabled
-  unhealthy), re-enabled if not; the roll stops; exit 6. No automatic peer
-  rollback (runbook).
+  Any failure, error or interrupt runs ``ON_CANARY_FAILURE``: untouched -> put
+  back as it was; touched -> the node procedure puts the last-known-good binary
+  back (the bytes the canary ran when the deploy started, kept on the node as
+  ``.veza-api.last-good``). Exit 5 (rolled back), 130 (interrupted) or 7 (the
+  rollback itself failed: the canary is left drained).
+* ``peers``  -- each peer through the node procedure. A failed peer is left
+  drained if its binary changed (never re-enabled unhealthy), put back if not;
+  the roll stops; exit 6. No automatic peer rollback (runbook).
 
-Every run reconciles from live state (HAProxy admin state, each node's sha256),
-so re-running the same command after any failure, even a SIGKILL, is safe.
+Every node change goes through ``procedure.NodeProcedure``, the same code the
+manual rollback uses. Every run reconciles from live state (HAProxy admin state,
+each node's sha256 and what its service runs), so re-running the same command
+after any failure, even a SIGKILL, is safe -- and deploying what already runs
+everywhere changes nothing.
 """
 
 from __future__ import annotations
 
-import signal
+import shutil
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from veza_canary import __version__
-from veza_canary.artifact import Artifact, snapshot
+from veza_canary.artifact import Artifact, private_workdir, remove_stale_workdirs, snapshot
 from veza_canary.errors import (
     CanaryRolledBack,
     ConfigError,
-    DrainTimedOut,
-    HAProxyError,
     HealthCheckFailed,
     InfraError,
     Interrupted,
@@ -48,12 +48,14 @@ from veza_canary.errors import (
     SLIBreached,
     VezaError,
 )
-from veza_canary.fleet import Fleet
-from veza_canary.health import Poll, WaitTimedOut, wait_drained, wait_lb_healthy, wait_node_healthy, wait_up
+from veza_canary.fleet import Fleet, build_fleet
+from veza_canary.health import WaitTimedOut
+from veza_canary.interrupts import DeployInterrupt, InterruptGuard
 from veza_canary.lock import LockInfo
 from veza_canary.log import get_logger, redact_text
-from veza_canary.node import Node
-from veza_canary.report import Report, now_iso
+from veza_canary.node import LAST_GOOD_NAME, Node
+from veza_canary.procedure import Binary, NodeProcedure, Policy, why
+from veza_canary.report import Report, now_iso, write_reports
 from veza_canary.sli import (
     Queries,
     Sample,
@@ -71,90 +73,92 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-
-# --- interrupts ------------------------------------------------------------------------
-
-
-class DeployInterrupt(BaseException):
-    """SIGINT/SIGTERM arrived outside cleanup. BaseException so no ``except Exception`` swallows it."""
-
-    def __init__(self, signame: str) -> None:
-        super().__init__(f"{signame} received")
-        self.signame = signame
+__all__ = ["STEPS", "ON_CANARY_FAILURE", "Deploy", "DeployInterrupt", "InterruptGuard", "execute", "plan",
+           "summary_lines"]
 
 
-class _DrainLost(Exception):  # noqa: N818 - internal signal between a drain wait and _drain
-    """A node we drained shows ready again: HAProxy lost its runtime state (restart or reload)."""
-
-
-class InterruptGuard:
-    """Turns SIGINT/SIGTERM into DeployInterrupt; during cleanup, refuses them with a message."""
-
-    def __init__(self) -> None:
-        self.cleaning = False
-        self.received: list[str] = []
-
-    def _handler(self, signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        self.received.append(name)
-        if self.cleaning:
-            sys.stderr.write(
-                f"veza-canary: {name} received while bringing the fleet to a safe state; not stopping "
-                "mid-step (SIGKILL would leave a node drained). Cleanup continues.\n"
-            )
-            sys.stderr.flush()
-            return
-        raise DeployInterrupt(name)
-
-    @contextmanager
-    def armed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        for s in old:
-            signal.signal(s, self._handler)
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-    @contextmanager
-    def cleanup(self) -> Iterator[None]:
-        prev, self.cleaning = self.cleaning, True
-        try:
-            yield
-        finally:
-            self.cleaning = prev
-
-
-# --- the plan ----------------------------------------------------------------------------
+# --- the table of contents -----------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
     name: str
-    phase: str  # check | canary | peers
-    method: str
+    phase: str  # check | canary | peers | rollback
+    run: Callable[[Deploy], None]
     summary: str
 
 
+def _preflight(d: Deploy) -> None:
+    d.preflight()
+
+
+def _migration_gate(d: Deploy) -> None:
+    d.migration_gate()
+
+
+def _lock(d: Deploy) -> None:
+    d.take_lock()
+
+
+def _confirm(d: Deploy) -> None:
+    d.confirm()
+
+
+def _drain_canary(d: Deploy) -> None:
+    d.proc.drain(d.fleet.canary)
+
+
+def _install_canary(d: Deploy) -> None:
+    d.install_canary()
+
+
+def _canary_health(d: Deploy) -> None:
+    d.proc.health(d.fleet.canary)
+
+
+def _ready_canary(d: Deploy) -> None:
+    d.proc.ready(d.fleet.canary)
+
+
+def _lb_health(d: Deploy) -> None:
+    d.proc.lb_check()
+
+
+def _sli_watch(d: Deploy) -> None:
+    d.sli_watch()
+
+
+def _peers(d: Deploy) -> None:
+    d.roll_peers()
+
+
+def _rollback_canary(d: Deploy) -> None:
+    d.restore_canary()
+
+
 STEPS: tuple[Step, ...] = (
-    Step("preflight", "check", "preflight",
+    Step("preflight", "check", _preflight,
          "validate artifact + rollback source; HAProxy, nodes, Prometheus reachable; fleet UP; SLI green; "
-         "lock free; release not blocked"),
-    Step("migration-gate", "check", "migration_gate", "backward-compat lint of migrations new since MIGRATIONS_SINCE"),
-    Step("lock", "check", "take_lock", "take the fleet lock on the HAProxy host"),
-    Step("confirm", "check", "confirm", "ask before the first change (TTY only; --yes skips)"),
-    Step("drain-canary", "canary", "drain_canary", "set server POOL/CANARY state drain; wait for 0 sessions"),
-    Step("install-canary", "canary", "install_canary", "push to a temp name, verify sha256, rename, restart"),
-    Step("canary-health", "canary", "canary_health", "GET NODE_HEALTH_URL+HEALTH_PATH inside the node until 200"),
-    Step("ready-canary", "canary", "ready_canary", "set server state ready; wait until HAProxy says UP"),
-    Step("lb-health", "canary", "lb_health", "GET LB_URL+HEALTH_PATH returns 200"),
-    Step("sli-watch", "canary", "sli_watch", "p95 and 5xx ratio every SLI_PROBE_INTERVAL for SLI_WINDOW"),
-    Step("peers", "peers", "roll_peers", "each peer in turn: drain, install, restart, health, ready, UP, LB"),
+         "lock free; release not blocked; what already runs the artifact"),
+    Step("migration-gate", "check", _migration_gate, "backward-compat lint of migrations new since MIGRATIONS_SINCE"),
+    Step("lock", "check", _lock, "take the fleet lock on the HAProxy host"),
+    Step("confirm", "check", _confirm, "ask before the first change (TTY only; --yes skips)"),
+    Step("drain-canary", "canary", _drain_canary, "set server POOL/CANARY state drain; wait for 0 sessions"),
+    Step("install-canary", "canary", _install_canary,
+         "keep a verified copy of the running binary; push to a temp name, verify sha256, rename; restart"),
+    Step("canary-health", "canary", _canary_health, "GET NODE_HEALTH_URL+HEALTH_PATH inside the node until 200"),
+    Step("ready-canary", "canary", _ready_canary, "set server state ready; wait until HAProxy says UP"),
+    Step("lb-health", "canary", _lb_health, "GET LB_URL+HEALTH_PATH returns 200"),
+    Step("sli-watch", "canary", _sli_watch, "p95 and 5xx ratio every SLI_PROBE_INTERVAL for SLI_WINDOW"),
+    Step("peers", "peers", _peers, "each peer in turn: drain, install, restart, health, ready, UP, LB, verify"),
 )
+
+#: Run when a canary step fails, errs or is interrupted after the canary was touched.
+ON_CANARY_FAILURE = Step("rollback-canary", "rollback", _rollback_canary,
+                         "drain, put the last-known-good binary back (by sha256), restart, health, ready, UP, LB")
+
+#: Canary steps skipped when the canary already runs the artifact (a re-run): nothing to change on it.
+_CANARY_CHANGES = {"drain-canary", "install-canary", "canary-health", "ready-canary", "lb-health"}
 
 #: Canary failures that prove the *binary* bad: its sha256 is blocked after the rollback.
 _BINARY_FAULTS = (HealthCheckFailed, SLIBreached)
@@ -162,16 +166,21 @@ _BINARY_FAULTS = (HealthCheckFailed, SLIBreached)
 
 @dataclass(frozen=True, slots=True)
 class RollbackSource:
-    kind: str  # "local" (ROLLBACK_BINARY) | "previous" (INSTALL_DIR/veza-api.previous on the canary) | "none"
-    sha256: str | None
+    """Where the canary's automatic rollback takes its bytes from."""
+
+    kind: str  # local (ROLLBACK_BINARY) | running (copied before the push) | kept (an earlier run's copy) | none
+    binary: Binary | None
     artifact: Artifact | None = None
 
+    @property
+    def sha256(self) -> str | None:
+        return self.binary.sha256 if self.binary else None
+
     def describe(self) -> str:
-        if self.kind == "local" and self.artifact:
-            return f"ROLLBACK_BINARY {self.artifact.original} ({(self.sha256 or '?')[:12]})"
-        if self.kind == "previous":
-            return f"veza-api.previous on the canary ({(self.sha256 or '?')[:12]})"
-        return "none"
+        return self.binary.describe() if self.binary else "none"
+
+
+# --- the deploy ------------------------------------------------------------------------------
 
 
 class Deploy:
@@ -199,11 +208,18 @@ class Deploy:
         self.guard = guard or InterruptGuard()
         #: Told about every wait poll and SLI probe (the live view); None: logs only.
         self.observer = observer
-        self._on_poll = observer.on_poll if observer else None
+        self.proc = NodeProcedure(fleet, Policy.from_settings(self.s), report=self.report,
+                                  lb_url=self.s.service.lb_health_url,
+                                  on_poll=observer.on_poll if observer else None)
         self.artifact: Artifact | None = None
         self.rollback: RollbackSource | None = None
         self.canary_sha_before: str | None = None
-        self.drained: set[str] = set()
+        #: The canary already runs the artifact and is in rotation (a re-run): its change steps are skipped.
+        self.canary_done = False
+        #: Every node already runs the artifact and is in rotation: the deploy changes nothing.
+        self.all_done = False
+        #: Nodes that already ran the artifact, in rotation, at preflight.
+        self.runs_artifact: set[str] = set()
         self.lock = fleet.lock()
         self.locked = False
         self.done_peers: list[str] = []
@@ -219,10 +235,11 @@ class Deploy:
         with self.guard.armed():
             try:
                 for step in STEPS:
-                    with rep.step(step.name, node=self.s.pool.canary if step.phase == "canary" else None):
-                        getattr(self, step.method)()
+                    self._run_step(step)
                 rep.outcome, rep.exit_code = "success", 0
-                rep.message = f"deployed {self._sha()[:12]} to {len(self.s.pool.nodes)} node(s)"
+                rep.message = (f"{self._sha()[:12]} already runs on all {len(self.s.pool.nodes)} node(s); "
+                               "nothing was changed" if self.all_done
+                               else f"deployed {self._sha()[:12]} to {len(self.s.pool.nodes)} node(s)")
             except DeployInterrupt as exc:
                 with self.guard.cleanup():
                     error = self._on_failure(exc, step)
@@ -244,6 +261,24 @@ class Deploy:
             raise error
         return rep
 
+    def _run_step(self, step: Step) -> None:
+        node = self.s.pool.canary if step.phase == "canary" else None
+        with self.report.step(step.name, node=node) as rec:
+            skip = self._skip_reason(step)
+            if skip:
+                log.info("step.skipped", step=step.name, reason=skip)
+                rec.outcome, rec.detail = "skipped", skip
+                return
+            step.run(self)
+
+    def _skip_reason(self, step: Step) -> str | None:
+        # A no-op run still takes (and so clears a dead holder's) lock and runs the gate; it asks nothing.
+        if self.all_done and step.name not in ("preflight", "migration-gate", "lock"):
+            return "every node already runs the artifact and is in rotation"
+        if self.canary_done and step.name in _CANARY_CHANGES:
+            return "the canary already runs the artifact and is in rotation"
+        return None
+
     def _sha(self) -> str:
         return self.artifact.sha256 if self.artifact else "?"
 
@@ -255,16 +290,20 @@ class Deploy:
         self.artifact = snapshot(s.artifact, "ARTIFACT", self.workdir)
         self.report.artifact = self.artifact.to_dict()
         log.info("preflight.artifact", path=str(s.artifact), sha256=self.artifact.sha256, size=self.artifact.size)
-
+        local_rb = None
+        if s.rollback_binary is not None:
+            local_rb = snapshot(s.rollback_binary, "ROLLBACK_BINARY", self.workdir)
+            if local_rb.sha256 == self.artifact.sha256:
+                raise PreflightError("ROLLBACK_BINARY has the same sha256 as ARTIFACT: a rollback would change nothing")
         try:
-            self._preflight_fleet()
+            self._preflight_fleet(local_rb)
         except InfraError as exc:
             raise PreflightError(f"preflight: {exc}", hint=exc.hint) from exc
         if self.rollback:
             self.report.rollback_source = {"kind": self.rollback.kind, "sha256": self.rollback.sha256,
                                            "describe": self.rollback.describe()}
 
-    def _preflight_fleet(self) -> None:
+    def _preflight_fleet(self, local_rb: Artifact | None) -> None:
         s, f = self.s, self.fleet
         assert self.artifact is not None
         # HAProxy: reachable, backend and every server known, fleet healthy.
@@ -296,49 +335,63 @@ class Deploy:
                                      hint="fix the fleet first, or pass --allow-degraded to deploy anyway")
             log.warning("preflight.degraded_allowed", problems=bad)
 
-        # Nodes: reachable, current binary known (temp files of a killed run are removed once the lock is held).
-        shas = {}
+        # Nodes: reachable, current binary known, and whether each already runs the artifact.
+        shas, done = {}, {}
         for n in s.pool.nodes:
             node = f.nodes[n]
             shas[n] = node.sha256()
+            in_rotation = states[n].admin == "ready" and stats[n].is_up
+            done[n] = shas[n] == self.artifact.sha256 and in_rotation and node.runs_installed()
         self.canary_sha_before = shas[s.pool.canary]
-        self.report.event("fleet_before", shas={n: (v or "missing") for n, v in shas.items()})
+        self.report.event("fleet_before", shas={n: (v or "missing") for n, v in shas.items()},
+                          runs_artifact=[n for n, v in done.items() if v])
+        self.runs_artifact = {n for n, v in done.items() if v}
+        self.canary_done = done[s.pool.canary]
+        self.all_done = all(done.values())
+        if self.all_done:
+            log.info("preflight.already_deployed", sha256=self.artifact.sha256[:12],
+                     msg="every node already runs the artifact and is in rotation: nothing to do")
+            return
 
-        # Rollback source.
-        self.rollback = self._rollback_source()
-
-        # Lock free, release not blocked.
+        # Rollback source, lock, blocked release, SLI.
+        self.rollback = self._rollback_source(local_rb)
         holder = f.lock().current()
         if holder is not None:
             self.report.event("lock_seen", holder=holder.describe())
         f.blocked().check(self.artifact.sha256, force=self.force)
-
-        # Prometheus reachable and the SLI green now on every serving node.
         self._preflight_sli(states)
 
-    def _rollback_source(self) -> RollbackSource:
-        s, f = self.s, self.fleet
+    def _rollback_source(self, local_rb: Artifact | None) -> RollbackSource:
+        """The canary's last-known-good binary: ROLLBACK_BINARY, else the bytes the canary runs now."""
+        s, canary = self.s, self.fleet.canary
         assert self.artifact is not None
-        if s.rollback_binary is not None:
-            rb = snapshot(s.rollback_binary, "ROLLBACK_BINARY", self.workdir)
-            if rb.sha256 == self.artifact.sha256:
-                raise PreflightError("ROLLBACK_BINARY has the same sha256 as ARTIFACT: a rollback would change nothing")
-            return RollbackSource("local", rb.sha256, rb)
-        prev = f.canary.sha256(f.canary.previous_path)
-        if prev is not None and prev != self.artifact.sha256:
-            if self.canary_sha_before is not None and prev != self.canary_sha_before:
-                # The runbook keeps .previous by hand; say so when a rollback would not restore what runs now.
-                log.warning("preflight.rollback_target_differs", previous=prev[:12],
-                            running=self.canary_sha_before[:12],
-                            hint="set ROLLBACK_BINARY to roll back to the build the canary runs now")
-                self.report.event("rollback_target_differs", previous=prev, running=self.canary_sha_before)
-            return RollbackSource("previous", prev)
-        why = (f"{f.canary.previous_path} is missing on {s.pool.canary}" if prev is None
-               else f"{f.canary.previous_path} on {s.pool.canary} is the artifact itself")
+        if local_rb is not None:
+            return RollbackSource("local", Binary(local_rb.sha256, f"ROLLBACK_BINARY {local_rb.original}",
+                                                  local=local_rb.path), local_rb)
+        running = self.canary_sha_before
+        kept = canary.sha256(canary.last_good_path)
+        previous = canary.sha256(canary.previous_path)
+        if running is not None and running != self.artifact.sha256:
+            if previous is not None and previous != running:
+                log.info("preflight.previous_not_running", previous=previous[:12], running=running[:12],
+                         msg="veza-api.previous is not what the canary runs; the rollback target is the running "
+                             "build (kept as " + LAST_GOOD_NAME + " before the push)")
+                self.report.event("previous_not_running", previous=previous, running=running)
+            return RollbackSource("running", Binary(running, f"the build the canary ran before ({LAST_GOOD_NAME})",
+                                                    remote=canary.last_good_path))
+        if kept is not None and kept != self.artifact.sha256:
+            log.warning("preflight.reconcile_rollback_target", kept=kept[:12],
+                        msg="the canary already has the artifact (an earlier run); its rollback target is the copy "
+                            "that run kept of the build before")
+            self.report.event("rollback_target_from_earlier_run", sha256=kept)
+            return RollbackSource("kept", Binary(kept, f"the build the canary ran before ({LAST_GOOD_NAME}, kept "
+                                                       "by an earlier run)", remote=canary.last_good_path))
+        why_none = ("the canary's binary is missing" if running is None
+                    else "the canary already has the artifact and no copy of the build before it was kept")
         if s.safety.allow_no_rollback:
-            log.warning("preflight.no_rollback", reason=why)
+            log.warning("preflight.no_rollback", reason=why_none)
             return RollbackSource("none", None)
-        raise PreflightError(f"no last-known-good binary: {why}",
+        raise PreflightError(f"no last-known-good binary: {why_none}",
                              hint="set ROLLBACK_BINARY=/path/to/old/veza-api (or --allow-no-rollback)")
 
     def _preflight_sli(self, states: dict) -> None:
@@ -366,13 +419,9 @@ class Deploy:
             self.report.event("sli_nodata_at_preflight", nodes=nodata)
 
     def migration_gate(self) -> None:
-        try:
-            from veza_canary.migrations import deploy_gate
-        except ImportError:
-            log.warning("migration_gate.unavailable", msg="the migration linter is not installed; gate skipped")
-            self.report.migration_gate = {"status": "unavailable"}
-            return
-        result = deploy_gate(self.s, self.repo_root)
+        from veza_canary.migrations import deploy_gate
+
+        result = deploy_gate(self.s, self.repo_root, config_path=self.s.config_file)
         self.report.migration_gate = result.to_dict()
         if result.blocking and not result.bypassed:
             raise LintBlocked(f"migration gate: {result.summary()}",
@@ -393,38 +442,36 @@ class Deploy:
     def confirm(self) -> None:
         if self._confirm is None:
             return
-        plan = (f"Deploy {self._sha()[:12]} to canary {self.s.pool.canary}, then peers "
-                f"{', '.join(self.s.pool.peers) or '(none)'}?")
-        if not self._confirm(plan):
+        question = (f"Deploy {self._sha()[:12]} to canary {self.s.pool.canary}, then peers "
+                    f"{', '.join(self.s.pool.peers) or '(none)'}?")
+        if not self._confirm(question):
             raise PreflightError("not confirmed; nothing was changed")
 
     # -- canary phase -----------------------------------------------------------------
-    def drain_canary(self) -> None:
-        self._drain(self.fleet.canary)
-
     def install_canary(self) -> None:
+        """Keep the running build (the rollback target) on the node, then install the artifact and restart."""
         assert self.artifact is not None
         node = self.fleet.canary
-        node.install(self.artifact.path, self.artifact.sha256)
-        # Always restart the drained canary: a killed run may have renamed the file without restarting.
-        self._ensure_drained(node)
-        node.restart()
+        rb = self.rollback
+        if rb is not None and rb.kind == "running" and rb.binary is not None:
+            assert rb.binary.remote is not None
+            if node.sha256(rb.binary.remote) != rb.binary.sha256:
+                node.copy_verified(node.binary_path, rb.binary.remote, rb.binary.sha256)
+                self.report.event("last_good_kept", node=node.name, sha256=rb.binary.sha256,
+                                  path=rb.binary.remote)
+        self.proc.install(node, self._artifact_binary())
+        # Restarted whether or not the file changed: the drained canary may run something else (a run killed
+        # between the rename and the restart); the drain is what made a restart free.
+        self.proc.restart(node)
 
-    def canary_health(self) -> None:
-        self._node_health(self.fleet.canary)
-
-    def ready_canary(self) -> None:
-        self._ready(self.fleet.canary)
-
-    def lb_health(self) -> None:
-        try:
-            wait_lb_healthy(self.fleet.lb_client, self.s.service.lb_health_url, timeout=min(self.s.timeouts.up, 30.0),
-                            interval=self.s.timeouts.poll_interval, clock=self.fleet.clock, on_poll=self._on_poll)
-        except WaitTimedOut as exc:
-            raise HealthCheckFailed(f"LB health: {exc}") from None
+    def _artifact_binary(self) -> Binary:
+        assert self.artifact is not None
+        return Binary(self.artifact.sha256, f"ARTIFACT {self.artifact.original}", local=self.artifact.path)
 
     def sli_watch(self) -> None:
         s, f = self.s, self.fleet
+        if self.canary_done and not self._peers_todo():
+            return
         queries, t = Queries.from_settings(s), thresholds_from_settings(s)
         policy = WatchPolicy(window_s=s.sli.window, interval_s=s.sli.probe_interval,
                              max_nodata=s.sli.max_nodata, max_errors=s.sli.max_errors)
@@ -443,7 +490,7 @@ class Deploy:
             # A canary HAProxy has marked DOWN serves nothing: that is red now, not no-data later.
             try:
                 stat = f.haproxy.stat(canary)
-            except HAProxyError as exc:
+            except InfraError as exc:
                 log.warning("sli.haproxy_unreadable", error=str(exc))
             else:
                 if not stat.is_up:
@@ -470,154 +517,48 @@ class Deploy:
         log.info("sli.green", reason=result.reason)
 
     # -- peers phase --------------------------------------------------------------------
+    def _peers_todo(self) -> list[Node]:
+        return [p for p in self.fleet.peers if p.name not in self.runs_artifact]
+
     def roll_peers(self) -> None:
-        assert self.artifact is not None
-        f = self.fleet
-        for peer in f.peers:
-            before = peer.sha256()
-            state, stat = f.haproxy.state(peer.name), f.haproxy.stat(peer.name)
-            if before == self.artifact.sha256 and state.admin == "ready" and stat.is_up:
-                log.info("peer.skip", node=peer.name, reason="already on the artifact and UP")
+        artifact = self._artifact_binary()
+        todo = {p.name for p in self._peers_todo()}
+        for peer in self.fleet.peers:
+            if peer.name not in todo:
+                log.info("peer.skip", node=peer.name, reason="already runs the artifact and is in rotation")
                 with self.report.step("peer", node=peer.name) as rec:
-                    rec.outcome, rec.detail = "skipped", "already on the artifact and UP"
+                    rec.outcome, rec.detail = "skipped", "already runs the artifact and is in rotation"
                 self.skipped_peers.append(peer.name)
                 continue
-            restarted = False
+            before = peer.sha256()
+            stages: list[str] = []
             try:
                 with self.report.step("peer", node=peer.name):
-                    self._drain(peer)
-                    peer.install(self.artifact.path, self.artifact.sha256)
-                    self._ensure_drained(peer)
-                    peer.restart()
-                    restarted = True
-                    self._node_health(peer)
-                    self._ready(peer)
-                    self.lb_health()
+                    self.proc.roll(peer, artifact, on_stage=stages.append)
                 self.done_peers.append(peer.name)
             except DeployInterrupt as exc:
                 with self.guard.cleanup():
-                    where = self._settle_peer(peer, before, interrupted=True, restarted=restarted)
+                    where = self.proc.settle(peer, before, interrupted=True, restarted="restarted" in stages)
                 raise Interrupted(f"interrupted ({exc.signame}) while rolling peer {peer.name}; {where}",
                                   hint=self._resume_hint()) from None
             except Exception as exc:  # every failure settles the peer before the roll stops
                 with self.guard.cleanup():
-                    where = self._settle_peer(peer, before, interrupted=False)
-                raise PeerRollFailed(f"peer {peer.name} failed: {_why(exc)}; {where}",
+                    where = self.proc.settle(peer, before, interrupted=False, restarted="restarted" in stages)
+                raise PeerRollFailed(f"peer {peer.name} failed: {why(exc)}; {where}",
                                      hint=self._resume_hint()) from exc
-
-    def _settle_peer(self, peer: Node, before: str | None, *, interrupted: bool, restarted: bool = True) -> str:
-        """Unchanged binary: back in rotation. Changed: drained, unless interrupted after its restart and healthy.
-
-        A binary renamed into place but not restarted is not what the node runs: re-enabling it would
-        leave a node in rotation on the old binary that a re-run then skips as "already on the artifact".
-        """
-        f = self.fleet
-        try:
-            live = peer.sha256()
-        except VezaError:
-            live = None
-        changed = live is None or live != before
-        try:
-            if not changed or (interrupted and restarted and peer.health().ok):
-                if peer.name in self.drained:
-                    self._ready(peer)
-                return f"{peer.name} is in rotation" + (" on the new binary" if changed else " on its old binary")
-            f.haproxy.set_state(peer.name, "drain")
-            self.drained.add(peer.name)
-            if interrupted and not restarted:
-                return (f"{peer.name} left DRAINED (out of rotation): its new binary is in place but the service "
-                        "was not restarted")
-            return f"{peer.name} left DRAINED (out of rotation) on a binary that did not pass its checks"
-        except Exception as exc:  # noqa: BLE001 - report, never mask the original failure
-            return f"{peer.name} state uncertain ({_why(exc)}): check it with veza-canary status"
-
-    # -- shared node operations --------------------------------------------------------------
-    def _drain(self, node: Node, *, again: bool = False) -> None:
-        s, f = self.s, self.fleet
-        state = f.haproxy.state(node.name)
-        # Recorded before the command: a signal while it runs (or just after) must still re-enable the node.
-        self.drained.add(node.name)
-        if state.admin != "drain":
-            f.haproxy.set_state(node.name, "drain")
-        else:
-            log.info("drain.noop", node=node.name, reason="already drained")
-        try:
-            wait_drained(f.haproxy, node.name, timeout=s.timeouts.drain, interval=s.timeouts.poll_interval, clock=f.clock,
-                         on_poll=self._drain_watch(node))
-        except _DrainLost:
-            if again:
-                raise DrainTimedOut(f"drain of {node.name}: HAProxy keeps losing the drain state (restarting?)",
-                                    hint="check HAProxy (veza-canary status), then re-run") from None
-            self._drain_lost(node)
-            self._drain(node, again=True)
-            return
-        except WaitTimedOut as exc:
-            if s.timeouts.drain_action != "shutdown-sessions":
-                raise DrainTimedOut(f"drain of {node.name}: {exc}",
-                                    hint="--drain-timeout-action=shutdown-sessions kills them") from None
-            log.warning("drain.timeout.shutdown_sessions", node=node.name, last=str(exc.last))
-            self.report.event("shutdown_sessions", node=node.name)
-            f.haproxy.shutdown_sessions(node.name)
-            try:
-                wait_drained(f.haproxy, node.name, timeout=10.0, interval=s.timeouts.poll_interval, clock=f.clock,
-                             on_poll=self._on_poll)
-            except WaitTimedOut as exc2:
-                raise DrainTimedOut(f"drain of {node.name} even after shutdown sessions: {exc2}") from None
-
-    def _drain_watch(self, node: Node) -> Callable[[Poll], None]:
-        """Per-poll hook of a drain wait: a node we drained that HAProxy shows ready again lost its drain."""
-
-        def on_poll(p: Poll) -> None:
-            if self._on_poll is not None:
-                self._on_poll(p)
-            if p.fields.get("admin") == "ready":
-                raise _DrainLost(node.name)
-
-        return on_poll
-
-    def _drain_lost(self, node: Node) -> None:
-        log.warning("haproxy.drain_lost", node=node.name,
-                    msg="HAProxy no longer has the node drained (a restart or reload loses runtime state); "
-                        "draining it again")
-        self.report.event("haproxy_drain_lost", node=node.name)
-
-    def _ensure_drained(self, node: Node) -> None:
-        """Right before a service restart: still out of rotation? (HAProxy may have restarted since the drain.)"""
-        st = self.fleet.haproxy.state(node.name)
-        if not (st.drained or st.in_maint):
-            self._drain_lost(node)
-            self._drain(node, again=True)
-
-    def _node_health(self, node: Node) -> None:
-        try:
-            h = wait_node_healthy(node, timeout=self.s.timeouts.node_health, interval=self.s.timeouts.poll_interval,
-                                  clock=self.fleet.clock, on_poll=self._on_poll)
-        except WaitTimedOut as exc:
-            raise HealthCheckFailed(f"{node.name} health: {exc}") from None
-        log.info("node.healthy", node=node.name, result=h.describe())
-
-    def _ready(self, node: Node) -> None:
-        f = self.fleet
-        f.haproxy.set_state(node.name, "ready")
-        self.drained.discard(node.name)
-        try:
-            wait_up(f.haproxy, node.name, timeout=self.s.timeouts.up, interval=self.s.timeouts.poll_interval, clock=f.clock,
-                    on_poll=self._on_poll)
-        except WaitTimedOut as exc:
-            raise HealthCheckFailed(f"HAProxy did not report {node.name} UP: {exc}") from None
 
     # -- failure policy ------------------------------------------------------------------
     def _on_failure(self, exc: BaseException, step: Step) -> VezaError:
         interrupted = isinstance(exc, DeployInterrupt)
-        why = _why(exc)
-        log.error("deploy.step_failed", step=step.name, phase=step.phase, error=why)
-        self.report.event("step_failed", step=step.name, error=why)
+        reason = why(exc)
+        log.error("deploy.step_failed", step=step.name, phase=step.phase, error=reason)
+        self.report.event("step_failed", step=step.name, error=reason)
         if step.phase == "check":
             if interrupted:
                 return Interrupted(f"interrupted ({exc.signame}) during {step.name}; nothing was changed")  # type: ignore[attr-defined]
             if isinstance(exc, VezaError):
                 return exc
-            return VezaError(f"internal error during {step.name}: {why}")
+            return VezaError(f"internal error during {step.name}: {reason}")
         if step.phase == "peers":
             if interrupted:  # between two peers (a peer being rolled is settled and re-raised in roll_peers)
                 return Interrupted(f"interrupted ({exc.signame}) between peers; no peer was being changed "  # type: ignore[attr-defined]
@@ -625,96 +566,74 @@ class Deploy:
             if isinstance(exc, PeerRollFailed | Interrupted):
                 return exc
             if isinstance(exc, VezaError):  # between two peers (HAProxy or a node unreadable): the roll stops
-                return PeerRollFailed(f"peer roll stopped before changing the next peer: {why} "
+                return PeerRollFailed(f"peer roll stopped before changing the next peer: {reason} "
                                       f"(done: {', '.join(self.done_peers) or 'none'}; every node is where it was)",
                                       hint=self._resume_hint())
-            return VezaError(f"internal error during the peer roll: {why}", hint=self._resume_hint())
+            return VezaError(f"internal error during the peer roll: {reason}", hint=self._resume_hint())
         # Canary phase.
+        self._failure_cause = reason
         try:
-            what = self._restore_canary(why)
+            with self.report.step(ON_CANARY_FAILURE.name, node=self.s.pool.canary) as rec:
+                what = self._settle_canary(reason)
+                rec.detail = what
         except RollbackFailed as rb:
             return rb
         if interrupted:
             return Interrupted(f"interrupted ({exc.signame}) during {step.name}; {what}")  # type: ignore[attr-defined]
         if isinstance(exc, _BINARY_FAULTS) and what.startswith("canary rolled back") and self.artifact:
             try:
-                self.fleet.blocked().block(self.artifact.sha256, f"{step.name}: {why}", self.fleet.clock.now())
+                self.fleet.blocked().block(self.artifact.sha256, f"{step.name}: {reason}", self.fleet.clock.now())
                 self.report.event("release_blocked", sha256=self.artifact.sha256)
             except VezaError as e:
                 log.error("release.block_failed", error=str(e))
         cls = CanaryRolledBack if isinstance(exc, VezaError) else VezaError
-        return cls(f"{step.name} failed ({why}); {what}")
+        return cls(f"{step.name} failed ({reason}); {what}")
 
-    def _restore_canary(self, cause: str) -> str:
+    def _settle_canary(self, cause: str) -> str:
         """Put the canary back on a known binary, in rotation. Raises RollbackFailed."""
-        f, node = self.fleet, self.fleet.canary
+        node = self.fleet.canary
         try:
             live = node.sha256()
         except VezaError:
             live = None
-        # Touched = runs (or may run) anything but what it ran before, or the artifact itself (a re-run).
+        # Touched = has (or may have) anything but what it had before, or the artifact itself (a re-run).
         # Decided from live state, not from memory, so a push that failed before its rename counts as untouched.
         touched = live is None or live != self.canary_sha_before or (
             self.artifact is not None and live == self.artifact.sha256)
         if not touched:
-            if node.name in self.drained:
-                try:
-                    self._ready(node)
-                except (VezaError, WaitTimedOut) as exc:
-                    raise RollbackFailed(
-                        f"canary {node.name} untouched but could not be re-enabled: {_why(exc)}; it is DRAINED",
-                        hint="veza-canary haproxy ready " + node.name) from exc
+            if node.name not in self.proc.drained:
+                return "nothing was changed"
+            where = self.proc.put_back(node)
+            if "could not be re-enabled" in where:
+                raise RollbackFailed(f"canary {where}", hint="veza-canary haproxy ready " + node.name)
+            if where.endswith("back in rotation"):
                 return f"canary {node.name} untouched and back in rotation (nothing deployed)"
-            return "nothing was changed"
+            return f"canary {where} (nothing deployed)"
+        self.restore_canary(cause)
+        return f"canary rolled back to {self.rollback.describe() if self.rollback else '?'} and back in rotation"
+
+    def restore_canary(self, cause: str | None = None) -> None:
+        """ON_CANARY_FAILURE: the node procedure puts the last-known-good binary back. Raises RollbackFailed."""
+        node = self.fleet.canary
         rb = self.rollback
-        self.report.event("rollback_start", node=node.name, cause=cause,
-                          to=rb.describe() if rb else "none")
+        cause = cause or getattr(self, "_failure_cause", "?")
+        self.report.event("rollback_start", node=node.name, cause=cause, to=rb.describe() if rb else "none")
         log.warning("rollback.start", node=node.name, cause=cause, to=rb.describe() if rb else "none")
-        if rb is None or rb.kind == "none":
-            self._leave_drained(node)
+        if rb is None or rb.binary is None:
+            self.proc.leave_drained(node)
             raise RollbackFailed(f"ROLLBACK IMPOSSIBLE: no last-known-good binary; canary {node.name} left DRAINED",
                                  hint="push a known-good binary with: veza-canary rollback --nodes "
                                       f"{node.name} --to /path/to/veza-api")
         try:
-            st = f.haproxy.state(node.name)
-            if st.admin != "drain":
-                f.haproxy.set_state(node.name, "drain")
-            self.drained.add(node.name)
-            try:
-                wait_drained(f.haproxy, node.name, timeout=min(self.s.timeouts.drain, 30.0),
-                             interval=self.s.timeouts.poll_interval, clock=f.clock, on_poll=self._on_poll)
-            except WaitTimedOut:
-                f.haproxy.shutdown_sessions(node.name)  # the bad binary's sessions go; the good one takes over
-            if rb.kind == "local":
-                assert rb.artifact is not None
-                node.install(rb.artifact.path, rb.artifact.sha256)
-            else:
-                node.restore_previous()
-            node.restart()
-            self._node_health(node)
-            self._ready(node)
-            now = node.sha256()
-            if now != rb.sha256:
-                raise RollbackFailed(f"canary binary is {str(now)[:12]} after rollback, expected {str(rb.sha256)[:12]}")
-        except RollbackFailed:
-            self._leave_drained(node)
-            raise
+            self.proc.roll(node, rb.binary, policy=self.proc.policy.for_restore(), cleanup=self.guard.cleanup)
         except (VezaError, WaitTimedOut, Exception) as exc:  # noqa: BLE001
-            self._leave_drained(node)
+            self.proc.leave_drained(node)
             raise RollbackFailed(
-                f"ROLLBACK FAILED on canary {node.name}: {_why(exc)}; the node is left DRAINED (out of rotation)",
-                hint=f"inspect it (veza-canary status), then: veza-canary rollback --nodes {node.name}",
+                f"ROLLBACK FAILED on canary {node.name}: {why(exc)}; the node is left DRAINED (out of rotation)",
+                hint=f"inspect it (veza-canary status), then: veza-canary rollback --nodes {node.name} --to PATH",
             ) from exc
         self.report.event("rollback_done", node=node.name, sha256=rb.sha256)
         log.warning("rollback.done", node=node.name, sha256=(rb.sha256 or "")[:12])
-        return f"canary rolled back to {rb.describe()} and back in rotation"
-
-    def _leave_drained(self, node: Node) -> None:
-        try:
-            self.fleet.haproxy.set_state(node.name, "drain")
-            self.drained.add(node.name)
-        except VezaError as exc:
-            log.error("leave_drained_failed", node=node.name, error=str(exc))
 
     # -- the end ----------------------------------------------------------------------------
     def _resume_hint(self) -> str:
@@ -731,7 +650,7 @@ class Deploy:
             rep.outcome = type(error).__name__
             rep.exit_code = int(error.exit_code)
             rep.message = redact_text(error.message)
-            if error.exit_code not in (0, 2, 3, 4, 8, 9):
+            if error.resumable:
                 rep.resume = self._resume_hint()
         for name, st in rep.final_state.get("nodes", {}).items():
             log.info("fleet.node", node=name, **st)
@@ -753,49 +672,157 @@ class Deploy:
         return self.fleet.snapshot(self.s.pool.nodes, classify)
 
 
-def _why(exc: BaseException) -> str:
-    return redact_text(str(exc) or type(exc).__name__)
+# --- running a deploy from a command -------------------------------------------------------------
 
 
-def plan(s: Settings) -> list[str]:
-    """The dry-run plan: every step, node and command, in order. Touches nothing."""
+def execute(
+    settings: Settings,
+    *,
+    fleet: Fleet | None = None,
+    force: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    report_path: Path | None = None,
+    command_line: str = "veza-canary deploy",
+    stream=None,
+    observer: Observer | None = None,
+) -> int:
+    """One deploy as a command runs it: private workdir, the run, reports written, the end state printed.
+
+    Returns 0 or raises the run's VezaError (with ``.report``).
+    """
+    stream = stream or sys.stdout
+    fleet = fleet or build_fleet(settings)
+    report = Report(command="deploy")
+    for stale in remove_stale_workdirs():  # a SIGKILLed run cannot clean up after itself
+        log.info("workdir.stale_removed", path=str(stale))
+    workdir = private_workdir()
+    error: VezaError | None = None
+    try:
+        Deploy(fleet, workdir=workdir, force=force, confirm=confirm, report=report,
+               command_line=command_line, observer=observer).run()
+    except VezaError as exc:
+        error = exc
+        if report.exit_code is None:  # failed before the pipeline could record it (bad settings)
+            report.outcome, report.exit_code, report.message = type(exc).__name__, int(exc.exit_code), exc.message
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        fleet.close()
+        for path in write_reports(report, settings, report_path):
+            log.info("report.written", path=str(path))
+    for line in summary_lines(report):
+        stream.write(line + "\n")
+    stream.flush()
+    if error is not None:
+        raise error
+    return 0
+
+
+# --- the dry run -------------------------------------------------------------------------------------
+
+
+def validate_offline(settings: Settings, repo_root: Path, workdir: Path) -> tuple[Artifact, Artifact | None, object]:
+    """Everything a real run would refuse that can be checked without touching the fleet.
+
+    The artifact and ROLLBACK_BINARY (regular, non-empty, executable; hashed), and the migration gate.
+    Raises the same errors, with the same exit codes, as the real run. Returns what the plan shows.
+    """
+    s = settings
+    if s.artifact is None:
+        raise ConfigError("ARTIFACT", "is not set (the binary to ship)")
+    art = snapshot(s.artifact, "ARTIFACT", workdir)
+    rb = None
+    if s.rollback_binary is not None:
+        rb = snapshot(s.rollback_binary, "ROLLBACK_BINARY", workdir)
+        if rb.sha256 == art.sha256:
+            raise PreflightError("ROLLBACK_BINARY has the same sha256 as ARTIFACT: a rollback would change nothing")
+    from veza_canary.migrations import deploy_gate
+
+    gate = deploy_gate(s, repo_root, config_path=s.config_file)
+    if gate.blocking and not gate.bypassed:
+        raise LintBlocked(f"migration gate: {gate.summary()}",
+                          hint="split the migration (expand/contract), or FORCE_MIGRATE=1 after review")
+    return art, rb, gate
+
+
+def plan(s: Settings, *, artifact: Artifact | None = None, rollback: Artifact | None = None,
+         gate: object | None = None) -> list[str]:
+    """The dry-run plan: what ships, where, every step with its own commands. Touches nothing."""
     sock = (f"socat stdio UNIX-CONNECT:{s.haproxy.local_socket}" if s.haproxy.local_socket
             else f"incus exec {s.haproxy.container} -- socat stdio UNIX-CONNECT:{s.haproxy.socket}")
     pool = s.haproxy.backend
-    restart = " ".join(s.service.restart_argv)
+    svc = s.service
+    health = redact_text(svc.node_health_url)
+    lb = redact_text(svc.lb_health_url)
+    where = f"ssh://{redact_text(s.ssh.incus_host)[6:]}" if s.ssh.incus_host and s.ssh.incus_host != "local" \
+        else "this machine (local incus)"
+    if s.rollback_binary:
+        rb_line = f"ROLLBACK_BINARY {s.rollback_binary}" + (
+            f" ({rollback.size} bytes, sha256 {rollback.sha256})" if rollback else "")
+    else:
+        rb_line = (f"the build the canary runs when the deploy starts, copied to {svc.install_dir}/{LAST_GOOD_NAME} "
+                   "and verified before the push (an earlier run's copy on a re-run)")
 
-    def node_cmds(n: str) -> list[str]:
-        return [
-            f"    {sock}  <<< 'set server {pool}/{n} state drain'   (then poll 'show stat' until 0 sessions, "
-            f"<= {s.timeouts.drain:g}s, on timeout: {s.timeouts.drain_action})",
-            f"    incus exec {n} -- sha256sum {s.service.binary_path}   (identical -> no push)",
-            f"    incus -q file push --mode 0755 ARTIFACT {n}{s.service.install_dir}/.veza-api.new-XXXX; verify sha256; "
-            f"mv -f it {s.service.binary_path}",
-            f"    incus exec {n} -- {restart}",
-            f"    incus exec {n} -- curl {s.service.node_health_url}   (until 200, <= {s.timeouts.node_health:g}s)",
-            f"    {sock}  <<< 'set server {pool}/{n} state ready'   (until UP, <= {s.timeouts.up:g}s)",
-            f"    GET {redact_text(s.service.lb_health_url)}   (expect 200)",
-        ]
+    def drain(n: str) -> list[str]:
+        return [f"    {sock}  <<< 'set server {pool}/{n} state drain'   (then poll 'show stat' until 0 sessions, "
+                f"<= {s.timeouts.drain:g}s, on timeout: {s.timeouts.drain_action})"]
+
+    def install(n: str, keep: bool) -> list[str]:
+        out = [f"    incus exec {n} -- sha256sum {svc.binary_path}   (identical -> no push)"]
+        if keep:
+            out.append(f"    incus exec {n} -- cp {svc.binary_path} -> {svc.install_dir}/{LAST_GOOD_NAME} "
+                       "(verified by sha256, renamed into place)")
+        out += [f"    incus -q file push --mode 0755 ARTIFACT {n}{svc.install_dir}/.veza-api.new-XXXX; verify sha256; "
+                f"rename to {svc.binary_path}",
+                f"    incus exec {n} -- {' '.join(svc.restart_argv)}   (after checking {n} is still drained)"]
+        return out
+
+    def health_(n: str) -> list[str]:
+        return [f"    incus exec {n} -- curl {health}   (until 200, <= {s.timeouts.node_health:g}s)"]
+
+    def ready(n: str) -> list[str]:
+        return [f"    {sock}  <<< 'set server {pool}/{n} state ready'   (until UP, <= {s.timeouts.up:g}s)"]
+
+    lb_line = [f"    GET {lb}   (expect 200)"]
+    q = Queries.from_settings(s)
+    c = s.pool.canary
+    per_step: dict[str, list[str]] = {
+        "preflight": [f"    {sock}  <<< 'show servers state {pool}' / 'show stat'   (every node known, UP)",
+                      "    incus exec NODE -- sha256sum, systemctl show   (what each node runs)",
+                      f"    GET {redact_text(s.prometheus.url)}/api/v1/query   (SLI green now)"],
+        "migration-gate": [f"    lint {s.migrations.dir} (new since {s.migrations.since}, {s.migrations.dialect})"
+                           + (f": {gate.summary()}" if gate is not None else "")],  # type: ignore[attr-defined]
+        "lock": [f"    lock file on {s.haproxy.container}:/var/lib/veza-canary/lock.json"],
+        "confirm": ["    a yes/no question on a TTY (--yes skips)"],
+        "drain-canary": drain(c),
+        "install-canary": install(c, keep=not s.rollback_binary),
+        "canary-health": health_(c),
+        "ready-canary": ready(c),
+        "lb-health": lb_line,
+        "sli-watch": [f"    every {s.sli.probe_interval:g}s for {s.sli.window:g}s against "
+                      f"{redact_text(s.prometheus.url)}:",
+                      f"      p95   {q.p95}   (< {s.sli.p95_threshold_s:g})",
+                      f"      5xx   {q.errors}",
+                      f"      total {q.total}   (ratio < {s.sli.err_ratio_threshold:g})"],
+        "peers": [],
+    }
+    for p in s.pool.peers:
+        per_step["peers"] += [f"  peer {p}:", *drain(p), *install(p, keep=False), *health_(p), *ready(p), *lb_line]
 
     lines = ["Plan (dry run: nothing is changed):"]
+    if artifact is not None:
+        lines.append(f"  artifact:   {artifact.original} ({artifact.size} bytes, sha256 {artifact.sha256})")
+    else:
+        lines.append(f"  artifact:   {s.artifact}")
+    lines += [f"  incus:      {where}",
+              f"  fleet:      canary {c}; peers {', '.join(s.pool.peers) or '(none)'}; HAProxy backend {pool} "
+              f"on {s.haproxy.container}",
+              f"  rollback:   {rb_line}",
+              f"  migrations: {s.migrations.dir}" + ("  (FORCE_MIGRATE=1: blocking findings bypassed)"
+                                                     if s.migrations.force else "")]
     for i, step in enumerate(STEPS):
         lines.append(f"{i}. {step.name}: {step.summary}")
-        if step.name == "drain-canary":
-            lines.append(f"  canary {s.pool.canary}:")
-            lines.extend(node_cmds(s.pool.canary))
-        elif step.name == "sli-watch":
-            q = Queries.from_settings(s)
-            lines.append(f"    every {s.sli.probe_interval:g}s for {s.sli.window:g}s against {redact_text(s.prometheus.url)}:")
-            lines.append(f"      p95   {q.p95}   (< {s.sli.p95_threshold_s:g})")
-            lines.append(f"      5xx   {q.errors}")
-            lines.append(f"      total {q.total}   (ratio < {s.sli.err_ratio_threshold:g})")
-        elif step.name == "peers":
-            for p in s.pool.peers:
-                lines.append(f"  peer {p}:")
-                lines.extend(node_cmds(p))
-    lines.append("On a canary failure: drain, restore the last-known-good binary "
-                 f"({'ROLLBACK_BINARY ' + str(s.rollback_binary) if s.rollback_binary else s.service.previous_path}), "
-                 "restart, health, ready, UP.")
+        lines.extend(per_step.get(step.name, []))
+    lines.append(f"On a canary failure ({ON_CANARY_FAILURE.name}): {ON_CANARY_FAILURE.summary}; source: {rb_line}.")
     return lines
 
 

@@ -15,9 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from veza_canary.log import redact_value
+from veza_canary.log import get_logger, redact_value
+
+if TYPE_CHECKING:
+    from veza_canary.settings import Settings
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -106,3 +111,19 @@ class Report:
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def write_reports(report: Report, settings: Settings, extra: Path | None) -> list[Path]:
+    """The report under STATE_DIR/reports (always) and at ``extra``; returns the paths written."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    paths = [settings.resolved_state_dir / "reports" / f"{report.command}-{stamp}.json"]
+    if extra is not None:
+        paths.append(extra)
+    written = []
+    for p in paths:
+        try:
+            report.write(p)
+            written.append(p)
+        except OSError as exc:
+            log.error("report.write_failed", path=str(p), error=exc.strerror)
+    return written

@@ -677,6 +677,8 @@ class Settings:
     notify: NotifySettings = _group(NotifySettings)
     #: Where each value came from: knob name -> "flag" | "env" | "config" | "default".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    #: The TOML config file read, if any (other parts of the tool read their own tables from it).
+    config_file: Path | None = field(default=None, compare=False)
 
     @property
     def resolved_state_dir(self) -> Path:
@@ -691,7 +693,7 @@ class Settings:
         if unknown:
             raise ValueError(f"unknown knob(s): {sorted(unknown)}")  # programming error
         values = {k.name: k.read(self) for k in KNOBS} | knobs
-        return build_settings(values, {**self.sources, **dict.fromkeys(knobs, "override")})
+        return build_settings(values, {**self.sources, **dict.fromkeys(knobs, "override")}, self.config_file)
 
     def public_dict(self) -> dict[str, Any]:
         """Settings for reports and logs, keyed by knob name: JSON-friendly, secrets redacted."""
@@ -708,6 +710,9 @@ class Settings:
         return out
 
 
+_NOT_KNOBS = ("sources", "config_file")
+
+
 def _knobs_of(cls: type, group: str) -> Iterator[Knob]:
     for f in dataclasses.fields(cls):
         spec = f.metadata.get("knob")
@@ -715,7 +720,7 @@ def _knobs_of(cls: type, group: str) -> Iterator[Knob]:
             yield Knob(name=spec["key"], env=spec["env"], parse=spec["parse"], help=spec["help"],
                        check=spec["check"], secret=spec["secret"], is_flag=spec["is_flag"], group=group,
                        field=f.name, default=f.default)
-        elif f.name != "sources":
+        elif f.name not in _NOT_KNOBS:
             yield from _knobs_of(f.default_factory, f.name)  # type: ignore[misc,arg-type]
 
 
@@ -724,7 +729,7 @@ KNOBS: tuple[Knob, ...] = tuple(_knobs_of(Settings, ""))
 KNOBS_BY_NAME: dict[str, Knob] = {k.name: k for k in KNOBS}
 KNOBS_BY_ENV: dict[str, Knob] = {k.env: k for k in KNOBS}
 _GROUPS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Settings)  # type: ignore[misc]
-                            if "knob" not in f.metadata and f.name != "sources"}
+                            if "knob" not in f.metadata and f.name not in _NOT_KNOBS}
 
 
 # --- loading ----------------------------------------------------------------------
@@ -831,6 +836,7 @@ def load_settings(
     unknown_flags = set(flags) - set(KNOBS_BY_NAME)
     if unknown_flags:
         raise ValueError(f"unknown knob(s): {sorted(unknown_flags)}")  # programming error
+    path = None
     if config is None:
         path = find_config(config_path, env)
         config = read_config_file(path) if path else {}
@@ -868,10 +874,11 @@ def load_settings(
     if bool(values["prom_client_cert"]) != bool(values["prom_client_key"]):
         raise ConfigError("PROM_CLIENT_CERT" if values["prom_client_key"] else "PROM_CLIENT_KEY",
                           "PROM_CLIENT_CERT and PROM_CLIENT_KEY go together")
-    return build_settings(values, sources)
+    return build_settings(values, sources, path)
 
 
-def build_settings(values: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> Settings:
+def build_settings(values: Mapping[str, Any], sources: Mapping[str, str] | None = None,
+                   config_file: Path | None = None) -> Settings:
     """Assemble the groups from knob values keyed by knob name (missing ones take their defaults)."""
     top: dict[str, dict[str, Any]] = {g: {} for g in _GROUPS}
     plain: dict[str, Any] = {}
@@ -879,4 +886,4 @@ def build_settings(values: Mapping[str, Any], sources: Mapping[str, str] | None 
         if k.name in values:
             (top[k.group] if k.group else plain)[k.field] = values[k.name]
     groups = {g: cls(**top[g]) for g, cls in _GROUPS.items()}
-    return Settings(**plain, **groups, sources=dict(sources or {}))
+    return Settings(**plain, **groups, sources=dict(sources or {}), config_file=config_file)

@@ -32,12 +32,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import Behaviour, SimFleet, sha, sim_fleet
 from tests.settings_helper import make_settings
 from veza_canary.errors import ExitCode, VezaError
 from veza_canary.log import configure
 from veza_canary.pipeline import STEPS, Deploy, InterruptGuard
 from veza_canary.report import Report
-from veza_canary.testing import Behaviour, SimFleet, sha, sim_fleet
 
 NODES = ["backend-api-2", "backend-api-1", "backend-api-3"]
 CANARY, PEERS = NODES[0], NODES[1:]
@@ -85,11 +85,11 @@ class Run:
         return int(self.error.exit_code) if isinstance(self.error, VezaError) else -1
 
 
-def _settings(artifact: Path, tmp_path: Path):
+def _settings(artifact: Path, tmp_path: Path, **knobs):
     return make_settings(
         artifact=artifact, canary_node=CANARY, peer_nodes=tuple(PEERS), sli_window=40.0, sli_probe_interval=20.0,
         allow_short_window=True, state_dir=tmp_path / "state", node_health_timeout=3.0, up_timeout=3.0,
-        drain_timeout=3.0, poll_interval=1.0,
+        drain_timeout=3.0, poll_interval=1.0, **knobs,
     )
 
 
@@ -101,8 +101,8 @@ def new_sim(kind: str) -> SimFleet:
 
 
 def deploy(sim: SimFleet, artifact: Path, tmp_path: Path, *,
-           observer: Callable[[str, Deploy], None] | None = None) -> Run:
-    fleet, _ = sim_fleet(_settings(artifact, tmp_path), sim)
+           observer: Callable[[str, Deploy], None] | None = None, **knobs) -> Run:
+    fleet, _ = sim_fleet(_settings(artifact, tmp_path, **knobs), sim)
     report = TracingReport()
     report.sim, report.marks = sim, []
     work = tmp_path / "work"
@@ -524,20 +524,24 @@ def test_canary_container_stopped_mid_push_is_rollback_failed_and_left_drained(a
 
 
 def test_rollback_binary_broken_too_is_rollback_failed_and_left_drained(artifact, tmp_path):
-    prev = b"#!/bin/sh\nveza-api 0.9.0 (broken)\n"
-    sim = SimFleet(NODES, binary=OLD, previous=prev)
+    broken = tmp_path / "veza-api-0.9.0-broken"
+    broken.write_bytes(b"#!/bin/sh\nveza-api 0.9.0 (broken)\n")
+    broken.chmod(0o755)
+    sim = SimFleet(NODES, binary=OLD, previous=OLD)
     sim.behaviours[sha(NEW)] = Behaviour(health_status=500)
-    sim.behaviours[sha(prev)] = Behaviour(starts=False)  # veza-api.previous does not start either
-    run = deploy(sim, artifact, tmp_path)
+    sim.behaviours[sha(broken.read_bytes())] = Behaviour(starts=False)  # the rollback binary does not start either
+    run = deploy(sim, artifact, tmp_path, rollback_binary=broken)
     assert run.code == int(ExitCode.ROLLBACK_FAILED)
     assert sim.admin[CANARY] != 0 and "DRAINED" in run.report.message
     assert all(sim.admin[p] == 0 for p in PEERS)
     assert not sim.temp_files(CANARY)
 
 
-def test_rollback_binary_missing_is_refused_before_any_change(artifact, tmp_path):
+def test_no_last_good_binary_is_refused_before_any_change(artifact, tmp_path):
+    """The canary already has the artifact and no run kept the build before it: nothing to roll back to."""
     sim = new_sim("good")
-    del sim.nodes[CANARY].files["/opt/veza/backend-api/veza-api.previous"]
+    sim.nodes[CANARY].files[BINARY] = NEW
+    sim.nodes[CANARY].running_sha = sha(NEW)
     run = deploy(sim, artifact, tmp_path)
     assert run.code == int(ExitCode.PREFLIGHT) and "last-known-good" in run.report.message
     assert not [c for c in sim.commands if c[0] == "haproxy" and c[1].startswith("set ")]
@@ -549,5 +553,6 @@ def test_haproxy_unreachable_between_peers_stops_the_roll_with_exit_6(event, art
     sim = new_sim("good")
     run = deploy(sim, artifact, tmp_path, observer=_at(event, lambda s: setattr(s, "haproxy_down", True), sim))
     assert run.code == int(ExitCode.PEER_FAILED), run.error
-    assert "peer roll stopped" in run.report.message and run.report.resume
+    assert ("peer roll stopped" in run.report.message or f"{PEERS[0]} unchanged" in run.report.message) \
+        and run.report.resume
     assert running(sim) == {CANARY: NEW, **dict.fromkeys(PEERS, OLD)} and all(a == 0 for a in sim.admin.values())

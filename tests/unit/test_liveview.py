@@ -19,7 +19,7 @@ from veza_canary.health import Poll, wait_drained, wait_node_healthy
 from veza_canary.liveview import LiveView, LogObserver, ViewState, observing, render, sparkline
 from veza_canary.settings import KNOBS
 from veza_canary.sli import Sample, Verdict, WatchPolicy, WatchResult
-from veza_canary.testing import Behaviour, SimFleet, sha, sim_fleet
+from tests.fakes import Behaviour, SimFleet, sha, sim_fleet
 
 NODES = ["backend-api-2", "backend-api-1", "backend-api-3"]
 

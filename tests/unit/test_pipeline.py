@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 from pathlib import Path
 
 import pytest
 
+from tests.fakes import Behaviour, SimFleet, sha, sim_fleet
 from tests.settings_helper import make_settings
 from veza_canary.errors import (
     CanaryRolledBack,
@@ -23,10 +23,12 @@ from veza_canary.errors import (
 )
 from veza_canary.pipeline import STEPS, Deploy, DeployInterrupt, plan
 from veza_canary.report import Report
-from veza_canary.testing import Behaviour, SimFleet, sha, sim_fleet
 
 NODES = ["backend-api-2", "backend-api-1", "backend-api-3"]
 OLD, PREV, NEW = b"old-binary", b"prev-binary", b"#!/bin/sh\nnew-binary v2\n"
+BIN = "/opt/veza/backend-api/veza-api"
+PREVIOUS = "/opt/veza/backend-api/veza-api.previous"
+LAST_GOOD = "/opt/veza/backend-api/.veza-api.last-good"
 
 
 @pytest.fixture
@@ -96,7 +98,7 @@ def test_health_500_build_is_rolled_back_and_blocked(artifact, tmp_path):
     sim.behaviours[sha(NEW)] = Behaviour(health_status=500)
     rep, err = run(fleet, tmp_path)
     assert isinstance(err, CanaryRolledBack) and err.exit_code == ExitCode.ROLLED_BACK
-    assert sim.nodes["backend-api-2"].running_sha == sha(PREV)
+    assert sim.nodes["backend-api-2"].running_sha == sha(OLD)
     assert sim.nodes["backend-api-1"].running_sha == sha(OLD) and sim.nodes["backend-api-1"].restarts == 0
     assert_all_in_rotation(sim)
     assert rep.exit_code == 5 and rep.final_state["nodes"]["backend-api-2"]["binary"] == "rollback"
@@ -115,7 +117,7 @@ def test_sli_breach_rolls_the_canary_back(artifact, tmp_path, behaviour, needle)
     assert needle in str(err)
     assert rep.sli_samples[0]["verdict"] == "fail", "first red probe must roll back"
     assert len(rep.sli_samples) == 1
-    assert sim.nodes["backend-api-2"].running_sha == sha(PREV)
+    assert sim.nodes["backend-api-2"].running_sha == sha(OLD)
     assert_all_in_rotation(sim)
 
 
@@ -124,7 +126,7 @@ def test_binary_that_fails_to_start_is_rolled_back(artifact, tmp_path):
     sim.behaviours[sha(NEW)] = Behaviour(starts=False)
     _, err = run(fleet, tmp_path)
     assert isinstance(err, CanaryRolledBack)
-    assert sim.nodes["backend-api-2"].running_sha == sha(PREV)
+    assert sim.nodes["backend-api-2"].running_sha == sha(OLD)
     assert_all_in_rotation(sim)
 
 
@@ -162,7 +164,7 @@ def test_prometheus_down_during_the_watch_rolls_back_after_the_error_limit(artif
     rep, err = run(fleet, tmp_path)
     assert isinstance(err, CanaryRolledBack)
     assert "Prometheus errors" in str(err)
-    assert sim.nodes["backend-api-2"].running_sha == sha(PREV)
+    assert sim.nodes["backend-api-2"].running_sha == sha(OLD)
 
 
 def test_corrupted_push_never_reaches_the_binary_path(artifact, tmp_path):
@@ -229,7 +231,7 @@ def test_interrupt_during_the_sli_watch_rolls_the_canary_back(artifact, tmp_path
     sim.hooks["prom_query"] = ctrl_c
     rep, err = run(fleet, tmp_path)
     assert isinstance(err, Interrupted) and err.exit_code == ExitCode.INTERRUPTED
-    assert sim.nodes["backend-api-2"].running_sha == sha(PREV)
+    assert sim.nodes["backend-api-2"].running_sha == sha(OLD)
     assert_all_in_rotation(sim)
     assert any(s.outcome == "interrupted" for s in rep.steps)
 
@@ -279,7 +281,8 @@ def test_rerun_after_a_killed_run_reconciles_and_finishes(artifact, tmp_path):
     """A SIGKILLed run left the canary drained, the new file renamed in place but not restarted, and a temp."""
     fleet, sim = make(artifact, tmp_path)
     canary = sim.nodes["backend-api-2"]
-    canary.files["/opt/veza/backend-api/veza-api"] = NEW
+    canary.files[LAST_GOOD] = OLD  # the killed run kept the running build before its push
+    canary.write(BIN, NEW, sim.tick())
     canary.files["/opt/veza/backend-api/.veza-api.new-deadbeef"] = b"half"
     sim.admin["backend-api-2"] = 0x08
     rep, err = run(fleet, tmp_path)
@@ -293,9 +296,10 @@ def test_rerun_after_a_killed_run_reconciles_and_finishes(artifact, tmp_path):
 
 def test_rerun_skips_peers_already_on_the_artifact(artifact, tmp_path):
     fleet, sim = make(artifact, tmp_path)
+    sim.nodes["backend-api-2"].files[LAST_GOOD] = OLD  # kept by the earlier run
     for n in ("backend-api-2", "backend-api-1"):
-        sim.nodes[n].files["/opt/veza/backend-api/veza-api"] = NEW
-        sim.nodes[n].running_sha = sha(NEW)
+        sim.nodes[n].write(BIN, NEW, sim.tick())
+        sim.nodes[n].running_sha, sim.nodes[n].started_at = sha(NEW), sim.tick()
     rep, err = run(fleet, tmp_path)
     assert err is None
     assert sim.nodes["backend-api-1"].restarts == 0
@@ -303,9 +307,12 @@ def test_rerun_skips_peers_already_on_the_artifact(artifact, tmp_path):
 
 
 def test_failed_rollback_leaves_the_canary_drained_and_says_so(artifact, tmp_path):
-    fleet, sim = make(artifact, tmp_path, node_health_timeout=5.0)
+    broken = tmp_path / "broken-rollback"
+    broken.write_bytes(b"#!/bin/sh\nbroken rollback\n")
+    broken.chmod(0o755)
+    fleet, sim = make(artifact, tmp_path, node_health_timeout=5.0, rollback_binary=broken)
     sim.behaviours[sha(NEW)] = Behaviour(health_status=500)
-    sim.behaviours[sha(PREV)] = Behaviour(health_status=500)  # the rollback binary is broken too
+    sim.behaviours[sha(broken.read_bytes())] = Behaviour(health_status=500)  # the rollback binary is broken too
     rep, err = run(fleet, tmp_path)
     assert isinstance(err, RollbackFailed) and err.exit_code == ExitCode.ROLLBACK_FAILED
     assert "DRAINED" in str(err)
@@ -313,14 +320,92 @@ def test_failed_rollback_leaves_the_canary_drained_and_says_so(artifact, tmp_pat
     assert rep.exit_code == 7
 
 
-def test_missing_rollback_source_is_a_preflight_failure(artifact, tmp_path):
+def test_no_rollback_source_is_a_preflight_failure(artifact, tmp_path):
+    """The canary already has the artifact (an earlier run) and nothing kept the build before it."""
     s = make_settings(artifact=artifact, canary_node="backend-api-2", peer_nodes=("backend-api-1",),
-                           state_dir=tmp_path / "state")
-    fleet, sim = sim_fleet(s, SimFleet(["backend-api-2", "backend-api-1"], binary=OLD, previous=None))
+                      state_dir=tmp_path / "state")
+    sim = SimFleet(["backend-api-2", "backend-api-1"], binary=OLD, previous=None)
+    sim.nodes["backend-api-2"].files[BIN] = NEW
+    sim.nodes["backend-api-2"].running_sha = sha(NEW)
+    fleet, sim = sim_fleet(s, sim)
     _, err = run(fleet, tmp_path)
     assert isinstance(err, PreflightError) and err.exit_code == ExitCode.PREFLIGHT
-    assert "last-known-good" in str(err)
+    assert "last-known-good" in str(err) and "no copy of the build before it was kept" in str(err)
     assert not [c for c in sim.commands if c[0] == "haproxy" and c[1].startswith("set ")]
+
+
+def test_rollback_target_is_the_build_the_canary_ran_not_an_older_previous(artifact, tmp_path):
+    """Deploy A everywhere, then a failing build: the canary goes back to A by sha256, never to .previous."""
+    fleet, sim = make(artifact, tmp_path, node_health_timeout=5.0)  # every node runs OLD (A); .previous is PREV
+    sim.behaviours[sha(NEW)] = Behaviour(health_status=500)
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, CanaryRolledBack)
+    canary = sim.nodes["backend-api-2"]
+    assert canary.running_sha == sha(OLD) and canary.files[BIN] == OLD
+    assert canary.files[LAST_GOOD] == OLD and canary.files[PREVIOUS] == PREV  # .previous is never written
+    assert rep.rollback_source["kind"] == "running" and rep.rollback_source["sha256"] == sha(OLD)
+    assert any(e["kind"] == "previous_not_running" for e in rep.events)
+
+
+def test_rerun_after_the_canary_got_the_artifact_rolls_back_to_the_copy_kept_before(artifact, tmp_path):
+    """A run killed during the watch leaves the canary on the artifact; the re-run's target is the kept copy."""
+    fleet, sim = make(artifact, tmp_path)
+    queries = {"n": 0}
+
+    def turn_red(sim_: SimFleet) -> None:  # green at preflight, red during the watch
+        queries["n"] += 1
+        if queries["n"] == 10:
+            sim_.behaviours[sha(NEW)] = Behaviour(err_ratio=0.2)
+
+    sim.hooks["prom_query"] = turn_red
+    canary = sim.nodes["backend-api-2"]
+    canary.write(BIN, NEW, sim.tick())
+    canary.write(LAST_GOOD, OLD, sim.tick())
+    canary.running_sha, canary.started_at = sha(NEW), sim.tick()
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, CanaryRolledBack) and "sli-watch" in str(err)
+    assert canary.running_sha == sha(OLD)
+    assert rep.rollback_source["kind"] == "kept"
+    assert any(e["kind"] == "rollback_target_from_earlier_run" for e in rep.events)
+
+
+def test_deploying_what_already_runs_everywhere_changes_nothing(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    for n in NODES:
+        sim.nodes[n].write(BIN, NEW, sim.tick())
+        sim.nodes[n].running_sha, sim.nodes[n].started_at = sha(NEW), sim.tick()
+    rep, err = run(fleet, tmp_path)
+    assert err is None and rep.exit_code == 0 and "nothing was changed" in rep.message
+    assert all(sim.nodes[n].restarts == 0 for n in NODES)
+    assert not [c for c in sim.commands if c[0] == "haproxy" and c[1].startswith("set ")]
+    assert not [p for p in sim.state_files if p.endswith("lock.json")], "lock not released"
+    assert {s.name: s.outcome for s in rep.steps}["drain-canary"] == "skipped"
+
+
+def test_a_canary_already_on_the_artifact_is_not_drained_again_but_the_peers_wait_for_its_watch(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path)
+    canary = sim.nodes["backend-api-2"]
+    canary.write(BIN, NEW, sim.tick())
+    canary.write(LAST_GOOD, OLD, sim.tick())
+    canary.running_sha, canary.started_at = sha(NEW), sim.tick()
+    rep, err = run(fleet, tmp_path)
+    assert err is None
+    assert canary.restarts == 0
+    assert not [c for c in sim.commands if c == ("haproxy", "set server api_pool/backend-api-2 state drain")]
+    assert len(rep.sli_samples) == 10  # the watch still ran before the peers
+    assert running(sim) == dict.fromkeys(NODES, sha(NEW))
+
+
+def test_a_binary_renamed_into_place_but_never_restarted_is_restarted(artifact, tmp_path):
+    """Installed file == artifact but the service started before it changed (a run killed mid-install)."""
+    fleet, sim = make(artifact, tmp_path)
+    canary = sim.nodes["backend-api-2"]
+    canary.write(LAST_GOOD, OLD, sim.tick())
+    canary.write(BIN, NEW, sim.tick())  # after the service started: it still runs OLD
+    rep, err = run(fleet, tmp_path)
+    assert err is None
+    assert canary.restarts == 1 and canary.running_sha == sha(NEW)
+    assert ("haproxy", "set server api_pool/backend-api-2 state drain") in sim.commands
 
 
 @pytest.mark.parametrize("setup,needle", [
@@ -386,4 +471,4 @@ def test_a_crash_looping_canary_is_red_even_when_healthy_between_crashes(artifac
     sim.hooks["prom_query"] = crash
     rep, err = run(fleet, tmp_path)
     assert isinstance(err, CanaryRolledBack) and "crashed" in str(err)
-    assert sim.nodes["backend-api-2"].running_sha == sha(PREV)
+    assert sim.nodes["backend-api-2"].running_sha == sha(OLD)

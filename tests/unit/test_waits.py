@@ -8,7 +8,7 @@ from veza_canary.clock import FakeClock
 from veza_canary.errors import HAProxyError
 from veza_canary.haproxy import HAProxy
 from veza_canary.health import WaitTimedOut, poll_until, wait_drained, wait_up
-from veza_canary.testing import SimFleet, SimHAProxy
+from tests.fakes import SimFleet, SimHAProxy
 
 NODES = ["backend-api-1", "backend-api-2"]
 

@@ -40,9 +40,9 @@ def deploy(
             out(line)
         return 0
     from veza_canary.liveview import current_stdout, haproxy_states, observing
-    from veza_canary.runner import run_deploy
+    from veza_canary.pipeline import execute as run_deploy
 
-    fleet = rt.build_fleet(settings)  # run_deploy closes it
+    fleet = rt.build_fleet(settings)  # execute closes it
     # On a TTY the waits and the SLI watch draw a live view (from the first drain poll on, after the prompt).
     with observing(settings, title="deploy", states=haproxy_states(fleet.haproxy)) as observer:
         return run_deploy(settings, force=force, confirm=rt.confirmer(yes), report_path=report,

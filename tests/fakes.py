@@ -1,4 +1,4 @@
-"""A simulated fleet for unit tests and the fleet-scale benchmark.
+"""A simulated fleet for unit tests and the fleet-scale benchmark (test code: not part of the package).
 
 Every fake subclasses the real seam it stands in for (``Transport``,
 ``AdminSocket``) or plugs into httpx's own (``httpx.MockTransport``), so an API
@@ -64,6 +64,17 @@ class SimNode:
     #: systemd's start limit hit (a binary that never starts crash-loops into it): every start is refused
     #: until ``systemctl reset-failed`` (StartLimitBurst=3 in the lab's unit).
     start_limited: bool = False
+    #: A logical clock of changes: when each file last changed (its ctime) and when the service last started.
+    ctimes: dict[str, int] = field(default_factory=dict)
+    started_at: int = 0
+
+    def write(self, path: str, data: bytes, tick: int) -> None:
+        self.files[path] = data
+        self.ctimes[path] = tick
+
+    def move(self, src: str, dst: str, tick: int) -> None:
+        self.write(dst, self.files.pop(src), tick)  # rename(2) changes the moved inode's ctime
+        self.ctimes.pop(src, None)
 
 
 def sha(data: bytes) -> str:
@@ -85,6 +96,7 @@ class SimFleet:
             if previous is not None:
                 node.files[f"{install_dir}/veza-api.previous"] = previous
             node.running_sha = sha(binary)
+            node.started_at = 1  # started after its files were written (tick 0)
             self.nodes[n] = node
         self.admin: dict[str, int] = dict.fromkeys(names, 0)
         self.weights: dict[str, int] = dict.fromkeys(names, 1)  # runtime weight (show stat says 0 when drained)
@@ -111,6 +123,11 @@ class SimFleet:
         #: "done:node:backend-api-2:mv", "haproxy:set server ...", "prom", "lb", "state:ln", ...).
         #: Fault-injection tests raise from here (a signal) or snapshot the fleet (a SIGKILL).
         self.observers: list[Callable[[str], None]] = []
+
+    def tick(self) -> int:
+        """The next value of the fleet's logical clock of changes."""
+        self._tick = getattr(self, "_tick", 1) + 1
+        return self._tick
 
     def behaviour(self, node: str) -> Behaviour:
         n = self.nodes[node]
@@ -153,7 +170,8 @@ class SimFleet:
 
     def temp_files(self, node: str) -> list[str]:
         """Files in the install dir other than the binary and veza-api.previous."""
-        keep = {f"{self.install_dir}/veza-api", f"{self.install_dir}/veza-api.previous"}
+        keep = {f"{self.install_dir}/veza-api", f"{self.install_dir}/veza-api.previous",
+                f"{self.install_dir}/.veza-api.last-good"}
         return sorted(p for p in self.nodes[node].files if p not in keep and p.startswith(self.install_dir + "/"))
 
 
@@ -198,20 +216,33 @@ class SimNodeTransport(Transport):
                 return 1, b"", f"sha256sum: {tmp}: No such file or directory\n".encode()
             if sha(files[tmp]) != want:
                 return 3, b"", f"veza-install: sha256 of {tmp} is {sha(files[tmp])}, expected {want}\n".encode()
-            files[dst] = files.pop(tmp)
+            n.move(tmp, dst, self.sim.tick())
             return 0, b"", b""
         if cmd == "mv":
             src, dst = argv[-2], argv[-1]
             if src not in files:
                 return 1, b"", f"mv: cannot stat '{src}': No such file or directory\n".encode()
-            files[dst] = files.pop(src)
+            n.move(src, dst, self.sim.tick())
             return 0, b"", b""
         if cmd == "cp":
             src, dst = argv[-2], argv[-1]
             if src not in files:
                 return 1, b"", f"cp: cannot stat '{src}': No such file or directory\n".encode()
-            files[dst] = files[src]
+            n.write(dst, files[src], self.sim.tick())
             return 0, b"", b""
+        if argv[:3] == ("stat", "-c", "%.9Z"):  # Node.runs_installed: the binary's ctime, the process's start
+            paths = [a for a in argv[3:] if a != "--"]
+            out = []
+            for path in paths:
+                if path.startswith("/proc/"):
+                    if not (n.running_sha and self.sim.behaviour(self.node).starts):
+                        return 1, b"", f"stat: cannot statx '{path}': No such file or directory\n".encode()
+                    out.append(f"{n.started_at}.000000000")
+                elif path in files:
+                    out.append(f"{n.ctimes.get(path, 0)}.000000000")
+                else:
+                    return 1, b"", f"stat: cannot statx '{path}': No such file or directory\n".encode()
+            return 0, ("\n".join(out) + "\n").encode(), b""
         if cmd == "rm":
             files.pop(argv[-1], None)
             return 0, b"", b""
@@ -226,7 +257,14 @@ class SimNodeTransport(Transport):
                 del files[p]
             return 0, b"", b""
         if argv[:2] == ("systemctl", "show"):
-            return 0, f"{n.crashes}\n".encode(), b""
+            if "--value" in argv:  # -p NRestarts --value
+                return 0, f"{n.crashes}\n".encode(), b""
+            starts = n.running_sha is not None and self.sim.behaviour(self.node).starts
+            state = ("active", "running") if starts else (("failed", "failed") if n.start_limited
+                                                          else ("activating", "auto-restart"))
+            pid = 1000 + n.restarts if starts else 0
+            return 0, (f"MainPID={pid}\nNRestarts={n.crashes}\nActiveState={state[0]}\n"
+                       f"SubState={state[1]}\n").encode(), b""
         if argv[:2] == ("systemctl", "reset-failed"):
             n.start_limited = False
             return 0, b"", b""
@@ -236,6 +274,7 @@ class SimNodeTransport(Transport):
                                 b"attempted too often.\n")
             n.restarts += 1
             n.running_sha = sha(files.get(f"{self.sim.install_dir}/veza-api", b""))
+            n.started_at = self.sim.tick()
             self.sim.sessions[self.node] = 0
             self.sim.fire(f"restart:{self.node}")
             if not self.sim.behaviour(self.node).starts:
@@ -275,7 +314,7 @@ class SimNodeTransport(Transport):
         if self.sim.corrupt_next_push:
             self.sim.corrupt_next_push = False
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
-        self._n.files[remote_path] = data
+        self._n.write(remote_path, data, self.sim.tick())
 
     def _pull(self, remote_path: str, local_path: Path) -> None:
         Path(local_path).write_bytes(self._n.files[remote_path])
