@@ -73,7 +73,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-__all__ = ["STEPS", "ON_CANARY_FAILURE", "Deploy", "DeployInterrupt", "InterruptGuard", "execute", "plan",
+__all__ = ["STEPS", "ON_CANARY_FAILURE", "Deploy", "DeployInterrupt", "InterruptGuard", "dry_run", "execute", "plan",
            "summary_lines"]
 
 
@@ -744,6 +744,17 @@ def validate_offline(settings: Settings, repo_root: Path, workdir: Path) -> tupl
     return art, rb, gate
 
 
+def dry_run(settings: Settings, repo_root: Path | None = None) -> list[str]:
+    """``deploy --dry-run``: validate what can be validated offline (same errors and codes as a real run), then
+    the plan. Touches nothing: no fleet, no lock, no node."""
+    workdir = private_workdir()
+    try:
+        art, rb, gate = validate_offline(settings, repo_root or Path.cwd(), workdir)
+        return plan(settings, artifact=art, rollback=rb, gate=gate)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def plan(s: Settings, *, artifact: Artifact | None = None, rollback: Artifact | None = None,
          gate: object | None = None) -> list[str]:
     """The dry-run plan: what ships, where, every step with its own commands. Touches nothing."""
@@ -753,8 +764,8 @@ def plan(s: Settings, *, artifact: Artifact | None = None, rollback: Artifact | 
     svc = s.service
     health = redact_text(svc.node_health_url)
     lb = redact_text(svc.lb_health_url)
-    where = f"ssh://{redact_text(s.ssh.incus_host)[6:]}" if s.ssh.incus_host and s.ssh.incus_host != "local" \
-        else "this machine (local incus)"
+    # INCUS_HOST never carries a password (settings refuse one): shown as given, user included.
+    where = s.ssh.incus_host if s.ssh.incus_host and s.ssh.incus_host != "local" else "this machine (local incus)"
     if s.rollback_binary:
         rb_line = f"ROLLBACK_BINARY {s.rollback_binary}" + (
             f" ({rollback.size} bytes, sha256 {rollback.sha256})" if rollback else "")

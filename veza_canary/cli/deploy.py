@@ -33,10 +33,10 @@ def deploy(
         None, "--report", help="Also write the JSON report here (a copy always goes under STATE_DIR/reports)."
     ),
 ) -> int:
-    from veza_canary.pipeline import plan
+    from veza_canary.pipeline import dry_run as plan_offline
 
     if dry_run:
-        for line in plan(settings):
+        for line in plan_offline(settings):
             out(line)
         return 0
     from veza_canary.liveview import current_stdout, haproxy_states, observing
