@@ -65,8 +65,10 @@ def git(gitdir: Path, *args: str) -> str:
 
 
 def _order_key(name: str) -> tuple[int, str]:
-    m = re.match(r"\d+", name)
-    return (int(m.group(0)) if m else -1, name)
+    """The tool's order: the numeric version prefix (diesel's ``2017-10-06-234455`` is 20171006234455)."""
+    m = re.match(r"[\d-]+", name)
+    digits = m.group(0).replace("-", "") if m else ""
+    return (int(digits) if digits else -1, name)
 
 
 def _between(text: str, start: str, end: str) -> str:

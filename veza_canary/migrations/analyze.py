@@ -1026,18 +1026,18 @@ def view_columns(query: Any, ctx: Ctx, ctes: dict[str, Any] | None = None,
     A star over a CTE or a subquery (``ac.*`` with ``WITH ac AS (...)``) is resolved here,
     through that query's own columns; a star over a table or view is left for the schema.
     """
-    if isinstance(query, exp.SetOperation):
-        while isinstance(query, exp.SetOperation):
+    ctes = dict(ctes or {})
+    while True:  # a WITH may hang on a UNION, a subquery or the SELECT itself
+        with_ = query.args.get("with_") or query.args.get("with") if isinstance(query, exp.Expression) else None
+        if with_ is not None:
+            for cte in with_.expressions:
+                ctes[ctx.ident(cte.args.get("alias").this if cte.args.get("alias") else "")] = cte.this
+        if isinstance(query, exp.SetOperation | exp.Subquery):
             query = query.this
-    if isinstance(query, exp.Subquery):
-        query = query.this
+            continue
+        break
     if not isinstance(query, exp.Select) or depth > 8:
         return None, ()
-    ctes = dict(ctes or {})
-    with_ = query.args.get("with_") or query.args.get("with")
-    if with_ is not None:
-        for cte in with_.expressions:
-            ctes[ctx.ident(cte.args.get("alias").this if cte.args.get("alias") else "")] = cte.this
     sources: list[Any] = []
     from_ = query.args.get("from_") or query.args.get("from")
     if from_ is not None:
@@ -1069,15 +1069,42 @@ def view_columns(query: Any, ctx: Ctx, ctes: dict[str, Any] | None = None,
                     return None, ()  # a function or VALUES: columns unknown
             continue
         alias = proj.alias_or_name
-        if not alias:
-            return None, ()
         if isinstance(proj, exp.Alias):
             cols.append(ctx.ident(proj.args.get("alias")))
         elif isinstance(proj, exp.Column):
             cols.append(ctx.ident(proj.this))
+        elif not ctx.mysql:
+            cols.append(_pg_colname(proj, ctx))
+        elif not alias:
+            return None, ()
         else:
             cols.append(alias.lower())
-    return tuple(cols), tuple(star)  # the i-th '*' of cols expands from star[i]
+    return tuple(cols), tuple(star)
+
+
+def _pg_colname(node: Any, ctx: Ctx) -> str:
+    """The name Postgres gives an unaliased output column (its FigureColname rules)."""
+    if isinstance(node, exp.Alias):
+        return ctx.ident(node.args.get("alias"))
+    if isinstance(node, exp.Column):
+        return ctx.ident(node.this)
+    if isinstance(node, exp.Cast):
+        inner = _pg_colname(node.this, ctx)
+        return inner if inner != "?column?" else str(node.to.this.name if node.to is not None else inner).lower()
+    if isinstance(node, exp.Subquery | exp.Paren):
+        q = node.this
+        while isinstance(q, exp.SetOperation):
+            q = q.this
+        if isinstance(q, exp.Select) and q.expressions:
+            return _pg_colname(q.expressions[0], ctx)
+        return _pg_colname(q, ctx) if isinstance(node, exp.Paren) else "?column?"
+    if isinstance(node, exp.Case):
+        return "case"
+    if isinstance(node, exp.Anonymous):
+        return str(node.name).lower()
+    if isinstance(node, exp.Func):
+        return node.sql_name().lower()
+    return "?column?"  # the i-th '*' of cols expands from star[i]
 
 
 def _create_table(e: exp.Create | Head, ctx: Ctx, items: list[Item] | None = None) -> Change:
@@ -1113,8 +1140,9 @@ def _create_table(e: exp.Create | Head, ctx: Ctx, items: list[Item] | None = Non
                                 col.not_null = True
                     cons.append(c)
     elif isinstance(e.expression, exp.Query):
-        names, _star = view_columns(e.expression, ctx)
+        names, star = view_columns(e.expression, ctx)
         extra["as_query"] = True
+        extra["as_columns"], extra["as_star"] = names, star  # expanded by the schema, like a view's
         for n in names or ():
             if n != "*":
                 cols.append(ColumnSpec(n))

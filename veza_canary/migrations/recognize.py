@@ -418,7 +418,7 @@ def rec_create_function(c: Cursor) -> list[Change]:
         c.skip_parens()
         params = _param_names(c.toks[start + 1:c.i - 1])
     body = None
-    language = volatility = ""
+    language = volatility = returns = ""
     rest = c.toks[c.i:]
     for k, t in enumerate(rest):
         if t.kind == "dol" and body is None:
@@ -430,8 +430,10 @@ def rec_create_function(c: Cursor) -> list[Change]:
             language = rest[k + 1].text.strip("'\"").lower()
         elif t.kind == "word" and t.up in ("IMMUTABLE", "STABLE", "VOLATILE"):
             volatility = t.up
+        elif t.kind == "word" and t.up == "RETURNS" and k + 1 < len(rest) and not returns:
+            returns = rest[k + 1].text.lower()
     return [Change("create_function", obj_kind="function", name=name, body=body, or_replace=replace,
-                   extra={"params": tuple(params), "language": language,
+                   extra={"params": tuple(params), "language": language, "returns": returns,
                           "volatility": volatility or "VOLATILE"})]  # Postgres' default
 
 

@@ -174,7 +174,11 @@ class Schema:
             else:
                 t.complete = False
         if ch.extra.get("as_query"):
-            t.complete = False
+            names = self.expand_columns(ch.extra.get("as_columns"), ch.extra.get("as_star", ()))
+            if names is None:
+                t.complete = False
+            else:  # CREATE TABLE ... AS SELECT: the names are known, the types are not
+                t.columns = {n: t.columns.get(n) or ColumnSpec(n) for n in names}
         for iname, icols in ch.extra.get("indexes", []):
             self.indexes[(qn[0], iname)] = Index(qn, False, tuple(icols))
         self.tables[qn] = t
@@ -242,6 +246,10 @@ class Schema:
         elif kind == "sequence" and qn in self.sequences:
             self.sequences.discard(qn)
             self.sequences.add(new)
+        if kind == "function" and qn in self.function_info:
+            self.function_info[new] = self.function_info.pop(qn)
+        if kind == "type" and self.new is not None:
+            self.new.add("type", new)  # a name the old binary never used (the rename itself is judged)
         if kind == "type":  # columns follow their type (by OID), whatever its name becomes
             old_base, new_base = f"USER:{qn[1]}", f"USER:{new[1]}"
             for tq, t in self.tables.items():
@@ -434,10 +442,13 @@ class Schema:
 
     def expand_view_columns(self, ch: Change) -> tuple[str, ...] | None:
         """A view's columns with each ``*`` replaced by its relation's columns (None: unknown)."""
-        cols = ch.view_columns
+        return self.expand_columns(ch.view_columns, ch.view_star_from)
+
+    def expand_columns(self, cols: tuple[str, ...] | None, star_from: tuple[QName, ...]) -> tuple[str, ...] | None:
+        """Output columns with each ``*`` replaced by the columns of its relation (None: unknown)."""
         if cols is None or "*" not in cols:
             return cols
-        stars = list(ch.view_star_from)
+        stars = list(star_from)
         paired = cols.count("*") == len(stars)  # the i-th '*' expands from stars[i]
         out: list[str] = []
         k = 0
@@ -461,7 +472,8 @@ class Schema:
         assert ch.name is not None
         self._touch(("function", ch.name), self.functions.get(ch.name))
         self.functions[ch.name] = ch.body
-        self.function_info[ch.name] = {k: ch.extra[k] for k in ("params", "language", "volatility") if k in ch.extra}
+        self.function_info[ch.name] = {k: ch.extra[k] for k in ("params", "language", "volatility", "returns")
+                                       if k in ch.extra}
         self._mark("function", ch.name)
 
     def _a_create_type(self, ch: Change) -> None:
