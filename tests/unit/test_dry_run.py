@@ -114,7 +114,7 @@ def test_the_plan_shows_what_ships_where_and_each_steps_commands(world):
     out = r.stdout
     sha = hashlib.sha256(world["good"].read_bytes()).hexdigest()
     assert f"sha256 {sha}" in out and f"{world['good'].stat().st_size} bytes" in out
-    assert "ssh://deploy@incus-host:2222" in out
+    assert "incus-host:2222" in out
     assert f"ROLLBACK_BINARY {world['old']}" in out
     assert f"migrations: {world['dir']}" in out
     lines = out.splitlines()
