@@ -118,7 +118,7 @@ def test_the_plan_shows_what_ships_where_and_each_steps_commands(world):
     assert f"ROLLBACK_BINARY {world['old']}" in out
     assert f"migrations: {world['dir']}" in out
     lines = out.splitlines()
-    for step, needle in (("drain-canary", "state drain"), ("install-canary", "file push"),
+    for step, needle in (("drain-canary", "state drain"), ("install-canary", "sha256sum"),
                          ("canary-health", "curl"), ("ready-canary", "state ready"), ("lb-health", "GET"),
                          ("sli-watch", "histogram_quantile"), ("peers", "peer backend-api-1")):
         at = next(i for i, ln in enumerate(lines) if f". {step}:" in ln)
