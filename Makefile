@@ -31,9 +31,14 @@ demo: install
 
 # The runbook's one-shot: make deploy-canary ARTIFACT=/tmp/veza-api-v1.0.10 (any knob may be exported;
 # DEPLOY_ARGS passes flags, e.g. DEPLOY_ARGS=--dry-run).
+# ARTIFACT and DEPLOY_ARGS reach the script through the environment, never through the recipe's shell text:
+# `$(value ...)` takes them unexpanded (a `$(shell ...)` in the value is not run) and `:=` keeps them so when
+# exported; the recipe only says "$$ARTIFACT". The script splits DEPLOY_ARGS into words, without a shell.
+deploy-canary: override export ARTIFACT := $(value ARTIFACT)
+deploy-canary: override export DEPLOY_ARGS := $(value DEPLOY_ARGS)
 deploy-canary:
-	@test -n "$(ARTIFACT)" || { echo "usage: make deploy-canary ARTIFACT=/path/to/veza-api" >&2; exit 2; }
-	ARTIFACT="$(ARTIFACT)" bash scripts/deploy-canary.sh $(DEPLOY_ARGS)
+	@test -n "$$ARTIFACT" || { echo "usage: make deploy-canary ARTIFACT=/path/to/veza-api" >&2; exit 2; }
+	@bash scripts/deploy-canary.sh
 
 lab-up: install
 	$(BIN)/veza-canary lab up

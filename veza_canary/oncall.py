@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -67,12 +68,23 @@ def covering(settings: Settings, *names: str) -> Settings:
 
 
 def rollback_nodes(spec: str, settings: Settings) -> list[str]:
-    """``--nodes``: ``all`` (canary then peers) or names; empty is refused, never read as "all"."""
-    from veza_canary.manual_rollback import parse_nodes
+    """``--nodes``: ``all`` (CANARY_NODE then PEER_NODES) or node names separated by commas or spaces.
 
-    if not spec.strip(" ,"):
+    Empty is refused, never read as "all". Only commas and spaces separate: a newline or any other control
+    character stays inside a name and fails the name check (it is never stripped away).
+    """
+    items = [n for n in re.split(r"[, ]+", spec) if n]
+    if not items:
         raise ConfigError("--nodes", "is empty (give all, or node names separated by commas)")
-    return parse_nodes(spec, settings.pool.nodes)
+    if items == ["all"]:
+        return list(settings.pool.nodes)
+    for n in items:
+        problem = check_instance_name(n)
+        if problem:
+            raise ConfigError("--nodes", problem)
+    if len(set(items)) != len(items):
+        raise ConfigError("--nodes", "lists a node twice")
+    return items
 
 
 def rollback_target(to: str | None, settings: Settings) -> str:

@@ -15,12 +15,12 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
+from tests.fakes import Behaviour, SimFleet, sha, sim_fleet
 from veza_canary.cli import build_app
 from veza_canary.errors import ExitCode
 from veza_canary.haproxy import ADMF_FDRAIN
 from veza_canary.lock import FleetLock, LockInfo
 from veza_canary.settings import KNOBS
-from tests.fakes import Behaviour, SimFleet, sha, sim_fleet
 
 NODES = ["backend-api-2", "backend-api-1", "backend-api-3"]
 OLD, PREV, GOOD = b"old-binary", b"prev-binary", b"#!/bin/sh\nknown-good\n"

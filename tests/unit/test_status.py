@@ -9,13 +9,13 @@ from dataclasses import asdict
 
 import pytest
 
+from tests.fakes import Behaviour, SimFleet, sha, sim_fleet
 from tests.settings_helper import make_settings
 from veza_canary.clock import FakeClock
 from veza_canary.errors import CommandFailed
 from veza_canary.lock import FleetLock, LockInfo
 from veza_canary.sli import Queries, Verdict, thresholds_from_settings
 from veza_canary.status import check_detailed, collect, read_shas, table
-from tests.fakes import Behaviour, SimFleet, sha, sim_fleet
 from veza_canary.transport.base import Transport
 
 NODES = ["backend-api-2", "backend-api-1", "backend-api-3"]
