@@ -120,7 +120,7 @@ def test_the_plan_shows_what_ships_where_and_each_steps_commands(world):
     lines = out.splitlines()
     for step, needle in (("drain-canary", "state drain"), ("install-canary", "sha256sum"),
                          ("canary-health", "curl"), ("ready-canary", "state ready"), ("lb-health", "GET"),
-                         ("sli-watch", "histogram_quantile"), ("peers", "peer backend-api-1")):
+                         ("sli-watch", "every 30s"), ("peers", "peer backend-api-1")):
         at = next(i for i, ln in enumerate(lines) if f". {step}:" in ln)
         assert needle in lines[at + 1], f"{step}: {lines[at + 1]!r}"
     assert "s3cret" not in out and "abc123" not in out
