@@ -321,6 +321,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--poll-interval", type=float, default=0.5)
     ap.add_argument("--compare", action="store_true", help="also the bare loop and Ansible, interleaved")
+    ap.add_argument("--cli-too", action="store_true",
+                    help="also veza-canary with the incus CLI instead of the REST API (VEZA_CANARY_INCUS_CLI=1)")
     ap.add_argument("--quiet-load", type=float, default=1.5, help="wait for the 1-min load to drop under this")
     ap.add_argument("--quiet-wait", type=float, default=300, help="... for at most this many seconds")
     args = ap.parse_args()
@@ -336,6 +338,7 @@ def main() -> None:
     builds = [build_standin(v, Faults(), tmp / f"veza-api-{v}") for v in ("1.1.0", "1.2.0")]
     results: list[dict] = []
     bare: list[dict] = []
+    cli: list[dict] = []
     ansible: list[dict] = []
     with_ansible = args.compare and (ANSIBLE_VENV / "bin" / "ansible-playbook").exists()
     k = 0  # every run of every tool ships the other build: each node changes every time
@@ -357,6 +360,16 @@ def main() -> None:
                 results.append(a)
                 print(f"run {i + 1}/{args.runs}: {a['wall']:.2f} s for {len(a['nodes'])} nodes, overhead/node "
                       f"{median([n['overhead'] for n in a['nodes']]):.3f} s (load {load():.2f})", file=sys.stderr)
+                if args.cli_too:
+                    lab.between_runs()
+                    env_cli = {**env, "VEZA_CANARY_INCUS_CLI": "1"}
+                    rc = deploy(env_cli, builds[k % 2], tmp / f"report-cli-{i}.json", tmp, "--allow-short-window",
+                                "--sli-window", "1", "--sli-probe-interval", "1")
+                    k += 1
+                    if rc["code"] != 0:
+                        sys.exit(f"run {i} (CLI): deploy exited {rc['code']}:\n{rc['stderr_tail']}")
+                    cli.append(analyse(rc, canary, peers, args.poll_interval))
+                    print(f"  veza-canary with the incus CLI: {cli[-1]['wall']:.2f} s", file=sys.stderr)
                 if args.compare:
                     lab.between_runs()
                     b = bare_loop(lab.env, builds[k % 2], order)
@@ -411,6 +424,22 @@ def main() -> None:
           f"final-state sha256): {med(lambda n: n['outside_command_s']):.3f} s, so "
           f"{med(lambda n: n['overhead'] + n['outside_command_s']):.3f} s per node in all."]
     data: dict[str, Any] = {"poll_interval": args.poll_interval, "runs": results, "overhead_per_node_median": ovh}
+    if cli:
+        cn = [n for r in cli for n in r["nodes"]]
+
+        def cmed(key: str) -> float:
+            return median([n[key] for n in cn])
+
+        md += ["", "The same deploy through the `incus` CLI (one `incus exec` / `incus file push` process per round "
+               "trip) instead of the REST API on the local socket, interleaved with the runs above:", "",
+               table(["transport", "whole run (s)", "node total (s)", "tool overhead/node (s)",
+                      "overhead commands/node", "overhead in commands/node (s)"],
+                     [["REST API (default)", f"{wall:.2f}", f"{med(lambda n: n['total']):.3f}", f"{ovh:.3f}",
+                       f"{med(lambda n: n['overhead_commands']):.0f}", f"{med(lambda n: n['overhead_command_s']):.3f}"],
+                      ["incus CLI", f"{median([r['wall'] for r in cli]):.2f}", f"{cmed('total'):.3f}",
+                       f"{cmed('overhead'):.3f}", f"{cmed('overhead_commands'):.0f}",
+                       f"{cmed('overhead_command_s'):.3f}"]])]
+        data["cli_runs"] = cli
     if args.compare:
         node_total = med(lambda n: n["total"])
         bare_wall = median([b["wall"] for b in bare])
@@ -435,7 +464,7 @@ def main() -> None:
         data.update(bare=bare, ansible=ansible)
     text = "\n".join(md)
     print(text)
-    save(f"orchestration-poll{args.poll_interval:g}" + ("-compare" if args.compare else ""), data, text)
+    save(f"orchestration-poll{args.poll_interval:g}" + ("-compare" if args.compare or args.cli_too else ""), data, text)
 
 
 if __name__ == "__main__":
