@@ -154,11 +154,17 @@ def _metavar(k: Knob) -> str:
     choices = inspect.getclosurevars(parse).nonlocals.get("options")  # a _choice(...) parser
     if isinstance(choices, tuple):
         return "|".join(choices)
-    if k.env in ("SLI_SELECTOR",):
+    if k.env == "SLI_SELECTOR":
         return "MATCHERS"
+    if k.env == "HEALTH_PATH":
+        return "URL-PATH"
+    if k.env == "MIGRATIONS_SINCE":
+        return "GIT-REF"
+    if parse.__name__ == "_p_list":
+        return "URLS" if k.env.endswith("_URLS") else "LIST"
     if k.env.endswith(("_DIR", "_SOCKET")):
         return "PATH"
-    return "NAME" if k.env.endswith(("_NODE", "_CONTAINER", "_BACKEND", "_NAME")) else "TEXT"
+    return "NAME" if k.env.endswith(("_NODE", "_CONTAINER", "_BACKEND", "_NAME")) else "TEXT"  # none today
 
 
 def _default_shown(k: Knob) -> str | None:

@@ -30,23 +30,30 @@ def acceptance(
     build_next2: Optional[Path] = typer.Option(None, "--build-next2", help="Build N+2 (staging)."),  # noqa: UP045
     build_slo: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--build-slo", help="A healthy build that breaches the SLI under traffic (staging)."),
-    sli_window: Optional[float] = typer.Option(  # noqa: UP045
-        None, "--sli-window", help="SLI window for the job's deploys (short values imply --allow-short-window)."),
-    sli_probe_interval: Optional[float] = typer.Option(None, "--sli-probe-interval"),  # noqa: UP045
+    sli_window: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--sli-window", metavar="DURATION", show_default="SLI_WINDOW",
+        help="SLI window for the job's deploys: 9, 9s, 5m (short values imply --allow-short-window)."),
+    sli_probe_interval: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--sli-probe-interval", metavar="DURATION", show_default="SLI_PROBE_INTERVAL",
+        help="SLI probe interval of the job's deploys."),
 ) -> int:
     """Run the four scenarios; exit 0 only when every one passed (else 11)."""
     from veza_canary.acceptance import AcceptanceFailed, Builds, baseline_binary, junit_xml, run_acceptance
+    from veza_canary.errors import ConfigError
+    from veza_canary.settings import parse_duration
 
     env = dict(os.environ)
-    if sli_window is not None:
-        env["SLI_WINDOW"] = f"{sli_window:g}"
+    for flag, value, var in (("--sli-window", sli_window, "SLI_WINDOW"),
+                             ("--sli-probe-interval", sli_probe_interval, "SLI_PROBE_INTERVAL")):
+        if value:
+            try:
+                env[var] = f"{parse_duration(value):g}"  # the one duration parser; the deploys check the range
+            except ValueError as exc:
+                raise ConfigError(flag, str(exc)) from None
+    if sli_window:
         env["ALLOW_SHORT_SLI_WINDOW"] = "1"
-    if sli_probe_interval is not None:
-        env["SLI_PROBE_INTERVAL"] = f"{sli_probe_interval:g}"
     given = [build_next, build_bad, build_next2, build_slo]
     if any(given) and not all(given):
-        from veza_canary.errors import ConfigError
-
         raise ConfigError("--build-*", "give all four builds (staging), or none (lab builds)")
     reports_dir.mkdir(parents=True, exist_ok=True)
     if all(given):

@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from veza_canary.cli._common import guarded, out
+from veza_canary.cli._common import exit_codes, guarded, out
+from veza_canary.errors import ExitCode
 
 lab_app = typer.Typer(
     name="lab",
@@ -43,7 +44,10 @@ def _changing_the_lab() -> Iterator[None]:
         yield
 
 
-@lab_app.command("up")
+_EXITS = exit_codes(ExitCode.INFRA)
+
+
+@lab_app.command("up", epilog=_EXITS)
 @guarded
 def up_cmd(
     nodes: int = typer.Option(3, "--nodes", help="Number of backend nodes (backend-api-1..N)."),
@@ -61,7 +65,7 @@ def up_cmd(
         lab_up(cfg, progress=_progress)
 
 
-@lab_app.command("down")
+@lab_app.command("down", epilog=_EXITS)
 @guarded
 def down_cmd(
     purge: bool = typer.Option(False, "--purge", help="Also delete the cached image tarballs."),
@@ -74,7 +78,7 @@ def down_cmd(
         lab_down(purge=purge, force=force, progress=_progress)
 
 
-@lab_app.command("env")
+@lab_app.command("env", epilog=_EXITS)
 @guarded
 def env_cmd() -> None:
     """Print `export` lines for the deploy tool against the lab: eval "$(veza-canary lab env)"."""
@@ -84,11 +88,10 @@ def env_cmd() -> None:
         out(f"export {k}={shlex.quote(v)}")
 
 
-@lab_app.command("status")
+@lab_app.command("status", epilog=exit_codes(ExitCode.INFRA, ExitCode.CHECK_FAILED))
 @guarded
 def status_cmd() -> int:
     """Containers, addresses, HAProxy servers, Prometheus targets, traffic rate. Exit 11 if unhealthy."""
-    from veza_canary.errors import ExitCode
     from veza_canary.lab import lab_status
 
     st = lab_status()
@@ -116,7 +119,7 @@ def status_cmd() -> int:
     return 0
 
 
-@lab_app.command("build")
+@lab_app.command("build", epilog=exit_codes())
 @guarded
 def build_cmd(
     version: str = typer.Option(..., "--version", help="Build version, served on /api/v1/health and --version."),
