@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
-import random
 import re
 import shutil
 import subprocess
@@ -125,10 +125,17 @@ def build(p: Project, mirror_root: Path, out_root: Path) -> Path:
     return dest
 
 
-def lint(dest: Path) -> dict:
-    veza = str(VENV_BIN / "veza-canary")
-    proc = subprocess.run([veza, "lint-migrations", "--dir", str(dest), "--all", "--format", "json", "--no-cache"],
-                          capture_output=True, text=True, check=False, cwd=dest)
+def lint(dest: Path, code: Path | None = None) -> dict:
+    """``--all`` on one corpus; with ``code``, the veza_canary package found in that directory (another commit)."""
+    import os
+
+    argv = [str(VENV_BIN / "veza-canary")]
+    env = dict(os.environ)
+    if code is not None:
+        argv = [sys.executable, "-m", "veza_canary"]
+        env["PYTHONPATH"] = str(code)
+    proc = subprocess.run([*argv, "lint-migrations", "--dir", str(dest), "--all", "--format", "json", "--no-cache"],
+                          capture_output=True, text=True, check=False, cwd=dest, env=env)
     if proc.returncode not in (0, 4):
         return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1], "exit": proc.returncode}
     return json.loads(proc.stdout)
@@ -142,6 +149,8 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=0, help="print a random sample of N blocking findings")
     ap.add_argument("--seed", type=int, default=15)
     ap.add_argument("--json", type=Path, help="write every finding here")
+    ap.add_argument("--code", type=Path, help="lint with the package in this directory, e.g. an older commit "
+                                              "exported with `git archive <commit> veza_canary | tar -x -C DIR`")
     args = ap.parse_args()
     rows = []
     blocking_all: list[tuple[str, dict]] = []
@@ -151,7 +160,7 @@ def main() -> None:
             continue
         dest = build(p, args.mirror_root, args.out)
         n = len(list(dest.glob("*.up.sql")))
-        r = lint(dest)
+        r = lint(dest, args.code)
         dump[p.name] = r
         if "error" in r:
             rows.append((p, n, None, r["error"]))
@@ -182,10 +191,16 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(dump, indent=1))
     if args.sample:
-        rng = random.Random(args.seed)
-        sample = rng.sample(blocking_all, min(args.sample, len(blocking_all)))
+        # A stable sample: ordered by a seeded hash of each finding, so a finding that a later fix removes
+        # leaves the rest of the sample as it was (re-judging only what is new).
+        def rank(item: tuple[str, dict]) -> str:
+            name, f = item
+            key = f"{args.seed}|{name}|{f['path']}|{f['line']}|{f['code']}|{f['message']}"
+            return hashlib.sha256(key.encode()).hexdigest()
+
+        sample = sorted(blocking_all, key=rank)[:args.sample]
         for k, (name, f) in enumerate(sample, 1):
-            print(f"\n[{k}] {name} {f['path']}:{f['line']} {f['code']}: {f['message']}\n    {f.get('snippet', '')}")
+            print(f"\n[{k}] {name} {f['path']}:{f['line']} {f['code']}: {f['message']}\n    {f.get('statement', '')[:300]}")
 
 
 if __name__ == "__main__":

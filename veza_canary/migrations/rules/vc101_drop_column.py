@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from veza_canary.migrations.changes import Change
-from veza_canary.migrations.rules import Rule, RuleContext, register
+from veza_canary.migrations.rules import Hit, Rule, RuleContext, register
 from veza_canary.migrations.rules._helpers import fq
 
 
@@ -27,6 +27,16 @@ class DropColumn(Rule):
     name = "drop-column"
     kinds = frozenset({"drop_column"})
 
-    def check(self, ch: Change, ctx: RuleContext) -> Iterator[str]:
-        if not ctx.column_is_new(ch.name, ch.column):
-            yield f"drops column {fq(ch.name, ch.column)}"
+    def check(self, ch: Change, ctx: RuleContext) -> Iterator[Hit]:
+        if ctx.column_is_new(ch.name, ch.column):
+            return
+        old = ctx.column(ch.name, ch.column)
+        table, col = ch.name, ch.column
+
+        def added_back(schema) -> bool:  # noqa: ANN001 - the same column, same type, added again in the file
+            new = schema.column(table, col)
+            if old is None or old.type is None or new is None or new.type != old.type:
+                return False
+            return not new.not_null or new.has_default  # the old binary's inserts still work
+
+        yield Hit(f"drops column {fq(ch.name, ch.column)}", added_back)

@@ -39,7 +39,8 @@ class DropUnique(Rule):
                     continue
                 idx = sch.indexes.get(qn)
                 if idx is None:
-                    yield Hit(f"drops index {fq(qn)}, unknown to the migration history: it may be unique")
+                    yield Hit(f"drops index {fq(qn)}, unknown to the migration history: it may be unique",
+                              _recreated_unique(qn))
                 elif idx.unique and not ctx.table_is_new(idx.table):
                     yield Hit(f"drops unique index {fq(qn)} on {fq(idx.table)} ({', '.join(dict.fromkeys(idx.columns))})",
                               unique_still_there(idx.table, idx.columns))
@@ -69,3 +70,15 @@ class DropUnique(Rule):
             what = "PRIMARY KEY" if c.kind == "pk" else "UNIQUE constraint"
             yield Hit(f"drops {what} {name} on {fq(ch.name)} ({', '.join(dict.fromkeys(c.columns))})",
                       unique_still_there(ch.name, c.columns))
+
+
+def _recreated_unique(qn):  # noqa: ANN001, ANN202
+    """Cancel test for an index unknown to the history: the file creates a unique index of that name again."""
+
+    def test(schema) -> bool:  # noqa: ANN001
+        idx = schema.indexes.get(qn)
+        if idx is None and qn[0] == schema.default_schema:  # unqualified: found on the search path
+            idx = next((i for (_s, n), i in schema.indexes.items() if n == qn[1]), None)
+        return idx is not None and idx.unique
+
+    return test
