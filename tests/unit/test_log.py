@@ -16,6 +16,20 @@ def test_url_credentials_tokens_and_passwords_are_redacted():
     assert "https://[REDACTED]@prom:9090" in s
 
 
+def test_url_secrets_are_found_by_parsing_not_by_a_pattern_of_the_whole_line():
+    s = redact_text("to https://u:p@ss@h:1/x?access_token=AAA&sig=BBB&n=1#auth=CCC, then key=DDD")
+    assert not any(x in s for x in ("p@ss", "AAA", "BBB", "CCC", "DDD"))
+    assert "https://[REDACTED]@h:1/x?access_token=[REDACTED]&sig=[REDACTED]&n=1#auth=[REDACTED]," in s
+
+
+def test_mapping_keys_ending_in_a_secret_word_are_redacted():
+    from veza_canary.log import redact_value
+
+    v = redact_value({"access_token": "AAA", "X-Api-Key": "BBB", "sig": "CCC", "node": "backend-api-2"})
+    assert v == {"access_token": "[REDACTED]", "X-Api-Key": "[REDACTED]", "sig": "[REDACTED]",
+                 "node": "backend-api-2"}
+
+
 def test_json_log_lines_are_redacted_by_the_processor():
     buf = io.StringIO()
     configure("json", stream=buf)

@@ -227,19 +227,51 @@ def test_unreadable_token_file_is_a_config_error_without_its_content(tmp_path):
     f"Authorization: Bearer {TOKEN}",
     f"password={PASSWORD}&x=1",
     f"token={TOKEN}",
+    # URLs are parsed: a password may hold "@" (and "/", "?", "#"), query and fragment keys ending in a secret word
+    f"http://admin:p@ss{PASSWORD}@prom:9090/api",
+    f"https://admin:a/b?c#{PASSWORD}@prom:9090/api",
+    f"ssh://deploy:@{PASSWORD}@incus-host",
+    f"https://hooks.example/x?access_token={TOKEN}&page=2",
+    f"https://s3.example/b/o?X-Amz-Signature={TOKEN}&X-Amz-Date=1",
+    f"https://h/x?sig={TOKEN}",
+    f"https://h/x?auth={TOKEN}",
+    f"https://h/x?key={TOKEN}",
+    f"https://h/x?api_key={TOKEN}",
+    f"https://h/x?client_secret={TOKEN}",
+    f"https://h/x#access_token={TOKEN}&token_type=bearer",
+    f"curl -sS http://probe:{PASSWORD}@127.0.0.1:8080/api/v1/health",
+    f"PROM_URL=https://prom:9090/?access_token={TOKEN} veza-canary status",
+    f"access_token={TOKEN}",
+    f"'https://u:{PASSWORD}@h/'",
 ])
 def test_redaction_removes_every_kind_of_secret(text):
     out = redact_text(text)
     assert PASSWORD not in out and TOKEN not in out and "[REDACTED]" in out
 
 
+@pytest.mark.parametrize("text,kept", [
+    ("https://prom.example:9090/api/v1/query?query=up&time=1", "https://prom.example:9090/api/v1/query?query=up&time=1"),
+    ("http://127.0.0.1:8080/api/v1/health", "http://127.0.0.1:8080/api/v1/health"),
+    ("http://[::1]:9090/-/ready", "http://[::1]:9090/-/ready"),
+    ("ssh://deploy@incus-host:22", "ssh://[REDACTED]@incus-host:22"),  # the user name goes too: userinfo is whole
+    ("https://u:pw@h/x?a=1&token=t#frag", "https://[REDACTED]@h/x?a=1&token=[REDACTED]#frag"),
+    ("sort=name&page=2", "sort=name&page=2"),
+])
+def test_redaction_keeps_what_is_not_secret(text, kept):
+    assert redact_text(text) == kept
+
+
 def test_urls_with_credentials_are_redacted_in_logs_plan_and_report(tmp_path, monkeypatch):
     for k in KNOBS:
         monkeypatch.delenv(k.env, raising=False)
     monkeypatch.chdir(tmp_path)
+    artifact = tmp_path / "veza-api"
+    artifact.write_bytes(b"#!/bin/sh\necho veza-api 2.0.0\n")
+    artifact.chmod(0o755)
     env = {"PROM_URL": f"https://admin:{PASSWORD}@prom.example:9090", "LB_URL": f"http://u:{PASSWORD}@lb.example",
-           "STATE_DIR": str(tmp_path / "state")}
-    r = CliRunner().invoke(app, ["--log-format", "json", "deploy", "--dry-run"], env=env)
+           "NODE_HEALTH_URL": f"http://probe:p@{PASSWORD}@127.0.0.1:8080", "STATE_DIR": str(tmp_path / "state"),
+           "ARTIFACT": str(artifact)}
+    r = CliRunner().invoke(app, ["--log-format", "json", "deploy", "--dry-run", "-v"], env=env)
     assert r.exit_code == 0, r.output
     assert PASSWORD not in r.stdout + r.stderr
     assert "[REDACTED]" in r.stdout

@@ -182,11 +182,44 @@ def test_check_detailed_with_prometheus_down_is_an_error_verdict():
 
 
 def test_own_dead_process_lock_helper_matches_this_host():
-    # Guard for the unlock command, which relies on the lock module's liveness check.
-    from veza_canary.lock import _dead_local_process
+    # Guard for the unlock command, which relies on the lock module's liveness check (public: holder_is_gone).
+    from veza_canary.lock import holder_is_gone
 
     me = LockInfo("me", socket.gethostname(), os.getpid(), "", "x" * 64, "c", "t")
-    assert _dead_local_process(me) is False
+    assert holder_is_gone(me) is False
+    fleet, _ = make()
+    lock = fleet.lock()
+    assert lock.why_releasable(me) == "it is STALE (older than LOCK_STALE_AFTER)", "no start time: stale"
+    fresh = LockInfo("me", socket.gethostname(), os.getpid(), fleet.clock.now().isoformat(), "x" * 64, "c", "t")
+    assert lock.why_releasable(fresh) is None
+
+
+def test_unreadable_haproxy_is_unknown_never_zero_in_rotation():
+    fleet, sim = make()
+    sim.haproxy_down = True
+    st = collect(fleet, sli=False)
+    assert st.in_rotation is None and st.lock_state == "free"
+    d = json.loads(st.to_json())
+    assert d["in_rotation"] == "unknown" and all(n["in_rotation"] is None for n in d["nodes"])
+    text = "\n".join(table(st))
+    assert "in rotation: unknown" in text and "0 in rotation" not in text
+
+
+def test_unreadable_lock_is_unknown_never_free():
+    fleet, sim = make()
+
+    def refuse(event: str) -> None:
+        if event.startswith("state:"):
+            raise CommandFailed("[haproxy] cat: Input/output error")
+
+    sim.observers.append(refuse)
+    st = collect(fleet, sli=False)
+    assert st.lock_state == "unknown" and any(e.startswith("lock: ") for e in st.errors)
+    d = json.loads(st.to_json())
+    assert d["lock"] == "unknown" and d["lock_state"] == "unknown" and d["blocked_releases"] == "unknown"
+    text = "\n".join(table(st))
+    assert "lock: unknown" in text and "lock: free" not in text and "blocked releases: unknown" in text
+    assert d["in_rotation"] == 3, "HAProxy was read"
 
 
 class Canned(Transport):
