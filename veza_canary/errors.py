@@ -13,6 +13,7 @@ boundary where they happen: ``raise HAProxyError(...) from exc``.
     +-- ConfigError                    2  a knob, flag, env var or config file is wrong
     +-- PreflightError                 3  a precondition failed; nothing was changed
     |   +-- ReleaseBlocked             9  this artifact was rolled back before
+    |   +-- HookRefused               13  a pre-deploy hook said no
     +-- LintBlocked                    4  a migration would break the old binary
     +-- LintInputError                12  the linter could not read or parse its input
     +-- LockHeld                       8  another deploy holds the fleet lock
@@ -58,6 +59,7 @@ class ExitCode(IntEnum):
     INFRA = 10
     CHECK_FAILED = 11
     LINT_INPUT = 12
+    HOOK_REFUSED = 13
     INTERRUPTED = 130
 
 
@@ -75,6 +77,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.INFRA: "HAProxy, Prometheus, Incus or SSH failed (outside a deploy's rollback policy)",
     ExitCode.CHECK_FAILED: "an on-call check (health, SLI) is red",
     ExitCode.LINT_INPUT: "the migration linter could not read or parse its input",
+    ExitCode.HOOK_REFUSED: "a pre-deploy hook refused the deploy; nothing was changed",
     ExitCode.INTERRUPTED: "interrupted (SIGINT/SIGTERM); fleet brought to a known state first",
 }
 
@@ -114,6 +117,19 @@ class PreflightError(VezaError):
 
 class ReleaseBlocked(PreflightError):
     exit_code = ExitCode.RELEASE_BLOCKED
+
+
+class HookRefused(PreflightError):
+    """A gate hook (pre-deploy, confirm-promotion) said no: non-zero exit, timeout, or it could not run.
+
+    Before any change (pre-deploy) it is exit 13; at confirm-promotion the canary is rolled back (exit 5).
+    """
+
+    exit_code = ExitCode.HOOK_REFUSED
+
+    def __init__(self, message: str, *, hint: str | None = None, result: object | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.result = result
 
 
 class LintBlocked(VezaError):

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from veza_canary.errors import PreflightError
+from veza_canary.errors import HookRefused, PreflightError
 from veza_canary.log import get_logger, redact_text
 from veza_canary.notify import Event
 
@@ -70,18 +70,6 @@ _MAX_LINE_CHARS = 2000
 _MAX_ENV_CHARS = 8000
 #: After killing a timed-out hook's group, wait this long for its pipes to close.
 _REAP_WAIT = 5.0
-
-
-class HookRefused(PreflightError):
-    """A gate hook (pre-deploy, confirm-promotion) said no: non-zero exit, timeout, or it could not run.
-
-    NOTE: to move to errors.py (the one exception tree) with its own exit code; see
-    docs/hooks-and-notifications.md.
-    """
-
-    def __init__(self, message: str, *, hint: str | None = None, result: HookResult | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.result = result
 
 
 @dataclass(frozen=True, slots=True)

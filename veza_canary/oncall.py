@@ -242,12 +242,12 @@ def reported(report: Report, settings: Settings, report_path: Path | None, say: 
     The error, if any, propagates after the report is written: its exit code is the command's.
     """
     from veza_canary.pipeline import summary_lines
-    from veza_canary.report import write_reports
+    from veza_canary.report import report_paths, write_reports
 
     try:
         yield report
     finally:
-        for path in write_reports(report, settings, report_path):
+        for path in write_reports(report, report_paths(report, settings, report_path)):
             say(f"report: {path}")
         for line in summary_lines(report):
             say(line)

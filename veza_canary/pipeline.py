@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from veza_canary import __version__
+from veza_canary.announce import Announcer
 from veza_canary.artifact import Artifact, private_workdir, remove_stale_workdirs, snapshot
 from veza_canary.errors import (
     CanaryRolledBack,
@@ -50,12 +51,14 @@ from veza_canary.errors import (
 )
 from veza_canary.fleet import Fleet, build_fleet
 from veza_canary.health import WaitTimedOut
+from veza_canary.hooks import CONFIRM_PROMOTION, POST_CANARY, PRE_DEPLOY
 from veza_canary.interrupts import DeployInterrupt, InterruptGuard
 from veza_canary.lock import LockInfo
 from veza_canary.log import get_logger, redact_text
 from veza_canary.node import LAST_GOOD_NAME, Node
+from veza_canary.notify import CANARY_IN_ROTATION, VERDICT, RunFacts
 from veza_canary.procedure import Binary, NodeProcedure, Policy, why
-from veza_canary.report import Report, now_iso, write_reports
+from veza_canary.report import Report, now_iso, report_paths, write_reports
 from veza_canary.sli import (
     Queries,
     Sample,
@@ -104,6 +107,12 @@ def _confirm(d: Deploy) -> None:
     d.confirm()
 
 
+def _pre_deploy_hook(d: Deploy) -> None:
+    d.ann.gate(PRE_DEPLOY, f"deploy {d._sha()[:12]} to {', '.join(d.s.pool.nodes)}")
+    d.ann.started(f"deploying {d._sha()[:12]}: canary {d.s.pool.canary}, then "
+                  f"{', '.join(d.s.pool.peers) or 'no peers'}")
+
+
 def _drain_canary(d: Deploy) -> None:
     d.proc.drain(d.fleet.canary)
 
@@ -118,6 +127,8 @@ def _canary_health(d: Deploy) -> None:
 
 def _ready_canary(d: Deploy) -> None:
     d.proc.ready(d.fleet.canary)
+    c = d.s.pool.canary
+    d.ann.emit(CANARY_IN_ROTATION, f"canary {c} runs {d._sha()[:12]} and is UP", node=c)
 
 
 def _lb_health(d: Deploy) -> None:
@@ -126,6 +137,12 @@ def _lb_health(d: Deploy) -> None:
 
 def _sli_watch(d: Deploy) -> None:
     d.sli_watch()
+
+
+def _confirm_promotion(d: Deploy) -> None:
+    c = d.s.pool.canary
+    d.ann.gate(CONFIRM_PROMOTION, f"promote {d._sha()[:12]} from canary {c} to the peers", verdict="pass")
+    d.ann.inform(POST_CANARY, f"canary {c} passed; promoting {d._sha()[:12]}", verdict="pass")
 
 
 def _peers(d: Deploy) -> None:
@@ -143,6 +160,8 @@ STEPS: tuple[Step, ...] = (
     Step("migration-gate", "check", _migration_gate, "backward-compat lint of migrations new since MIGRATIONS_SINCE"),
     Step("lock", "check", _lock, "take the fleet lock on the HAProxy host"),
     Step("confirm", "check", _confirm, "ask before the first change (TTY only; --yes skips)"),
+    Step("pre-deploy-hook", "check", _pre_deploy_hook,
+         "run HOOKS_DIR/pre-deploy when present (non-zero: stop, nothing changed); webhook deploy-started"),
     Step("drain-canary", "canary", _drain_canary, "set server POOL/CANARY state drain; wait for 0 sessions"),
     Step("install-canary", "canary", _install_canary,
          "keep a verified copy of the running binary; push to a temp name, verify sha256, rename; restart"),
@@ -150,6 +169,9 @@ STEPS: tuple[Step, ...] = (
     Step("ready-canary", "canary", _ready_canary, "set server state ready; wait until HAProxy says UP"),
     Step("lb-health", "canary", _lb_health, "GET LB_URL+HEALTH_PATH returns 200"),
     Step("sli-watch", "canary", _sli_watch, "p95 and 5xx ratio every SLI_PROBE_INTERVAL for SLI_WINDOW"),
+    Step("confirm-promotion", "canary", _confirm_promotion,
+         "run HOOKS_DIR/confirm-promotion when present (non-zero: canary rolled back, peers untouched), "
+         "then post-canary"),
     Step("peers", "peers", _peers, "each peer in turn: drain, install, restart, health, ready, UP, LB, verify"),
 )
 
@@ -196,6 +218,7 @@ class Deploy:
         command_line: str = "veza-canary deploy",
         guard: InterruptGuard | None = None,
         observer: Observer | None = None,
+        announcer: Announcer | None = None,
     ) -> None:
         self.fleet = fleet
         self.s = fleet.settings
@@ -208,6 +231,9 @@ class Deploy:
         self.guard = guard or InterruptGuard()
         #: Told about every wait poll and SLI probe (the live view); None: logs only.
         self.observer = observer
+        #: Webhooks, hooks and the history entry (a quiet one when none is given: tests, benchmarks).
+        self.ann = announcer or Announcer(RunFacts(command="deploy", nodes=self.s.pool.nodes,
+                                                   canary=self.s.pool.canary))
         self.proc = NodeProcedure(fleet, Policy.from_settings(self.s), report=self.report,
                                   lb_url=self.s.service.lb_health_url,
                                   on_poll=observer.on_poll if observer else None)
@@ -289,6 +315,8 @@ class Deploy:
             raise ConfigError("ARTIFACT", "is not set (the binary to ship)")
         self.artifact = snapshot(s.artifact, "ARTIFACT", self.workdir)
         self.report.artifact = self.artifact.to_dict()
+        self.ann.check()
+        self.ann.learn(sha256=self.artifact.sha256, artifact_path=str(s.artifact))
         log.info("preflight.artifact", path=str(s.artifact), sha256=self.artifact.sha256, size=self.artifact.size)
         local_rb = None
         if s.rollback_binary is not None:
@@ -508,6 +536,9 @@ class Deploy:
         if self.observer:
             self.observer.on_watch(policy, canary)
         result = watch(take, policy, f.clock, on_sample=on_sample)
+        self.ann.emit(VERDICT, f"canary {canary}: SLI {'green' if result.ok else 'red'}: {result.reason}",
+                      step="sli-watch", node=canary, verdict="pass" if result.ok else "fail", reason=result.reason,
+                      evidence=self.report.sli_samples[-5:])
         if not result.ok:
             if result.samples and result.samples[-1].verdict is Verdict.ERROR:
                 # Prometheus failed, not the binary: the canary is rolled back (we are blind), but the
@@ -536,6 +567,8 @@ class Deploy:
                 with self.report.step("peer", node=peer.name):
                     self.proc.roll(peer, artifact, on_stage=stages.append)
                 self.done_peers.append(peer.name)
+                self.ann.emit(VERDICT, f"peer {peer.name} runs {self._sha()[:12]} and is UP", step="peer",
+                              node=peer.name, verdict="pass")
             except DeployInterrupt as exc:
                 with self.guard.cleanup():
                     where = self.proc.settle(peer, before, interrupted=True, restarted="restarted" in stages)
@@ -544,6 +577,8 @@ class Deploy:
             except Exception as exc:  # every failure settles the peer before the roll stops
                 with self.guard.cleanup():
                     where = self.proc.settle(peer, before, interrupted=False, restarted="restarted" in stages)
+                    self.ann.emit(VERDICT, f"peer {peer.name} failed: {why(exc)}; {where}", step="peer",
+                                  node=peer.name, verdict="fail")
                 raise PeerRollFailed(f"peer {peer.name} failed: {why(exc)}; {where}",
                                      hint=self._resume_hint()) from exc
 
@@ -643,7 +678,6 @@ class Deploy:
         rep = self.report
         if self.locked:
             self._remove_temps()
-        self.lock.release()
         rep.final_state = self.fleet_state()
         rep.ended_at = now_iso()
         if error is not None:
@@ -652,6 +686,9 @@ class Deploy:
             rep.message = redact_text(error.message)
             if error.resumable:
                 rep.resume = self._resume_hint()
+        # The outcome event, on-rollback and the history entry, while still holding the lock.
+        self.ann.conclude(rep)
+        self.lock.release()
         for name, st in rep.final_state.get("nodes", {}).items():
             log.info("fleet.node", node=name, **st)
 
@@ -693,13 +730,16 @@ def execute(
     stream = stream or sys.stdout
     fleet = fleet or build_fleet(settings)
     report = Report(command="deploy")
+    paths = report_paths(report, settings, report_path)
+    ann = Announcer.from_settings(settings, store=fleet.store, command="deploy", repo_root=Path.cwd(),
+                                  report_path=paths[0])
     for stale in remove_stale_workdirs():  # a SIGKILLed run cannot clean up after itself
         log.info("workdir.stale_removed", path=str(stale))
     workdir = private_workdir()
     error: VezaError | None = None
     try:
         Deploy(fleet, workdir=workdir, force=force, confirm=confirm, report=report,
-               command_line=command_line, observer=observer).run()
+               command_line=command_line, observer=observer, announcer=ann).run()
     except VezaError as exc:
         error = exc
         if report.exit_code is None:  # failed before the pipeline could record it (bad settings)
@@ -707,7 +747,10 @@ def execute(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         fleet.close()
-        for path in write_reports(report, settings, report_path):
+        write_reports(report, paths)
+        ann.post_deploy()  # sees the report on disk
+        report.notifications = ann.close()
+        for path in write_reports(report, paths):
             log.info("report.written", path=str(path))
     for line in summary_lines(report):
         stream.write(line + "\n")

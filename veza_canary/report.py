@@ -53,6 +53,8 @@ class Report:
     events: list[dict[str, Any]] = field(default_factory=list)
     migration_gate: dict[str, Any] = field(default_factory=dict)
     final_state: dict[str, Any] = field(default_factory=dict)
+    #: Webhook deliveries, hooks run, the history entry (notify/hooks/history).
+    notifications: dict[str, Any] = field(default_factory=dict)
     outcome: str = "running"
     exit_code: int | None = None
     message: str = ""
@@ -96,6 +98,7 @@ class Report:
             "steps": [s.to_dict() for s in self.steps],
             "sli_samples": self.sli_samples,
             "events": self.events,
+            "notifications": self.notifications,
             "final_state": self.final_state,
         }
 
@@ -113,12 +116,15 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def write_reports(report: Report, settings: Settings, extra: Path | None) -> list[Path]:
-    """The report under STATE_DIR/reports (always) and at ``extra``; returns the paths written."""
+def report_paths(report: Report, settings: Settings, extra: Path | None) -> list[Path]:
+    """Where a run's report goes: always under STATE_DIR/reports, and at ``extra`` when given."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     paths = [settings.resolved_state_dir / "reports" / f"{report.command}-{stamp}.json"]
-    if extra is not None:
-        paths.append(extra)
+    return [*paths, extra] if extra is not None else paths
+
+
+def write_reports(report: Report, paths: list[Path]) -> list[Path]:
+    """Write the report to each path; returns the paths written (a failure is logged, never raised)."""
     written = []
     for p in paths:
         try:

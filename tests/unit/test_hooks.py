@@ -89,7 +89,7 @@ def test_a_gate_that_exits_non_zero_refuses(tmp_path, gate):
         _hooks(tmp_path).run(gate, FACTS.event("deploy-started", "x"))
     assert gate in str(ei.value) and "change freeze until Monday" in str(ei.value)
     assert ei.value.result is not None and ei.value.result.exit_code == 1
-    assert isinstance(ei.value, PreflightError) and ei.value.exit_code == ExitCode.PREFLIGHT
+    assert isinstance(ei.value, PreflightError) and ei.value.exit_code == ExitCode.HOOK_REFUSED
 
 
 def test_a_gate_that_exits_zero_lets_the_run_go_on(tmp_path):

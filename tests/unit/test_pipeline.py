@@ -75,8 +75,8 @@ def assert_all_in_rotation(sim: SimFleet) -> None:
 
 def test_steps_are_listed_in_runbook_order():
     assert [s.name for s in STEPS] == [
-        "preflight", "migration-gate", "lock", "confirm", "drain-canary", "install-canary", "canary-health",
-        "ready-canary", "lb-health", "sli-watch", "peers",
+        "preflight", "migration-gate", "lock", "confirm", "pre-deploy-hook", "drain-canary", "install-canary",
+        "canary-health", "ready-canary", "lb-health", "sli-watch", "confirm-promotion", "peers",
     ]
 
 
@@ -472,3 +472,47 @@ def test_a_crash_looping_canary_is_red_even_when_healthy_between_crashes(artifac
     rep, err = run(fleet, tmp_path)
     assert isinstance(err, CanaryRolledBack) and "crashed" in str(err)
     assert sim.nodes["backend-api-2"].running_sha == sha(OLD)
+
+
+def _hook(dir_: Path, name: str, body: str) -> None:
+    dir_.mkdir(parents=True, exist_ok=True)
+    p = dir_ / name
+    p.write_text("#!/bin/sh\n" + body + "\n")
+    p.chmod(0o755)
+
+
+def _run_with_hooks(fleet, tmp_path: Path):
+    from veza_canary.announce import Announcer
+
+    ann = Announcer.from_settings(fleet.settings, store=None, repo_root=tmp_path)
+    report = Report()
+    d = Deploy(fleet, workdir=_workdir(tmp_path), report=report, repo_root=tmp_path, announcer=ann)
+    try:
+        d.run()
+    except Exception as exc:
+        return report, exc
+    return report, None
+
+
+def test_a_pre_deploy_hook_that_refuses_stops_the_deploy_before_any_change(artifact, tmp_path):
+    hooks = tmp_path / "hooks"
+    _hook(hooks, "pre-deploy", 'echo "change freeze" >&2; exit 1')
+    fleet, sim = make(artifact, tmp_path, hooks_dir=str(hooks))
+    rep, err = _run_with_hooks(fleet, tmp_path)
+    assert err is not None and err.exit_code == ExitCode.HOOK_REFUSED and "change freeze" in str(err)
+    assert all(sim.nodes[n].restarts == 0 for n in NODES)
+    assert not [c for c in sim.commands if c[0] == "haproxy" and c[1].startswith("set ")]
+    assert not [p for p in sim.state_files if p.endswith("lock.json")]
+
+
+def test_a_confirm_promotion_hook_that_refuses_rolls_the_canary_back_and_leaves_the_peers(artifact, tmp_path):
+    hooks = tmp_path / "hooks"
+    _hook(hooks, "confirm-promotion", 'echo "$VEZA_SHA256" > "$0.seen"; exit 3')
+    fleet, sim = make(artifact, tmp_path, hooks_dir=str(hooks))
+    rep, err = _run_with_hooks(fleet, tmp_path)
+    assert isinstance(err, CanaryRolledBack) and "confirm-promotion" in str(err)
+    assert sim.nodes["backend-api-2"].running_sha == sha(OLD)
+    assert all(sim.nodes[p].restarts == 0 for p in ("backend-api-1", "backend-api-3"))
+    assert_all_in_rotation(sim)
+    assert not any(e["kind"] == "release_blocked" for e in rep.events), "a refused promotion blocks nothing"
+    assert (hooks / "confirm-promotion.seen").read_text().strip() == sha(NEW)
