@@ -109,6 +109,7 @@ class Schema:
         self.policies: dict[QName, bool] = {}  # (table-schema, policy) -> restrictive
         self.triggers: dict[tuple[QName, str], QName | None] = {}
         self.disabled_triggers: set[tuple[QName, str]] = set()  # (table, trigger | "ALL" | "USER")
+        self.trigger_functions: set[QName] = set()  # functions some trigger has called
         self.new: NewObjects | None = None
         self._snap: dict[tuple[Any, ...], Any] | None = None
 
@@ -547,6 +548,8 @@ class Schema:
     def _a_create_trigger(self, ch: Change) -> None:
         assert ch.table is not None and ch.name is not None
         self.triggers[(ch.table, ch.name[1])] = ch.function
+        if ch.function is not None:
+            self.trigger_functions.add(ch.function)
         self._mark("trigger", ch.table, ch.name[1])
 
 

@@ -145,9 +145,13 @@ class DropObjectRule(Rule):
             yield Hit(f"drops a {ch.obj_kind} the old binary may depend on")
         for qn in ch.names:
             key = schema_key(ch.obj_kind)
-            if ctx.is_new(key, qn):
+            if ctx.is_new(key, qn) or self.skip(qn, ctx):
                 continue
             yield Hit(f"drops {ch.obj_kind} {fq(qn)}", self.cancel(key, qn))
+
+    def skip(self, qn, ctx: RuleContext) -> bool:  # noqa: ANN001
+        """An object of this kind the old binary cannot depend on (a subclass says which)."""
+        return False
 
     def cancel(self, key: str, qn):  # noqa: ANN001, ANN201
         return None
