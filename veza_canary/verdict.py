@@ -281,6 +281,7 @@ class View:
     baseline_recent: Span | None = None
     held_since: float | None = None  # a hold is under way since then
     baseline_settle: Span | None = None  # the baseline's last ``clear_s``: a hold ends when it is under the SLO
+    deferred: bool = False  # the previous probe deferred a fast-rule decision
 
 
 def _ratio(k: float, n: float) -> float | None:
@@ -402,20 +403,27 @@ def judge(v: View, p: Policy) -> Sample:
         if rule in worse:
             return Sample(Verdict.FAIL, worse[rule], rule, **common)
     # The canary is blamed for breaking the SLO unless the baseline, over the same span, is as bad.
+    held_now = v.held_since is not None
+    excused: dict[str, str] = {}
+    deferred: dict[str, str] = {}
     for rule in ("slo-errors", "fast-errors", "slo-latency", "fast-latency"):
         if rule in canary_bad:
             fast = rule.startswith("fast")
-            b_span = v.baseline_recent if fast else v.baseline
-            if not _explained(cr if fast else c, b_span, rule.endswith("errors"), p,
-                              v.baseline if fast else None, z, v.held_since is not None):
+            e = _excuse(cr if fast else c, v.baseline_recent if fast else v.baseline, rule.endswith("errors"), p,
+                        v.baseline if fast else None, z, held_now, v.deferred)
+            if e == "blame":
                 return Sample(Verdict.FAIL, canary_bad[rule], rule, **common)
-    held = v.held_since is not None and not _clear(v.baseline_settle, p)
-    if canary_bad or baseline_bad or held:
-        why = "; ".join([f"canary: {r} (baseline as bad)" for r in canary_bad.values()]
+            (deferred if e == "defer" else excused)[rule] = canary_bad[rule]
+    held = held_now and not _clear(v.baseline_settle, p)
+    if excused or baseline_bad or held:
+        why = "; ".join([f"canary: {r} (baseline as bad)" for r in excused.values()]
                         + [f"baseline: {r}" for r in baseline_bad.values()]) or "baseline not yet back under the SLO"
         since = v.at if v.held_since is None else v.held_since
         return Sample(Verdict.HOLD, f"fleet-wide incident, canary not blamed (holding {v.at - since:.0f}s): {why}",
                       "hold", **common)
+    if deferred:
+        return Sample(Verdict.WATCH, f"{'; '.join(deferred.values())}; but the baseline is above the SLO too: "
+                                     "judging again at the next probe", "defer", **common)
 
     if cr.requests < p.min_requests:
         return Sample(Verdict.NODATA, f"only {cr.requests:.1f} requests in the last {cr.seconds:.0f}s "
@@ -432,30 +440,38 @@ def judge(v: View, p: Policy) -> Sample:
                   "extend", **common)
 
 
-def _explained(c: Span, b: Span | None, errors: bool, p: Policy, normal: Span | None, z: float,
-               held: bool) -> bool:
-    """Is the canary's breach over this span a fleet-wide problem? The baseline, over the same span, is at
-    or above the same threshold, and the canary is not significantly worse than it (a conditional binomial
-    test at ``look_alpha``). For the last rate window (``normal`` given: the baseline's evidence so far),
-    the baseline must also be significantly above its own usual ratio: a baseline merely at the threshold
-    by chance in one minute does not excuse a canary. During a hold (an incident already shown), only
-    the comparison counts."""
+def _excuse(c: Span, b: Span | None, errors: bool, p: Policy, normal: Span | None, z: float, held: bool,
+            deferred: bool) -> str:
+    """Whether a canary's SLO breach over this span is its own ("blame"), a fleet-wide problem ("hold"), or
+    not yet clear ("defer": judged again at the next probe, once).
+
+    A fleet-wide problem: the baseline, over the same span, is significantly (``INCIDENT_ALPHA``) above
+    the threshold -- for the last rate window, above its own usual ratio when that is lower (``normal``:
+    the baseline's evidence so far) -- and the canary is not significantly worse than it (a conditional
+    binomial test at ``look_alpha``). A baseline above the threshold but not significantly so makes the
+    decision wait one probe (a baseline at the threshold by chance excuses nothing). During a hold (an
+    incident already shown), only a canary worse than the incident by the baseline rules' factor is blamed.
+    """
     if b is None or b.requests < max(p.min_requests, 1) or c.requests <= 0:
-        return False
+        return "blame"
     if errors:
-        kc, kb, thr = c.errors, b.errors, p.err_threshold
+        kc, kb, thr, f = c.errors, b.errors, p.err_threshold, p.baseline_err_factor
     else:
-        kc, kb, thr = c.slow(p.p95_threshold_s), b.slow(p.p95_threshold_s), p.slow_threshold
-    if not held and kb / b.requests < thr:
-        return False
-    if normal is not None and not held:
-        n0 = normal.requests
-        k0 = (normal.errors if errors else normal.slow(p.p95_threshold_s)) if n0 > 0 else 0.0
-        usual = wilson_bounds(n0, min(k0, n0), z)[1] if n0 > 0 else thr
-        if poisson_sf(kb, b.requests * min(usual, thr)) >= INCIDENT_ALPHA:
-            return False
+        kc, kb, thr, f = c.slow(p.p95_threshold_s), b.slow(p.p95_threshold_s), p.slow_threshold, \
+            p.baseline_p95_factor
+    if held:
+        share = f * c.requests / (f * c.requests + b.requests)
+        return "blame" if binom_sf(kc, kc + kb, share) < p.look_alpha else "hold"
+    if kb / b.requests < thr:
+        return "blame"
+    ref = thr
+    if normal is not None and normal.requests > 0:
+        k0 = normal.errors if errors else normal.slow(p.p95_threshold_s)
+        ref = min(thr, wilson_bounds(normal.requests, min(k0, normal.requests), z)[1])
+    if poisson_sf(kb, b.requests * ref) >= INCIDENT_ALPHA:
+        return "blame" if deferred else "defer"
     share = c.requests / (c.requests + b.requests)
-    return binom_sf(kc, kc + kb, share) >= p.look_alpha
+    return "blame" if binom_sf(kc, kc + kb, share) < p.look_alpha else "hold"
 
 
 def _summary(cs: SideStats, p: Policy) -> str:
@@ -504,6 +520,7 @@ class Tracker:
         self.c_out: list[float] = []
         self.b_out: list[float] = []
         self.held_since: float | None = None
+        self.deferred = False
 
     def add(self, at: float, ev: Evidence) -> str | None:
         """Record a probe's evidence; an error reason when it cannot be used (bucket layout changed)."""
@@ -552,10 +569,11 @@ class Tracker:
         return View(at=at, canary=Span(les, tuple(c_all[1:]), c_all[0], self.t[now]),
                     canary_recent=Span(les, tuple(c_rec[1:]), c_rec[0], secs),
                     baseline=base, baseline_recent=base_rec, held_since=self.held_since,
-                    baseline_settle=settle)
+                    baseline_settle=settle, deferred=self.deferred)
 
     def note(self, smp: Sample, v: View) -> None:
         """After the judge: a hold leaves the incident's intervals out of the evidence."""
+        self.deferred = smp.rule == "defer"
         if smp.verdict is not Verdict.HOLD:
             if smp.verdict is not Verdict.NODATA:
                 self.held_since = None
