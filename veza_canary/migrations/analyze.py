@@ -918,11 +918,19 @@ _STRICT = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILik
            exp.Column, exp.Literal, exp.Identifier, exp.DataType, exp.Tuple, exp.DPipe, exp.Boolean)
 
 
+#: Functions sqlglot leaves anonymous that return NULL for a NULL argument (Postgres' STRICT built-ins).
+_STRICT_NAMES = frozenset({"octet_length", "bit_length", "char_length", "character_length", "btrim", "ltrim",
+                           "rtrim", "substr", "left", "right", "sign", "floor", "ceil", "ceiling", "trunc",
+                           "md5", "array_length", "cardinality", "jsonb_typeof", "json_typeof", "date_part"})
+
+
 def null_propagating(expr: Any) -> bool:
     """True when the expression is NULL whenever its columns are NULL (so a CHECK passes)."""
     if expr is None:
         return False
     for node in expr.walk():
+        if isinstance(node, exp.Anonymous) and str(node.name).lower() in _STRICT_NAMES:
+            continue
         if not isinstance(node, _STRICT):
             return False
     return True

@@ -18,7 +18,7 @@ from typing import Any
 QName = tuple[str, str]
 
 #: Bumped whenever analysis output changes; part of the cache key.
-ANALYZER_VERSION = "4"
+ANALYZER_VERSION = "5"
 
 
 def _fast_pickle(cls: Any) -> Any:
