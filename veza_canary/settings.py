@@ -361,6 +361,21 @@ def _c_selector(v: Any, _all: Mapping[str, Any]) -> str | None:
     return check_selector(v)
 
 
+def _c_sli_metric(v: Any, _all: Mapping[str, Any]) -> str | None:
+    from veza_canary.evidence import check_metric
+
+    return check_metric(v)
+
+
+def _c_matchers(*placeholders: str) -> Check:
+    def check(v: Any, _all: Mapping[str, Any]) -> str | None:
+        from veza_canary.evidence import check_matchers
+
+        return check_matchers(v, placeholders)
+
+    return check
+
+
 def _c_sli_window(v: Any, all_: Mapping[str, Any]) -> str | None:
     if v <= 0:
         return f"{v:g} must be > 0 (a watch of no time judges nothing)"
@@ -562,6 +577,35 @@ class SLISettings:
                            check=_c_range(0, 1000))
     max_errors: int = knob("SLI_MAX_ERRORS", 3, _p_int, "Consecutive Prometheus errors tolerated.",
                            check=_c_range(0, 1000))
+    # The judge (veza_canary/verdict.py; why: docs/sli-judge.md) and the metric it reads (evidence.py).
+    judge: str = knob("SLI_JUDGE", "sound", _choice("sound", "first-red"),
+                      "sound: counts since rotation, with confidence and a baseline; first-red: the runbook's "
+                      "literal rule (first red probe rolls back).")
+    confidence: float = knob("SLI_CONFIDENCE", 0.95, _p_float,
+                             "Confidence of a rollback: a canary exactly at the SLO is rolled back at most "
+                             "1 - this often.", check=_c_range(0.5, 0.9999, lo_open=True))
+    metric: str = knob("SLI_METRIC", "veza_gin_http_request_duration_seconds", _p_str,
+                       "Histogram base name (<name>_bucket and <name>_count are read).", check=_c_sli_metric)
+    baseline_selector: str = knob("SLI_BASELINE_SELECTOR", 'node=~"{peers}"', _p_str,
+                                  "Label matchers of the baseline; {peers} is the peers as a regex.",
+                                  check=_c_matchers("peers"))
+    error_selector: str = knob("SLI_ERROR_SELECTOR", 'status=~"5.."', _p_str,
+                               "Label matchers that make a request an error.", check=_c_matchers())
+    exclude: str = knob("SLI_EXCLUDE", 'path!="{health_path}"', _p_str,
+                        "Label matchers leaving requests out of the SLI; {health_path} is HEALTH_PATH.",
+                        check=_c_matchers("health_path"))
+    baseline_err_factor: float = knob("SLI_BASELINE_ERR_FACTOR", 2.0, _p_float,
+                                      "Fail a canary whose 5xx ratio is this many times the baseline's ...",
+                                      check=_c_range(1, 100))
+    baseline_err_margin: float = knob("SLI_BASELINE_ERR_MARGIN", 0.001, _p_float,
+                                      "... and at least this much above it (0.001 = 0.1 percentage point).",
+                                      check=_c_range(0, 1))
+    baseline_p95_factor: float = knob("SLI_BASELINE_P95_FACTOR", 1.5, _p_float,
+                                      "Fail a canary whose p95 is this many times the baseline's.",
+                                      check=_c_range(1, 100))
+    hold_limit_s: float = knob("SLI_HOLD_LIMIT", 900.0, parse_duration,
+                               "A fleet-wide incident longer than this rolls the canary back without blocking "
+                               "the release.", check=_c_range(0, 86400))
 
     @property
     def rate_window(self) -> str:
