@@ -1,4 +1,9 @@
-"""The SLI: PromQL queries, the pure verdict of one probe, and the watch loop.
+"""The SLI's one-probe view: PromQL rate queries, the pure verdict of one probe, and its watch loop.
+
+This is the runbook's literal rule, probe by probe. It serves ``sli check`` / ``sli watch``
+and the deploy's preflight ("is the SLI green now?"). The deploy's verdict on a canary is
+``veza_canary/verdict.py`` (the sound judge, or ``SLI_JUDGE=first-red`` computed there
+from the same evidence); docs/sli-judge.md says why.
 
 Every probe is exactly one of:
 
@@ -142,20 +147,28 @@ class Queries:
     total: str
 
     @classmethod
-    def build(cls, *, selector: str, node: str, health_path: str, rate_window: str) -> Queries:
-        parts = [p for p in (selector.replace("{node}", node).strip(" ,"),
-                             f'path!="{health_path}"') if p]
+    def build(cls, *, selector: str, node: str, health_path: str, rate_window: str, metric: str = METRIC,
+              error_selector: str = 'status=~"5.."', exclude: str = 'path!="{health_path}"') -> Queries:
+        """The three queries; ``metric``, ``error_selector`` and ``exclude`` are settings (SLI_METRIC, ...)."""
+        from veza_canary.evidence import render
+
+        parts = [p for p in (render(selector, node=node).strip(" ,"),
+                             render(exclude, health_path=health_path).strip(" ,")) if p]
         sel = ",".join(parts)
+        err = ",".join(p for p in (sel, error_selector.strip(" ,")) if p)
         return cls(
-            p95=f"histogram_quantile(0.95, sum by (le) (rate({METRIC}_bucket{{{sel}}}[{rate_window}])))",
-            errors=f'sum(rate({METRIC}_count{{{sel},status=~"5.."}}[{rate_window}])) or vector(0)',
-            total=f"sum(rate({METRIC}_count{{{sel}}}[{rate_window}]))",
+            p95=f"histogram_quantile(0.95, sum by (le) (rate({metric}_bucket{{{sel}}}[{rate_window}])))",
+            errors=f"sum(rate({metric}_count{{{err}}}[{rate_window}])) or vector(0)",
+            total=f"sum(rate({metric}_count{{{sel}}}[{rate_window}]))",
         )
 
     @classmethod
     def from_settings(cls, s: Settings, node: str | None = None) -> Queries:
-        return cls.build(selector=s.sli.selector, node=node or s.pool.canary, health_path=s.service.health_path,
-                         rate_window=s.sli.rate_window)
+        sli = s.sli
+        return cls.build(selector=sli.selector, node=node or s.pool.canary, health_path=s.service.health_path,
+                         rate_window=sli.rate_window, metric=getattr(sli, "metric", METRIC),
+                         error_selector=getattr(sli, "error_selector", 'status=~"5.."'),
+                         exclude=getattr(sli, "exclude", 'path!="{health_path}"'))
 
 
 def thresholds_from_settings(s: Settings) -> Thresholds:

@@ -96,3 +96,15 @@ def test_queries_scope_to_the_canary_and_exclude_health_checks():
 def test_fleet_wide_selector_leaves_only_the_health_filter():
     q = Queries.build(selector="", node="x", health_path="/h", rate_window="10s")
     assert '{path!="/h"}' in q.total
+
+
+def test_queries_take_the_metric_error_and_exclusion_matchers_from_settings():
+    from tests.settings_helper import make_settings
+
+    s = make_settings(sli_metric="http_server_duration_seconds", sli_error_selector='code=~"5.."',
+                      sli_exclude='route!="/healthz"')
+    q = Queries.from_settings(s, "n1")
+    assert q.total == 'sum(rate(http_server_duration_seconds_count{node="n1",route!="/healthz"}[60s]))'
+    assert q.errors == ('sum(rate(http_server_duration_seconds_count{node="n1",route!="/healthz",code=~"5.."}'
+                        '[60s])) or vector(0)')
+    assert q.p95.startswith("histogram_quantile(0.95, sum by (le) (rate(http_server_duration_seconds_bucket{")
