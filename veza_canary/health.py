@@ -26,6 +26,15 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 
+class WaitAborted(Exception):
+    """Internal: a wait's ``abort`` check gave a reason to stop at once (a dead canary), before its deadline."""
+
+    def __init__(self, what: str, reason: str, elapsed: float) -> None:
+        super().__init__(f"{what}: abandoned after {elapsed:.1f}s: {reason}")
+        self.reason = reason
+        self.elapsed = elapsed
+
+
 class WaitTimedOut(Exception):
     """Internal: a wait hit its deadline; carries the last observation."""
 
@@ -89,10 +98,12 @@ def poll_until(
     event: str = "wait.poll",
     describe: Callable[[T], dict[str, Any]] = summarize,
     on_poll: PollObserver | None = None,
+    abort: Callable[[], str | None] | None = None,
 ) -> T:
     """Call ``observe`` every ``interval`` until ``done(value)``; raise WaitTimedOut at the deadline.
 
     Each poll logs one ``event`` line and is passed to ``on_poll`` (if given) as a ``Poll``.
+    ``abort`` (if given) is asked before each poll: a reason ends the wait at once with WaitAborted.
     """
     start = clock.monotonic()
     last: list[object] = ["nothing observed"]
@@ -108,6 +119,10 @@ def poll_until(
             on_poll(p)
 
     def _observe() -> T:
+        why = abort() if abort is not None else None
+        if why:
+            _report({}, False, why)
+            raise WaitAborted(what, why, clock.monotonic() - start)
         try:
             v = observe()
         except retry_on as exc:
@@ -135,9 +150,25 @@ def poll_until(
 
 
 def wait_node_healthy(node: Node, *, timeout: float, interval: float, clock: Clock,
-                      on_poll: PollObserver | None = None) -> HealthResult:
+                      on_poll: PollObserver | None = None,
+                      fail_fast: Callable[[], str | None] | None = None) -> HealthResult:
+    """Poll the node's health until 200. ``fail_fast`` (e.g. ``dead_canary(node)``) ends the wait at once
+    with WaitAborted when it gives a reason: a unit systemd reports failed needs no deadline."""
     return poll_until(node.health, lambda h: h.ok, timeout=timeout, interval=interval, clock=clock,
-                      what=f"{node.name} health 200", node=node.name, event="health.poll", on_poll=on_poll)
+                      what=f"{node.name} health 200", node=node.name, event="health.poll", on_poll=on_poll,
+                      abort=fail_fast)
+
+
+def dead_canary(node: Node) -> Callable[[], str | None]:
+    """A ``fail_fast`` / ``alive`` check for ``node``, taken now (right after its restart): the unit
+    failed, auto-restarting, stopped, or restarted by systemd since. Unknown state is never "dead"."""
+    before = node.service_state()
+
+    def check() -> str | None:
+        now = node.service_state()
+        return now.dead(before) if now is not None else None
+
+    return check
 
 
 def wait_up(haproxy: HAProxy, server: str, *, timeout: float, interval: float, clock: Clock,
