@@ -11,8 +11,8 @@ p95), buckets 0.05 0.1 0.25 0.5 0.75 1 2.5 +Inf. Not modelled: scrape lag and
 
 Run: ``.venv/bin/python bench/judge_sim.py [--quick] [--write-docs]``. Seeds are fixed
 (one ``random.Random`` per deploy from the cell's seed), so the table is reproducible.
-Writes ``$BENCH_OUT/judge_sim.json`` and, with ``--write-docs``, the "SLI judge"
-section of docs/benchmarks.md.
+Writes ``$BENCH_OUT/judge_sim.json`` (``bench/report.py`` copies its table into
+docs/benchmarks.md) and, with ``--write-docs``, puts the table there itself.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import logging  # noqa: E402
 
 import structlog  # noqa: E402
 
-from bench.common import out_dir, q  # noqa: E402
+from bench.common import load, out_dir, provenance, q  # noqa: E402
 from veza_canary.clock import FakeClock  # noqa: E402
 from veza_canary.verdict import Evidence, Judge, Outcome, Policy, Side, watch  # noqa: E402
 
@@ -259,18 +259,13 @@ def _t(xs: list[float]) -> str:
     return f"{q(xs, 0.5) / 60:.1f} / {q(xs, 0.9) / 60:.1f}"
 
 
-def render(cells: list[Cell], seconds: float, quick: bool) -> str:
+def render(cells: list[Cell], seconds: float, quick: bool, load_before: float) -> str:
+    """The generated block (between the ``<!-- bench:judge_sim -->`` markers of docs/benchmarks.md)."""
     by = {(c.scenario.name, c.rate, c.judge): c for c in cells}
     rb = (Outcome.BREACH, Outcome.FLEET_INCIDENT, Outcome.NODATA)
     L = []
-    L.append("## SLI judge (simulation)")
-    L.append("")
-    L.append("`bench/judge_sim.py` drives the real judge (`veza_canary.verdict.watch`, default policy: 1 m rate "
-             "window, 30 s probes, 1 h window, 95 % confidence) with synthetic Prometheus answers: Poisson traffic on "
-             "the canary and on a baseline of two peers, log-normal latencies, fixed seeds. "
-             f"{sum(c.runs for c in cells)} simulated deploys in {seconds:.0f} s"
-             f"{' (--quick)' if quick else ''}. Rates are requests/s on the canary. Times are minutes after the fault "
-             "shows, median / 90th percentile. Why this judge: docs/sli-judge.md.")
+    L.append(f"{sum(c.runs for c in cells)} simulated deploys in {seconds:.0f} s{' (--quick)' if quick else ''}; "
+             f"{provenance(load_before)}.")
     L.append("")
     h = by_s(cells, HEALTHY)
     L.append(f"**False rollbacks** ({HEALTHY.name}; {h[0].runs} deploys per rate; target <= 1 %):")
@@ -335,17 +330,29 @@ def by_s(cells: list[Cell], scen: Scenario) -> list[Cell]:
                   key=lambda c: c.rate)
 
 
+SECTION = """## SLI judge (simulation)
+
+`bench/judge_sim.py` drives the real judge (`veza_canary.verdict.watch`, default policy: 1 m rate window, 30 s
+probes, 1 h window, 95 % confidence) with synthetic Prometheus answers: Poisson traffic on the canary and on a
+baseline of two peers (twice the canary's traffic), log-normal latencies, fixed seeds. Rates are requests/s on
+the canary; times are minutes after the fault shows (median / 90th percentile). Why this judge:
+[sli-judge.md](sli-judge.md).
+
+<!-- bench:judge_sim -->
+<!-- /bench:judge_sim -->
+"""
+
+
 def write_docs(block: str) -> None:
+    """Put ``block`` between the markers (adding the section at the end when the document has none)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from report import update
+
     path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
     text = path.read_text()
-    head = "## SLI judge (simulation)"
-    if head in text:
-        before, rest = text.split(head, 1)
-        nxt = rest.find("\n## ")
-        after = rest[nxt + 1:] if nxt >= 0 else ""
-        text = before + block + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
+    if "<!-- bench:judge_sim -->" not in text:
+        text = text.rstrip("\n") + "\n\n" + SECTION
+    text, _ = update(text, "judge_sim", block)
     path.write_text(text)
 
 
@@ -358,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     cells = plan(args.quick)
     # The longest cells first, so the pool stays busy.
     cells.sort(key=lambda c: -c.runs * (1 if c.judge is Judge.SOUND else 0.3))
+    load_before = load()
     t0 = time.monotonic()
     run: Callable[[Cell], Cell] = run_cell
     if args.jobs > 1:
@@ -366,11 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cells = [run(c) for c in cells]
     seconds = time.monotonic() - t0
-    block = render(cells, seconds, args.quick)
+    block = render(cells, seconds, args.quick, load_before)
     print(block)
     raw = [{"scenario": c.scenario.name, "rate": c.rate, "judge": str(c.judge), "runs": c.runs,
             "outcomes": c.outcomes, "rules": c.rules, "detect_s": c.detect_s} for c in cells]
-    (out_dir() / "judge_sim.json").write_text(json.dumps({"seconds": seconds, "cells": raw,
+    (out_dir() / "judge_sim.json").write_text(json.dumps({"name": "judge_sim", "seconds": seconds, "cells": raw,
                                                            "markdown": block}, indent=1))
     if args.write_docs:
         write_docs(block)

@@ -281,6 +281,7 @@ class View:
     baseline_recent: Span | None = None
     held_since: float | None = None  # a hold is under way since then
     baseline_settle: Span | None = None  # the baseline's last ``clear_s``: a hold ends when it is under the SLO
+    canary_settle: Span | None = None  # the canary's, over the same span
     deferred: bool = False  # the previous probe deferred a fast-rule decision
 
 
@@ -411,6 +412,9 @@ def judge(v: View, p: Policy) -> Sample:
             fast = rule.startswith("fast")
             e = _excuse(cr if fast else c, v.baseline_recent if fast else v.baseline, rule.endswith("errors"), p,
                         v.baseline if fast else None, z, held_now, v.deferred)
+            if e != "hold" and not held_now and v.canary_settle is not None and _excuse(
+                    v.canary_settle, v.baseline_settle, rule.endswith("errors"), p, v.baseline, z, False, False) == "hold":
+                e = "hold"  # the baseline's last few minutes show the incident the last one does not
             if e == "blame":
                 return Sample(Verdict.FAIL, canary_bad[rule], rule, **common)
             (deferred if e == "defer" else excused)[rule] = canary_bad[rule]
@@ -558,18 +562,18 @@ class Tracker:
         c_all = _sub(self.c[now], self.c_out)
         c_rec = _sub(self.c[now], self.c[j])
         base = base_rec = settle = None
+        k = self._back(self.p.clear_s)
         b_now = self.b[now]
         if b_now is not None and b_now[-1] > 0:
             b_all = _sub(b_now, self.b_out)
             base = Span(les, tuple(b_all[1:]), b_all[0], self.t[now])
             base_rec = _span(les, b_now, self.b[j], secs)
-            if self.held_since is not None:
-                k = self._back(self.p.clear_s)
-                settle = _span(les, b_now, self.b[k], self.t[now] - self.t[k])
+            settle = _span(les, b_now, self.b[k], self.t[now] - self.t[k])
         return View(at=at, canary=Span(les, tuple(c_all[1:]), c_all[0], self.t[now]),
                     canary_recent=Span(les, tuple(c_rec[1:]), c_rec[0], secs),
                     baseline=base, baseline_recent=base_rec, held_since=self.held_since,
-                    baseline_settle=settle, deferred=self.deferred)
+                    baseline_settle=settle, canary_settle=_span(les, self.c[now], self.c[k], self.t[now] - self.t[k]),
+                    deferred=self.deferred)
 
     def note(self, smp: Sample, v: View) -> None:
         """After the judge: a hold leaves the incident's intervals out of the evidence."""
