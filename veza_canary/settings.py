@@ -696,6 +696,99 @@ class NotifySettings:
         check=_c_hook_names)
 
 
+# --- traffic shaping (docs/traffic-shaping.md) -----------------------------------------------------------------
+
+
+def _p_steps(v: Any) -> str:
+    """``5,25,100`` (env, flag), ``[5, 25, 100]`` (TOML): the ramp's weights in percent, normalised to ``5,25,100``."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        items: list[Any] = [v]
+    elif isinstance(v, list | tuple):
+        items = list(v)
+    else:
+        items = [x for x in re.split(r"[, ]+", _p_str(v).strip(" ,")) if x != ""]
+    out = []
+    for x in items:
+        n = _p_int(x) if not isinstance(x, float) else x
+        if isinstance(n, float):
+            if n != int(n):
+                raise ValueError(f"{n:g} is not a whole percent")
+            n = int(n)
+        out.append(n)
+    return ",".join(str(n) for n in out)
+
+
+def _c_steps(v: Any, _all: Mapping[str, Any]) -> str | None:
+    steps = [int(x) for x in v.split(",") if x]
+    if not steps:
+        return "lists no step"
+    if any(not 1 <= s <= 100 for s in steps):
+        return f"{v}: every step must be a percent between 1 and 100"
+    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        return f"{v}: steps must increase"
+    if steps[-1] != 100:
+        return f"{v}: the last step must be 100 (it restores the configured weight)"
+    if len(steps) > 20:
+        return f"{v}: more than 20 steps"
+    return None
+
+
+def _c_step_hold(v: Any, all_: Mapping[str, Any]) -> str | None:
+    if v <= 0:
+        return f"{v:g} must be > 0 (a step held for no time judges nothing)"
+    floor = 0.0 if all_.get("allow_short_window") else MIN_SLI_WINDOW
+    if v < floor:
+        return (f"{v:g}s is below the {MIN_SLI_WINDOW:g}s minimum "
+                "(a small step needs time to gather evidence; --allow-short-window lowers it for labs and tests)")
+    if v > 7 * 24 * 3600:
+        return f"{v:g}s is more than a week"
+    return None
+
+
+_PIN_KEY_RE = re.compile(r"[A-Za-z0-9_.:@+=/-]{1,100}")
+
+
+def _c_pins(v: Any, _all: Mapping[str, Any]) -> str | None:
+    for key in v:
+        if not _PIN_KEY_RE.fullmatch(key):
+            return (f"{_show(key)} is not a pin key (1-100 of letters, digits and _ . : @ + = / -; "
+                    "it becomes a map entry over the runtime API)")
+    if len(set(v)) != len(v):
+        return "lists a key twice"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrafficSettings:
+    """Blast radius: the weighted ramp and the pinned stage (docs/traffic-shaping.md)."""
+
+    steps_spec: str = knob("CANARY_STEPS", "100", _p_steps,
+                           "Weighted ramp: the canary's weight at each step, in percent of its configured weight "
+                           "(e.g. 5,25,100; the last step is 100). 100 alone: no ramp.", check=_c_steps)
+    step_hold: float = knob("CANARY_STEP_HOLD", 600.0, parse_duration,
+                            "How long each ramp step before the last is held and judged (the last: SLI_WINDOW).",
+                            check=_c_step_hold)
+    pins: tuple[str, ...] | None = knob(
+        "CANARY_PINS", None, _p_list,
+        "Pinned stage before random traffic: map keys (header/cookie values) routed to the canary only. "
+        "Unset: no pinned stage.", check=_c_pins)
+    pin_map: Path = knob("CANARY_PIN_MAP", Path("/etc/haproxy/canary-pin.map"), _p_path,
+                        "HAProxy map file the pinned stage edits over the runtime API (key -> server).",
+                        check=_c_abs_path)
+    pin_hold: float = knob("CANARY_PIN_HOLD", 600.0, parse_duration,
+                           "How long the pinned stage is held and judged.", check=_c_step_hold)
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """The ramp's steps in percent, ending with 100."""
+        return tuple(int(x) for x in self.steps_spec.split(","))
+
+    @property
+    def ramped(self) -> bool:
+        """True when the canary enters rotation below its configured weight."""
+        return self.steps != (100,)
+
+
 def _group(cls: type) -> Any:
     return field(default_factory=cls)
 
@@ -719,6 +812,7 @@ class Settings:
     migrations: MigrationSettings = _group(MigrationSettings)
     safety: SafetySettings = _group(SafetySettings)
     notify: NotifySettings = _group(NotifySettings)
+    traffic: TrafficSettings = _group(TrafficSettings)
     #: Where each value came from: knob name -> "flag" | "env" | "config" | "default".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: The TOML config file read, if any (other parts of the tool read their own tables from it).
