@@ -83,6 +83,8 @@ class Scenario:
     canary_on: Callable[[Builds, Path], Path]
     peers_on: Callable[[Builds, Path], Path]
     failed_step: str | None = None
+    #: A webhook event this scenario must deliver to a receiver on 127.0.0.1 (WEBHOOK_URLS points at it).
+    webhook_event: str | None = None
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -93,7 +95,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("3-normal-deploy-N+2", lambda b: b.next2, lambda b, base: b.next, 0,
              lambda b, base: b.next2, lambda b, base: b.next2),
     Scenario("4-sli-breach-rolled-back-by-the-watch", lambda b: b.slo, lambda b, base: b.next2, 5,
-             lambda b, base: b.next2, lambda b, base: b.next2, failed_step="sli-watch"),
+             lambda b, base: b.next2, lambda b, base: b.next2, failed_step="sli-watch",
+             webhook_event="rolled-back"),
 )
 
 
@@ -119,15 +122,24 @@ def read_live_state(env: dict[str, str]) -> dict[str, dict]:
 
 def run_scenario(sc: Scenario, builds: Builds, baseline: Path, env: dict[str, str], reports: Path,
                  canary: str, peers: list[str], settle: float = 30.0) -> ScenarioResult:
+    from veza_canary.notify import LocalSink
+
     report = reports / f"{sc.name}.json"
     e = dict(env)
     e["ROLLBACK_BINARY"] = str(sc.rollback(builds, baseline))
     t0 = time.monotonic()
     artifact = sc.artifact(builds)
-    p = subprocess.run([*_cli(), "--log-format", "json", "deploy", "--yes", "--artifact", str(artifact),
-                        "--report", str(report)], env=e, capture_output=True, text=True, timeout=1800, check=False)
+    with LocalSink() as sink:
+        if sc.webhook_event:
+            e["WEBHOOK_URLS"] = sink.url
+        p = subprocess.run([*_cli(), "--log-format", "json", "deploy", "--yes", "--artifact", str(artifact),
+                            "--report", str(report)], env=e, capture_output=True, text=True, timeout=1800,
+                           check=False)
+        hook = sink.wait_for(sc.webhook_event, 30) if sc.webhook_event else None
     res = ScenarioResult(sc.name, True, 0.0, p.returncode, sc.expected_exit, report_path=str(report),
                          output=p.stdout + "\n" + p.stderr[-20000:])
+    if sc.webhook_event:
+        res.problems.extend(_webhook_problems(sc, hook, artifact))
     if p.returncode != sc.expected_exit:
         res.problems.append(f"exit {p.returncode}, expected {sc.expected_exit}")
     data = json.loads(report.read_text()) if report.exists() else {}
@@ -156,6 +168,22 @@ def run_scenario(sc: Scenario, builds: Builds, baseline: Path, env: dict[str, st
     log.info("acceptance.scenario", name=sc.name, ok=res.ok, exit_code=p.returncode, duration=res.duration,
              problems=res.problems)
     return res
+
+
+def _webhook_problems(sc: Scenario, body: dict | None, artifact: Path) -> list[str]:
+    """What the webhook receiver should have seen for ``sc``: the event, its artifact and exit code, a summary."""
+    if body is None:
+        return [f"no {sc.webhook_event!r} webhook received"]
+    problems = []
+    if body.get("exit_code") != sc.expected_exit:
+        problems.append(f"webhook exit_code {body.get('exit_code')}, expected {sc.expected_exit}")
+    if (body.get("artifact") or {}).get("sha256") != sha256_file(artifact):
+        problems.append("webhook names another artifact")
+    if not (body.get("data") or {}).get("cause"):
+        problems.append("webhook carries no cause")
+    if "rolled back" not in str(body.get("text", "")):
+        problems.append(f"webhook text does not say 'rolled back': {str(body.get('text'))[:120]!r}")
+    return problems
 
 
 def run_acceptance(env: dict[str, str], builds: Builds, reports: Path, *, baseline: Path) -> list[ScenarioResult]:

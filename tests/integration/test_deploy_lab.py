@@ -215,3 +215,76 @@ def test_make_deploy_canary_and_the_script_work_with_the_runbook_env(fleet, buil
     missing = subprocess.run(["make", "-s", "deploy-canary"], cwd=root, env=e, capture_output=True, text=True,
                              check=False)
     assert missing.returncode == 2 and "usage" in missing.stderr
+
+
+def _main_pids(env: dict[str, str]) -> dict[str, str]:
+    nodes = [env["CANARY_NODE"], *env["PEER_NODES"].split()]
+    return {n: IncusTransport(n).run(("systemctl", "show", "-p", "MainPID", "--value", "veza-backend-api")).stdout
+            for n in nodes}
+
+
+def test_a_failing_build_rolls_the_canary_back_to_the_build_that_was_running(fleet, builds):
+    """Deploy A everywhere, then a build whose health answers 500: the canary goes back to A by sha256 --
+    not to veza-api.previous (an older build) -- with no ROLLBACK_BINARY set."""
+    env, before, tmp = fleet
+    env = {k: v for k, v in env.items() if k != "ROLLBACK_BINARY"}
+    first = run_deploy(deploy_env(env, **FAST), builds["good"], tmp / "a.json")
+    assert first.code == 0, first.stderr[-3000:]
+    wait_sli_green(env)
+    a = sha_of(builds["good"])
+    bad = run_deploy(deploy_env(env, **FAST, NODE_HEALTH_TIMEOUT="8"), builds["health500"], tmp / "b.json")
+    assert bad.code == 5, bad.stderr[-3000:]
+    after = wait_all_up(env)
+    assert set(shas(after).values()) == {a}, "canary back on A, the peers still on A: one version in play"
+    assert bad.report["rollback_source"]["kind"] == "running" and bad.report["rollback_source"]["sha256"] == a
+    kept = IncusTransport(env["CANARY_NODE"]).run(("sha256sum", "/opt/veza/backend-api/.veza-api.last-good"))
+    assert kept.stdout.split()[0] == a
+    previous = IncusTransport(env["CANARY_NODE"]).run(("sha256sum", "/opt/veza/backend-api/veza-api.previous"))
+    assert previous.stdout.split()[0] != a, "the lab's veza-api.previous is an older build (untouched)"
+
+
+def test_deploying_the_build_that_already_runs_everywhere_changes_nothing(fleet, builds):
+    env, before, tmp = fleet
+    first = run_deploy(deploy_env(env, **FAST), builds["good2"], tmp / "a.json")
+    assert first.code == 0, first.stderr[-3000:]
+    wait_all_up(env)
+    pids = _main_pids(env)
+    again = run_deploy(deploy_env(env, **FAST), builds["good2"], tmp / "b.json")
+    assert again.code == 0, again.stderr[-3000:]
+    assert "nothing was changed" in again.report["message"]
+    assert _main_pids(env) == pids, "no service was restarted"
+    assert not again.report["sli_samples"], "nothing to watch"
+    assert all(s["outcome"] == "skipped" for s in again.report["steps"] if s["name"] in ("drain-canary", "peers"))
+
+
+def _hook(d: Path, name: str, script: str) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_text("#!/bin/sh\n" + script + "\n")
+    (d / name).chmod(0o755)
+
+
+def test_a_pre_deploy_hook_that_refuses_changes_nothing(fleet, builds):
+    env, before, tmp = fleet
+    hooks = tmp / "hooks"
+    _hook(hooks, "pre-deploy", 'echo "change freeze for $VEZA_SHA256" >&2; exit 1')
+    pids = _main_pids(env)
+    run = run_deploy(deploy_env(env, **FAST, HOOKS_DIR=str(hooks)), builds["good3"], tmp / "r.json")
+    assert run.code == 13, run.stderr[-3000:]
+    assert "change freeze" in run.stderr
+    assert shas(live_state(env)) == shas(before) and _main_pids(env) == pids
+    assert all(s["admin"] == "ready" for s in live_state(env).values())
+
+
+def test_a_confirm_promotion_hook_that_refuses_rolls_the_canary_back_and_leaves_the_peers(fleet, builds):
+    env, before, tmp = fleet
+    hooks = tmp / "hooks"
+    _hook(hooks, "confirm-promotion", "exit 1")
+    peers = env["PEER_NODES"].split()
+    pids = _main_pids(env)
+    run = run_deploy(deploy_env(env, **FAST, HOOKS_DIR=str(hooks)), builds["good4"], tmp / "r.json")
+    assert run.code == 5, run.stderr[-3000:]
+    assert next(s for s in run.report["steps"] if s["name"] == "confirm-promotion")["outcome"] == "failed"
+    after = wait_all_up(env)
+    assert shas(after) == shas(before), "canary back on the build before; peers untouched"
+    assert all(_main_pids(env)[p] == pids[p] for p in peers), "no peer was restarted"
+    assert not any(e["kind"] == "release_blocked" for e in run.report["events"]), "the build was not found bad"
