@@ -172,7 +172,7 @@ class Policy:
     baseline_err_margin: float = 0.001
     baseline_p95_factor: float = 1.5
     hold_limit_s: float = 900.0
-    max_extend_s: float = 900.0
+    max_extend_s: float = 900.0  # from settings: a quarter of the window
     alive_interval_s: float = 5.0
 
     @property
@@ -208,6 +208,7 @@ class Policy:
         if hasattr(sli, "judge"):
             extra["judge"] = Judge(sli.judge)
         return cls(window_s=sli.window, interval_s=sli.probe_interval, max_nodata=sli.max_nodata,
+                   max_extend_s=max(2 * sli.probe_interval, 0.25 * sli.window),
                    max_errors=sli.max_errors, err_threshold=sli.err_ratio_threshold,
                    p95_threshold_s=sli.p95_threshold_s, rate_window_s=sli.rate_window_s,
                    min_requests=sli.min_requests,

@@ -1,0 +1,154 @@
+"""The sound SLI judge on the real lab (issue 19): real deploys of stand-in builds with real faults.
+
+* a good-but-noisy build (0.2 % 5xx, under the 0.5 % SLO) passes -- the runbook's first-red rule rolled
+  such a build back on the lab 93 s into a 120 s watch;
+* a subtly bad build (1 % 5xx, 2x the SLO) is rolled back and its release blocked;
+* a unit that fails at start is detected within seconds of its restart (systemd says so), not at the
+  node-health deadline.
+
+Each test runs ``veza-canary deploy`` as a subprocess against the shared lab, holding
+``exclusive_lab()``, and puts the lab back to its baseline. Run under the lab's session lock::
+
+    flock /tmp/veza-lab-session.lock .venv/bin/pytest -m lab tests/integration/test_verdict_lab.py
+
+These need the pipeline to watch with ``veza_canary.verdict`` and to pass ``health.dead_canary`` to the
+node-health wait (the lead's wiring of issue 19).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.integration.deploy_helpers import (
+    DeployRun,
+    deploy_env,
+    exclusive_lab,
+    reset_state_dir,
+    run_deploy,
+    wait_all_up,
+    wait_sli_green,
+)
+from veza_canary.lab import Faults, build_standin
+from veza_canary.transport import IncusTransport
+
+pytestmark = [pytest.mark.integration, pytest.mark.lab]
+
+INSTALL_DIR = "/opt/veza/backend-api"
+#: A watch long enough to judge at the lab's ~7 req/s per node; probes every 3 s, a 10 s rate window.
+WATCH = {"SLI_WINDOW": "180", "SLI_PROBE_INTERVAL": "3", "SLI_RATE_WINDOW": "10s", "SLI_HOLD_LIMIT": "60",
+         "NODE_HEALTH_TIMEOUT": "30", "UP_TIMEOUT": "20", "DRAIN_TIMEOUT": "20", "POLL_INTERVAL": "0.5"}
+
+
+@dataclass
+class VerdictLab:
+    env: dict[str, str]
+    tmp: Path
+    canary: str
+    peers: list[str]
+
+    def deploy(self, artifact: Path, **knobs: str) -> DeployRun:
+        report = self.tmp / f"report-{artifact.name}-{time.monotonic_ns()}.json"
+        return run_deploy(deploy_env(self.env, **{**WATCH, **knobs}), artifact, report, timeout=900)
+
+
+def probes(run: DeployRun) -> list[dict]:
+    """The SLI watch's probe lines from the deploy's JSON log."""
+    out = []
+    for line in run.stderr.splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if e.get("event") == "sli.probe" and (e.get("at") or 0) > 0:
+            out.append(e)
+    return out
+
+
+def events(run: DeployRun, name: str) -> list[dict]:
+    out = []
+    for line in run.stderr.splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if e.get("event") == name:
+            out.append(e)
+    return out
+
+
+def ts(e: dict) -> float:
+    return datetime.fromisoformat(str(e["timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("verdict-builds")
+    specs = {
+        "noisy": ("1.9.0", Faults(error_rate=0.002)),
+        "twice": ("1.9.1", Faults(error_rate=0.01)),
+        "fail_start": ("1.9.2", Faults(fail_start=True)),
+    }
+    return {k: build_standin(v, f, d / f"veza-api-{v}") for k, (v, f) in specs.items()}
+
+
+@pytest.fixture
+def vlab(lab, tmp_path) -> Iterator[VerdictLab]:
+    with exclusive_lab():
+        from veza_canary.lab import restore_node
+
+        env = dict(lab.env)
+        nodes = [env["CANARY_NODE"], *env["PEER_NODES"].split()]
+        reset_state_dir(env)
+        baseline = tmp_path / "veza-api-baseline"
+        IncusTransport(env["CANARY_NODE"]).pull(f"{INSTALL_DIR}/veza-api", baseline)
+        baseline.chmod(0o755)
+        env["ROLLBACK_BINARY"] = str(baseline)
+        wait_all_up(env)
+        wait_sli_green(env)
+        try:
+            yield VerdictLab(env=env, tmp=tmp_path, canary=nodes[0], peers=nodes[1:])
+        finally:
+            reset_state_dir(env)
+            for n in nodes:
+                restore_node(n)
+            wait_all_up(env, timeout=90)
+
+
+def test_a_good_but_noisy_build_passes_the_sound_judge(vlab, builds):
+    run = vlab.deploy(builds["noisy"])
+    ps = probes(run)
+    assert run.code == 0, (run.code, run.stderr[-3000:])
+    assert ps and not [p for p in ps if p.get("verdict") == "fail"]
+    last = ps[-1]
+    assert last.get("verdict") == "pass" and last.get("judge") == "sound"
+    # The evidence is in every probe line: counts, the estimate and its bounds, the baseline.
+    assert {"requests", "errors", "err_ratio", "err_lower", "err_upper", "baseline_requests"} <= set(last)
+
+
+def test_a_build_at_twice_the_slo_is_rolled_back_and_blocked(vlab, builds):
+    run = vlab.deploy(builds["twice"])
+    assert run.code == 5, (run.code, run.stderr[-3000:])
+    decided = [p for p in probes(run) if p.get("verdict") == "fail"]
+    assert decided and decided[-1].get("rule") in ("slo-errors", "fast-errors", "baseline-errors", "unproven")
+    st = wait_all_up(vlab.env)
+    assert len({s["sha256"] for s in st.values()}) == 1  # the fleet back on one binary
+    again = vlab.deploy(builds["twice"])
+    assert again.code == 9, "a release rolled back for a breach is blocked"
+
+
+def test_a_unit_failing_at_start_is_detected_within_seconds(vlab, builds):
+    run = vlab.deploy(builds["fail_start"], NODE_HEALTH_TIMEOUT="60")
+    assert run.code == 5, (run.code, run.stderr[-3000:])
+    restart = [e for e in events(run, "node.restart") if e.get("node") == vlab.canary]
+    assert restart, "no node.restart line for the canary"
+    after = [e for e in run.stderr.splitlines() if "rollback" in e and "node.restart" not in e]
+    first_rollback = next(json.loads(ln) for ln in after if ln.startswith("{") and ts(json.loads(ln)) > ts(restart[0]))
+    took = ts(first_rollback) - ts(restart[0])
+    assert took < 5.0, f"rollback began {took:.1f}s after the restart (node-health deadline is 60 s)"
