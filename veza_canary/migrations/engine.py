@@ -199,13 +199,15 @@ def up_files(directory: Path) -> list[Path]:
         raise LintInputError(f"{directory}: cannot read the migrations directory ({exc.strerror})") from None
     out = []
     for e in entries:
-        if not e.name.endswith(".up.sql"):
+        name = e.name
+        if not name.endswith(".up.sql"):
             continue
-        p = Path(e.path)
         if not e.is_file(follow_symlinks=False):  # (d_type: no system call for the regular files)
-            check_regular(p, directory)
-        out.append(p)
-    return sorted(out, key=version_key)
+            check_regular(Path(e.path), directory)
+        m = _VERSION_RE.match(name)
+        out.append(((0, int(m.group(1)), name) if m else (1, 0, name), e.path))
+    out.sort()
+    return [Path(p) for _k, p in out]
 
 
 # --- analysis (cached) --------------------------------------------------------------------
@@ -254,9 +256,51 @@ def iter_analysed(datas: Sequence[bytes], opts: LintOptions, keys: Sequence[str]
 
 @dataclass(slots=True)
 class _Input:
+    """A file of the run; its bytes are read when first needed (a warm run never reads its history)."""
+
     path: Path
     shown: str
-    data: bytes
+    checked: bool = False
+    _data: bytes | None = None
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = read_sql(self.path, checked=self.checked)
+        return self._data
+
+
+def _stat_key(path: Path) -> str | None:
+    """A cache key for a file's identity and state (path, device, inode, size, mtime, ctime), or None.
+
+    Like git's index: a file whose stat data are unchanged has its content key from the
+    last run that read it. Any write changes the ctime, which user space cannot set back.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    ident = f"{os.path.abspath(path)}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
+    return "stat-" + hashlib.sha256(ident.encode()).hexdigest()
+
+
+def _keys(inputs: Sequence[_Input], n_hist: int, dialect: str, cache: Cache) -> list[str]:
+    """Content keys of every input; a history file whose stat data the cache knows is not read."""
+    keys: list[str | None] = [None] * len(inputs)
+    stat_keys: list[str | None] = [None] * n_hist
+    if cache.enabled and n_hist:
+        stat_keys = [_stat_key(i.path) for i in inputs[:n_hist]]
+        known = cache.get_many([k or "" for k in stat_keys], str)
+        for j, k in enumerate(known):
+            if stat_keys[j] is not None and isinstance(k, str):
+                keys[j] = k
+    missing = [j for j, k in enumerate(keys) if k is None]
+    for j, k in zip(missing, content_keys([inputs[j].data for j in missing], dialect), strict=True):
+        keys[j] = k
+    fresh = [(stat_keys[j], keys[j]) for j in missing if j < n_hist and stat_keys[j] is not None]
+    if fresh:
+        cache.put_many(fresh)  # type: ignore[arg-type]
+    return keys  # type: ignore[return-value]
 
 
 def run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOptions, *,
@@ -280,8 +324,10 @@ def run(new_files: Sequence[Path], history_files: Sequence[Path], opts: LintOpti
     known = set(listed)
     cache = Cache(opts.cache_dir, enabled=opts.cache)
     try:
-        inputs = [_Input(p, _shown(p, bases), read_sql(p, checked=p in known)) for p in paths]
-        keys = content_keys([i.data for i in inputs], opts.dialect)
+        inputs = [_Input(p, _shown(p, bases), p in known) for p in paths]
+        for inp in inputs[n_hist:]:
+            inp.data  # noqa: B018 - the new files are always read (and refused if unreadable) first
+        keys = _keys(inputs, n_hist, opts.dialect, cache)
         hist_key = "schema-" + hashlib.sha256("\0".join([opts.dialect, *keys[:n_hist]]).encode()).hexdigest()
         replayed = cache.get(hist_key, tuple) if n_hist else None
         if replayed is not None and isinstance(replayed[0], Schema):
