@@ -171,7 +171,7 @@ class FleetLock:
             other = self.current()
             if other is None:
                 continue  # released between our attempt and our read
-            if _dead_local_process(other):
+            if holder_is_gone(other):
                 log.warning("lock.takeover", reason="holder process is gone", holder=other.describe())
                 self.store.remove(self.NAME)
                 continue
@@ -201,11 +201,6 @@ class FleetLock:
             log.error("lock.release_failed", error=str(exc))
         finally:
             self.held = None
-
-    def force_release(self) -> LockInfo | None:
-        cur = self.current()
-        self.store.remove(self.NAME)
-        return cur
 
     def why_releasable(self, info: LockInfo) -> str | None:
         """Why someone else's lock may be released without ``--force`` (None: it looks live)."""
@@ -247,10 +242,6 @@ class FleetLock:
 
 def holder_is_gone(info: LockInfo) -> bool:
     """True when the lock's holder is a process of this host that no longer exists."""
-    return _dead_local_process(info)
-
-
-def _dead_local_process(info: LockInfo) -> bool:
     if info.host != socket.gethostname() or info.pid <= 0 or info.pid == os.getpid():
         return False
     try:

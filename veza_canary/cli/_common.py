@@ -154,8 +154,12 @@ def _metavar(k: Knob) -> str:
     choices = inspect.getclosurevars(parse).nonlocals.get("options")  # a _choice(...) parser
     if isinstance(choices, tuple):
         return "|".join(choices)
-    if k.env == "SLI_SELECTOR":
+    if k.env.endswith(("_SELECTOR", "_EXCLUDE")):
         return "MATCHERS"
+    if k.env.endswith("_METRIC"):
+        return "METRIC"
+    if parse.__name__ == "_p_steps":
+        return "PERCENTS"
     if k.env == "HEALTH_PATH":
         return "URL-PATH"
     if k.env == "MIGRATIONS_SINCE":
@@ -164,7 +168,7 @@ def _metavar(k: Knob) -> str:
         return "URLS" if k.env.endswith("_URLS") else "LIST"
     if k.env.endswith(("_DIR", "_SOCKET")):
         return "PATH"
-    return "NAME" if k.env.endswith(("_NODE", "_CONTAINER", "_BACKEND", "_NAME")) else "TEXT"  # none today
+    return "NAME" if k.env.endswith(("_NODE", "_CONTAINER", "_BACKEND", "_NAME")) else "STRING"
 
 
 def _default_shown(k: Knob) -> str | None:
@@ -314,26 +318,33 @@ def command_line() -> str:
 
 # --- which knobs each command takes as options (every knob still comes from env and config) -------------
 
-#: Reaching Incus (locally or over SSH).
-INCUS = ("incus_host", "ssh_key_file", "ssh_known_hosts", "ssh_accept_new_host_key", "ssh_connect_timeout")
-#: The HAProxy runtime API, and the state store beside it (lock, blocked releases, history).
-HAPROXY = ("pool_backend", "haproxy_container", "haproxy_socket", "haproxy_local_socket", *INCUS, "state_dir")
-#: The nodes and their service.
-NODES = ("canary_node", "peer_nodes", "service_name", "install_dir", "restart_command", "node_health_url",
-         "health_path", "lb_url", "http_timeout")
-#: Prometheus and the SLI.
-SLI = ("prom_url", "prom_ca_bundle", "prom_client_cert", "prom_client_key", "prom_token_file", "http_timeout",
-       "sli_probe_interval", "prom_p95_threshold_s", "prom_err_rate_threshold", "sli_rate_window", "sli_selector",
-       "sli_min_requests", "sli_max_nodata", "sli_max_errors")
-#: The drain, health and UP waits.
-WAITS = ("drain_timeout", "drain_timeout_action", "node_health_timeout", "up_timeout", "poll_interval")
 
-
-def knobs(*groups: tuple[str, ...]) -> tuple[str, ...]:
-    """The union of knob groups, in the settings' declaration order (the order ``--help`` lists them)."""
+def group(*names: str) -> tuple[str, ...]:
+    """The knobs of settings groups (``"ssh"``, ``"sli"``, ...): a knob added to a group reaches its commands."""
     from veza_canary.settings import KNOBS
 
-    wanted = {n for g in groups for n in g}
+    return tuple(k.name for k in KNOBS if k.group in names)
+
+
+#: Reaching Incus (locally or over SSH).
+INCUS = group("ssh")
+#: The HAProxy runtime API, and the state store beside it (lock, blocked releases, history).
+HAPROXY = (*group("haproxy"), *INCUS, "state_dir")
+#: The nodes and their service.
+NODES = (*group("pool", "service"), "http_timeout")
+#: Prometheus and the SLI.
+SLI = (*group("prometheus", "sli"), "http_timeout")
+#: SLI knobs of the watch loop only (a single probe does not use them).
+WATCH_ONLY = ("sli_window", "sli_probe_interval", "sli_max_nodata", "sli_max_errors", "sli_hold_limit")
+#: The drain, health and UP waits.
+WAITS = group("timeouts")
+
+
+def knobs(*groups: tuple[str, ...], without: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The union of knob groups minus ``without``, in the settings' declaration order (``--help``'s order)."""
+    from veza_canary.settings import KNOBS
+
+    wanted = {n for g in groups for n in g} - set(without)
     unknown = wanted - set(KNOBS_BY_NAME)
     if unknown:
         raise ValueError(f"unknown knob(s): {sorted(unknown)}")  # programming error

@@ -6,11 +6,21 @@ from typing import Optional
 
 import typer
 
-from veza_canary.cli._common import HAPROXY, SLI, Format, Runtime, exit_codes, knobs, out, with_knobs
+from veza_canary.cli._common import (
+    HAPROXY,
+    SLI,
+    WATCH_ONLY,
+    Format,
+    Runtime,
+    exit_codes,
+    knobs,
+    out,
+    with_knobs,
+)
 from veza_canary.errors import ExitCode
 from veza_canary.settings import Settings
 
-CHECK_KNOBS = knobs(("canary_node",), SLI)
+CHECK_KNOBS = knobs(("canary_node",), SLI, without=WATCH_ONLY)
 #: The watch also reads HAProxy (a node reported DOWN is red at once, as in a deploy).
 WATCH_KNOBS = knobs(("canary_node", "sli_window"), SLI, HAPROXY)
 _EXITS = exit_codes(ExitCode.INFRA, ExitCode.CHECK_FAILED)

@@ -6,11 +6,22 @@ import sys
 
 import typer
 
-from veza_canary.cli._common import HAPROXY, NODES, SLI, Format, Runtime, exit_codes, knobs, out, with_knobs
+from veza_canary.cli._common import (
+    HAPROXY,
+    NODES,
+    SLI,
+    WATCH_ONLY,
+    Format,
+    Runtime,
+    exit_codes,
+    knobs,
+    out,
+    with_knobs,
+)
 from veza_canary.errors import ExitCode
 from veza_canary.settings import Settings
 
-STATUS_KNOBS = knobs(HAPROXY, NODES, SLI, ("lock_stale_after",))
+STATUS_KNOBS = knobs(HAPROXY, NODES, SLI, ("lock_stale_after",), without=WATCH_ONLY)
 
 
 def register(app: typer.Typer) -> None:
