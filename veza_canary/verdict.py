@@ -10,16 +10,17 @@ with a stated confidence.
 
 API (what the pipeline calls)::
 
-    from veza_canary.verdict import Policy, watch
     from veza_canary.evidence import PromEvidence
+    from veza_canary.health import dead_canary
+    from veza_canary.verdict import Outcome, Policy, watch
 
-    take = PromEvidence.from_settings(prom, settings)       # elapsed -> Evidence (4 queries)
-    result = watch(take, Policy.from_settings(settings), clock,
-                   alive=lambda: dead_reason(state0, node.service_state()),   # optional, every few seconds
+    result = watch(PromEvidence.from_settings(prom, settings),  # elapsed -> Evidence (4 queries)
+                   Policy.from_settings(settings), clock,
+                   alive=dead_canary(canary_node),               # optional; asked every alive_interval_s
                    on_sample=lambda smp, r: report.sli_samples.append(smp.to_dict()))
-    match result.outcome: GREEN -> go on; BREACH -> roll back + block;
-                          FLEET_INCIDENT -> roll back, do NOT block; NODATA -> roll back + block (as before);
-                          ERROR -> roll back, not blocked (Prometheus failed, not the build).
+    result.outcome: GREEN -> go on; BREACH -> roll back and block (result.rule says which rule);
+                    FLEET_INCIDENT -> roll back, do NOT block; NODATA -> roll back and block (as before);
+                    ERROR -> roll back, not blocked (Prometheus failed, not the build).
 
 Every probe's ``Sample`` is one of: ``pass`` (the window has run and the evidence is
 consistent with the SLO: only then does the watch end green), ``watch`` (nothing
@@ -213,7 +214,7 @@ class Policy:
                    p95_threshold_s=sli.p95_threshold_s, rate_window_s=sli.rate_window_s,
                    min_requests=sli.min_requests,
                    alive_interval_s=alive_interval_s if alive_interval_s is not None
-                   else max(1.0, min(5.0, s.timeouts.poll_interval)), **extra)
+                   else max(1.0, min(5.0, 4 * s.timeouts.poll_interval)), **extra)
 
 
 # --- one probe's verdict ---------------------------------------------------------------------------
