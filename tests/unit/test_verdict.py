@@ -234,3 +234,12 @@ def test_a_counter_that_goes_down_a_hair_is_read_as_unchanged():
                + [Evidence(canary=Side(LES, (100.0 + 300 * i,) * 4, 0)) for i in range(1, 30)])
     r = watch(lambda _at: next(seq), POLICY, FakeClock())
     assert r.samples[1].canary is not None and r.samples[1].canary.requests == 100.0
+
+
+def test_a_baseline_above_the_slo_by_chance_delays_the_blame_by_one_probe_only():
+    # canary: 21 errors in its last 420 requests; baseline: 2 in 240 (0.8 %, but not surprising for it)
+    v = view(1230, span(8820, 46), span(420, 21), span(17640, 55), span(240, 2))
+    first = judge(v, P)
+    assert (first.verdict, first.rule) == (Verdict.WATCH, "defer"), first.reason
+    again = judge(View(**{**{f: getattr(v, f) for f in v.__dataclass_fields__}, "deferred": True}), P)
+    assert (again.verdict, again.rule) == (Verdict.FAIL, "fast-errors"), again.reason
