@@ -78,7 +78,7 @@ def phases(corpus: Path) -> None:
         analyze_text(x, "postgres")
     t_analyze = time.process_time() - t
     t = time.process_time()
-    engine.run(files, [], engine.LintOptions(cache=False, jobs=1), each_own_set=True)
+    engine.run(files, [], engine.LintOptions(cache=False), each_own_set=True)
     t_run = time.process_time() - t
     print("| phase (CPU, one process) | s |\n| --- | ---: |")
     print(f"| imports (sqlglot, linter, rules) | {t_import:.3f} |")
