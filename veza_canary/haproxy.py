@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import socket
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from veza_canary.errors import HAProxyError, TransportError
 from veza_canary.log import get_logger
 from veza_canary.transport.base import Transport
+from veza_canary.transport.incus_api import IncusAPI
 
 log = get_logger(__name__)
 
@@ -68,14 +70,34 @@ SOCAT_SCRIPT = 'printf "%s\\n" "$1" | socat -t 2 stdio "UNIX-CONNECT:$2"'
 
 
 class IncusSocat(AdminSocket):
-    """Reach the admin socket with ``socat`` inside the HAProxy container (or host, via a transport)."""
+    """Reach the admin socket inside the HAProxy container (or host, via a transport).
 
-    def __init__(self, transport: Transport, socket_path: str, *, timeout: float = 10.0) -> None:
+    Through ``socat`` run in the container (``SOCAT_SCRIPT``), one exec per command. When the
+    container runs on this very machine (its transport talks to the local Incus daemon's API),
+    the socket is reached directly instead, at ``/proc/self/fd/ROOT/<socket path>`` where ROOT
+    is an ``O_PATH`` descriptor of the container's root directory (``/proc/<init pid>/root``):
+    ~0.1 ms a command instead of an exec's ~30-40 ms (docs/benchmarks.md). The descriptor keeps
+    pointing into that container: after a restart of the container the path stops resolving and
+    the root is looked up again, so a reused PID can never lead to another process's socket.
+    Anything unusual (not root, a VM, the descriptor resolving to this host's own root, no
+    connection) falls back to ``socat``; a failure after the command was sent is an error, not a
+    silent second send.
+    """
+
+    def __init__(self, transport: Transport, socket_path: str, *, timeout: float = 10.0,
+                 direct: bool = True) -> None:
         self.transport = transport
         self.socket_path = socket_path
         self.timeout = timeout
+        api = getattr(transport, "api", None) if direct else None
+        self._api: IncusAPI | None = api if isinstance(api, IncusAPI) else None
+        self._root: int | None = None  # O_PATH fd of the container's root
 
     def send(self, command: str) -> str:
+        if self._api is not None and self.socket_path.startswith("/"):
+            reply = self._send_direct(command)
+            if reply is not None:
+                return reply
         try:
             r = self.transport.run(("sh", "-c", SOCAT_SCRIPT, "veza-haproxy", command, self.socket_path),
                                    timeout=self.timeout, check=False)
@@ -85,6 +107,68 @@ class IncusSocat(AdminSocket):
             detail = (r.stderr.strip().splitlines() or [f"exit {r.exit_code}"])[-1]
             raise HAProxyError(f"HAProxy admin socket {self.socket_path} unreachable: {detail}")
         return r.stdout
+
+    def _send_direct(self, command: str) -> str | None:
+        """The reply through the container's root, or None when that way is closed (nothing was sent)."""
+        for fresh in (False, True):
+            root = self._container_root(fresh)
+            if root is None:
+                return None
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.settimeout(self.timeout)
+                try:
+                    s.connect(f"/proc/self/fd/{root}{self.socket_path}")
+                except OSError as exc:
+                    log.debug("haproxy.direct.connect_failed", error=str(exc), fresh=fresh)
+                    continue  # the container restarted (or HAProxy): look its root up again, then socat
+                try:
+                    return _exchange(s, command)
+                except OSError as exc:
+                    raise HAProxyError(f"HAProxy admin socket {self.socket_path}: {exc.strerror or exc}") from exc
+            finally:
+                s.close()
+        return None
+
+    def _container_root(self, fresh: bool) -> int | None:
+        if self._root is not None and not fresh:
+            return self._root
+        self.close()
+        api, container = self._api, getattr(self.transport, "container", "")
+        assert api is not None
+        pid = api.instance_pid(container)
+        if pid is None:
+            return None
+        try:
+            fd = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        st, host_root = os.fstat(fd), os.stat("/")
+        # Still that container's init after the open (not a PID reused meanwhile), and not this host's root.
+        if api.instance_pid(container) != pid or (st.st_dev, st.st_ino) == (host_root.st_dev, host_root.st_ino):
+            os.close(fd)
+            return None
+        self._root = fd
+        return fd
+
+    def close(self) -> None:
+        if self._root is not None:
+            try:
+                os.close(self._root)
+            except OSError:
+                pass
+            self._root = None
+
+
+def _exchange(s: socket.socket, command: str) -> str:
+    s.sendall(command.encode() + b"\n")
+    chunks = []
+    while True:
+        data = s.recv(65536)
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 class UnixSocket(AdminSocket):
@@ -99,16 +183,9 @@ class UnixSocket(AdminSocket):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(self.timeout)
                 s.connect(self.path)
-                s.sendall(command.encode() + b"\n")
-                chunks = []
-                while True:
-                    data = s.recv(65536)
-                    if not data:
-                        break
-                    chunks.append(data)
+                return _exchange(s, command)
         except OSError as exc:
             raise HAProxyError(f"HAProxy admin socket {self.path} unreachable: {exc.strerror or exc}") from exc
-        return b"".join(chunks).decode("utf-8", "replace")
 
 
 # --- parsed views ---------------------------------------------------------------

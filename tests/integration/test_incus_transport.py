@@ -225,17 +225,26 @@ def test_install_verifies_on_the_node_and_renames_in_one_command(ct: IncusTransp
     assert ct.run(["ls", "-A", workdir]).stdout.split() == ["veza-api"]  # the temp file was removed
 
 
-def test_haproxy_reads_through_socat_in_the_lab(lab: LabHandle, host: Transport) -> None:
+@pytest.mark.parametrize("direct", [True, False])
+def test_haproxy_reads_in_the_lab(lab: LabHandle, host: Transport, direct: bool) -> None:
+    """The same answers through socat in the container and, for a local container, straight to its socket."""
     from veza_canary.haproxy import HAProxy, IncusSocat
 
-    h = HAProxy(IncusSocat(IncusTransport(lab.haproxy, host), lab.env.get("HAPROXY_SOCKET", "/run/haproxy/admin.sock")),
-                lab.env.get("POOL_BACKEND", "api_pool"))
+    hap_t = IncusTransport(lab.haproxy, host)
+    sock = IncusSocat(hap_t, lab.env.get("HAPROXY_SOCKET", "/run/haproxy/admin.sock"), direct=direct)
+    h = HAProxy(sock, lab.env.get("POOL_BACKEND", "api_pool"))
+    execs: list[tuple[str, ...]] = []
+    real_run = hap_t._run
+    hap_t._run = lambda argv, input, timeout: (execs.append(argv), real_run(argv, input, timeout))[1]  # type: ignore[method-assign]
     states, stats = h.states(), h.stats()
     v = h.view(lab.canary)
     assert (v.state.server, v.stat.server) == (lab.canary, lab.canary)
     assert v.state.srv_id == states[lab.canary].srv_id and v.stat.status.split()[0] in ("UP", "DOWN", "DRAIN", "MAINT")
     assert h.stat(lab.canary).server == lab.canary and h.state(lab.canary).admin == states[lab.canary].admin
     assert set(stats) == set(states)
+    # Directly only where the container is local to the API (not over SSH, nor through the CLI-only host).
+    assert (execs == []) == (direct and hap_t.api is not None), execs[:2]
+    sock.close()
 
 
 def test_pull(ct: IncusTransport, workdir: str, tmp_path: Path) -> None:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from veza_canary.errors import HAProxyError
 from veza_canary.haproxy import (
+    SOCAT_SCRIPT,
     AdminSocket,
     HAProxy,
+    IncusSocat,
     find_server_state,
     parse_servers_state,
     parse_show_stat,
     split_replies,
 )
+from veza_canary.transport.base import Transport
+from veza_canary.transport.incus_api import IncusAPI
 
 SHOW_STAT = (
     "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,"
@@ -200,3 +206,47 @@ def test_split_replies_needs_one_reply_per_command():
     assert split_replies("a\n\nb\n\n", 2) == ["a\n\n", "b\n\n"]
     with pytest.raises(HAProxyError):
         split_replies("Unknown command.\n", 2)
+
+
+# -- the admin socket of a local container, reached without an exec --------------------------------
+
+
+class _PidAPI(IncusAPI):
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+
+    def instance_pid(self, container: str) -> int | None:
+        return self.pid
+
+
+class _Socat(Transport):
+    """A container transport answering every exec like socat would; counts them."""
+
+    name = "incus:haproxy"
+    container = "haproxy"
+
+    def __init__(self, api: IncusAPI) -> None:
+        self.api = api
+        self.argvs: list[tuple[str, ...]] = []
+
+    def _run(self, argv, input, timeout):  # type: ignore[no-untyped-def]
+        self.argvs.append(argv)
+        return 0, b"\n", b""
+
+
+@pytest.mark.parametrize("pid", [None, os.getpid()])
+def test_direct_socket_falls_back_to_socat_when_the_container_root_is_not_usable(pid):
+    """No PID (stopped, a VM), or a 'container' whose root is this host's own root: never a direct connect."""
+    t = _Socat(_PidAPI(pid))
+    sock = IncusSocat(t, "/run/haproxy/admin.sock")
+    assert sock.send("set server api_pool/backend-api-1 state drain") == "\n"
+    assert sock._root is None
+    assert t.argvs == [("sh", "-c", SOCAT_SCRIPT, "veza-haproxy", "set server api_pool/backend-api-1 state drain",
+                        "/run/haproxy/admin.sock")]
+
+
+def test_direct_socket_is_off_without_the_local_api_or_when_asked():
+    t = _Socat(_PidAPI(os.getpid()))
+    assert IncusSocat(t, "/run/haproxy/admin.sock", direct=False)._api is None
+    t.api = None  # type: ignore[assignment]  # e.g. incus over SSH: the CLI, no API here
+    assert IncusSocat(t, "/run/haproxy/admin.sock")._api is None

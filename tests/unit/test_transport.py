@@ -707,3 +707,19 @@ def test_rest_is_used_only_for_a_plain_local_host(monkeypatch: pytest.MonkeyPatc
     assert IncusTransport("remote:ct").api is None
     assert IncusTransport("ct", FakeHost(local=True)).api is None  # a host of another kind: the CLI
     assert IncusTransport("ct", LocalTransport(), incus="/opt/incus/bin/incus").api is None
+
+
+def test_rest_instance_pid_only_for_a_running_instance() -> None:
+    from veza_canary.transport.incus_api import IncusAPI
+
+    answers = {"up": {"status": "Running", "pid": 4242}, "off": {"status": "Stopped", "pid": 0},
+               "vm-ish": {"status": "Running", "pid": -1}}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        name = request.url.path.split("/")[3]
+        if name not in answers:
+            return _err(404, "Instance not found")
+        return httpx.Response(200, json={"error_code": 0, "metadata": answers[name]})
+
+    api = IncusAPI(httpx.Client(transport=httpx.MockTransport(handler), base_url="http://incus"))
+    assert [api.instance_pid(n) for n in ("up", "off", "vm-ish", "gone")] == [4242, None, None, None]

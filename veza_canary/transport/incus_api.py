@@ -139,6 +139,18 @@ class IncusAPI:
             raise IncusError(f"[{container}] incus: reading the exec output: HTTP {r.status_code}")
         return r.content
 
+    def instance_pid(self, container: str) -> int | None:
+        """The host PID of the running instance's init, or None (stopped, frozen, a VM, unknown)."""
+        try:
+            r = self.client.get(f"/1.0/instances/{_q(container)}/state")
+        except httpx.HTTPError:
+            return None
+        md = _json(r).get("metadata") if r.status_code < 400 else None
+        if not isinstance(md, dict) or md.get("status") != "Running":
+            return None
+        pid = md.get("pid")
+        return pid if isinstance(pid, int) and pid > 1 else None
+
     # -- files -------------------------------------------------------------------------
     def push(self, container: str, local_path: Path, remote_path: str, mode: int, create_dirs: bool) -> None:
         """Write ``local_path`` to ``remote_path`` (in place; root-owned, ``mode``)."""
