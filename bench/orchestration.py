@@ -1,6 +1,6 @@
 """Orchestration overhead per node: full rolls of the lab's nodes with the shortest SLI window allowed.
 
-    sudo .venv/bin/python bench/orchestration.py [--runs 5] [--poll-interval 0.5] [--compare]
+    sudo .venv/bin/python bench/orchestration.py [--runs 5] [--poll-interval 0.5] [--no-compare] [--cli-too]
 
 Needs root and the lab (``veza-canary lab``); holds ``exclusive_lab()`` for its whole duration
 and restores the lab after (1.0.0 on every node, all ready and UP).
@@ -28,8 +28,8 @@ and each step into *waiting* and *overhead*:
 * the tool's own overhead: everything else (the polls that saw "done", every other command's
   ``incus exec`` round-trip, Python).
 
-``--compare`` adds, in the same session and interleaved run by run (veza-canary, bare loop,
-Ansible, then again), two other ways to roll the same nodes to a new build:
+Unless ``--no-compare``, the same session also rolls the same nodes to a new build two other ways,
+interleaved run by run (veza-canary, bare loop, Ansible, then again):
 
 * a **bare loop** (``bare_loop``): per node ``socat`` drain, ``incus file push`` to a temp name,
   ``mv``, ``systemctl restart``, ``curl`` inside the container until 200, ``socat`` ready; no drain
@@ -320,7 +320,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--poll-interval", type=float, default=0.5)
-    ap.add_argument("--compare", action="store_true", help="also the bare loop and Ansible, interleaved")
+    ap.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
+                    help="also the bare loop and Ansible (when its venv exists), interleaved (default: on)")
     ap.add_argument("--cli-too", action="store_true",
                     help="also veza-canary with the incus CLI instead of the REST API (VEZA_CANARY_INCUS_CLI=1)")
     ap.add_argument("--quiet-load", type=float, default=1.5, help="wait for the 1-min load to drop under this")
@@ -464,7 +465,7 @@ def main() -> None:
         data.update(bare=bare, ansible=ansible)
     text = "\n".join(md)
     print(text)
-    save(f"orchestration-poll{args.poll_interval:g}" + ("-compare" if args.compare or args.cli_too else ""), data, text)
+    save(f"orchestration-poll{args.poll_interval:g}", data, text)
 
 
 if __name__ == "__main__":
