@@ -28,7 +28,7 @@ from urllib.parse import parse_qs
 import httpx
 
 from veza_canary.clock import FakeClock
-from veza_canary.errors import IncusError
+from veza_canary.errors import CommandFailed, IncusError, PushError
 from veza_canary.fleet import Fleet
 from veza_canary.haproxy import (
     ADMF_FDRAIN,
@@ -37,7 +37,7 @@ from veza_canary.haproxy import (
     HAProxy,
 )
 from veza_canary.lock import StateStore
-from veza_canary.node import INSTALL_SCRIPT, Node
+from veza_canary.node import INSTALL_SCRIPT, TMP_PREFIX, HealthResult, Node, ServiceFacts
 from veza_canary.prometheus import Prometheus
 from veza_canary.settings import Settings
 from veza_canary.transport.base import Transport
@@ -54,7 +54,7 @@ class Behaviour:
 
 
 @dataclass
-class SimNode:
+class SimNodeState:
     name: str
     files: dict[str, bytes] = field(default_factory=dict)
     running_sha: str | None = None  # what the service runs (set at restart)
@@ -89,9 +89,9 @@ class SimFleet:
         self.install_dir = install_dir
         self.clock = clock or FakeClock()
         self.behaviours: dict[str, Behaviour] = {}
-        self.nodes: dict[str, SimNode] = {}
+        self.nodes: dict[str, SimNodeState] = {}
         for n in names:
-            node = SimNode(n)
+            node = SimNodeState(n)
             node.files[f"{install_dir}/veza-api"] = binary
             if previous is not None:
                 node.files[f"{install_dir}/veza-api.previous"] = previous
@@ -100,6 +100,15 @@ class SimFleet:
             self.nodes[n] = node
         self.admin: dict[str, int] = dict.fromkeys(names, 0)
         self.weights: dict[str, int] = dict.fromkeys(names, 1)  # runtime weight (show stat says 0 when drained)
+        #: The configured weights (``get weight``'s "initial"); a reload puts ``weights`` back to these.
+        self.initial_weights: dict[str, int] = dict.fromkeys(names, 1)
+        #: ``show stat``'s algo column. "static-rr", or a hash algorithm with ``hash_type`` "map-based", takes
+        #: only weights 0 % and 100 % (HAProxy's refusal message otherwise).
+        self.algo = "roundrobin"
+        self.hash_type = "map-based"
+        #: Map files HAProxy loaded (and the config reads) -> their runtime entries; a reload empties them.
+        self.maps: dict[str, dict[str, str]] = {"/etc/haproxy/canary-pin.map": {}}
+        self.haproxy_pid = 1000  # show info's Pid: a reload or restart starts another process
         self.sessions: dict[str, int] = dict.fromkeys(names, 0)
         self.sticky_sessions: dict[str, int] = {}  # sessions that never end on their own
         self.state_files: dict[str, bytes] = {}
@@ -123,6 +132,18 @@ class SimFleet:
         #: "done:node:backend-api-2:mv", "haproxy:set server ...", "prom", "lb", "state:ln", ...).
         #: Fault-injection tests raise from here (a signal) or snapshot the fleet (a SIGKILL).
         self.observers: list[Callable[[str], None]] = []
+
+    def reload_haproxy(self) -> None:
+        """A reload without a server-state file: runtime weights, admin states and map entries are lost."""
+        self.weights = dict(self.initial_weights)
+        self.admin = dict.fromkeys(self.admin, 0)
+        self.maps = {path: {} for path in self.maps}
+        self.haproxy_pid += 1
+
+    @property
+    def static_weights(self) -> bool:
+        hashes = {"source", "uri", "url_param", "hdr", "rdp-cookie", "hash"}
+        return self.algo == "static-rr" or (self.algo in hashes and self.hash_type != "consistent")
 
     def tick(self) -> int:
         """The next value of the fleet's logical clock of changes."""
@@ -184,7 +205,7 @@ class SimNodeTransport(Transport):
         self.name = f"sim:{node}"
 
     @property
-    def _n(self) -> SimNode:
+    def _n(self) -> SimNodeState:
         return self.sim.nodes[self.node]
 
     def _run(self, argv: tuple[str, ...], input: bytes | None, timeout: float | None) -> tuple[int, bytes, bytes]:
@@ -405,21 +426,23 @@ class SimHAProxy(AdminSocket):
         if parts[:2] == ["show", "stat"]:
             if parts[2] != self.backend:
                 return "No such proxy.\n"
-            rows = ["# pxname,svname,qcur,qmax,scur,smax,status,weight,check_status,"]
+            rows = ["# pxname,svname,qcur,qmax,scur,smax,status,weight,check_status,algo,"]
             names = list(self.sim.nodes)
             sid = int(parts[4]) if len(parts) > 4 else -1  # server ids: 1..N, as in show servers state
             for n in (names if sid == -1 else names[sid - 1:sid] if sid >= 1 else []):
                 w = 0 if self.sim.admin[n] else self.sim.weights[n]
-                rows.append(f"{self.backend},{n},0,0,{self.sim.sessions[n]},5,{self._status(n)},{w},L7OK,")
-            rows.append(f"{self.backend},BACKEND,0,0,0,5,UP,3,,")
+                rows.append(f"{self.backend},{n},0,0,{self.sim.sessions[n]},5,{self._status(n)},{w},L7OK,,")
+            rows.append(f"{self.backend},BACKEND,0,0,0,5,UP,3,,{self.sim.algo},")
             return "\n".join(rows) + "\n\n"
         if parts[:3] == ["show", "servers", "state"]:
             if parts[3] != self.backend:
                 return "Can't find backend.\n"
-            lines = ["1", "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight"]
+            lines = ["1", "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+                          "srv_iweight"]
             for i, n in enumerate(self.sim.nodes, 1):
                 op = 2 if self.sim.healthy(n) else 0
-                lines.append(f"3 {self.backend} {i} {n} 10.0.0.{i} {op} {self.sim.admin[n]} 1")
+                lines.append(f"3 {self.backend} {i} {n} 10.0.0.{i} {op} {self.sim.admin[n]} {self.sim.weights[n]} "
+                             f"{self.sim.initial_weights[n]}")
             return "\n".join(lines) + "\n\n"
         m = re.match(r"^set server (\S+)/(\S+) state (ready|drain|maint)$", command)
         if m:
@@ -430,26 +453,65 @@ class SimHAProxy(AdminSocket):
                 return "No such server.\n"
             self.sim.admin[srv] = {"ready": 0, "drain": ADMF_FDRAIN, "maint": ADMF_FMAINT}[state]
             return "\n"
-        m = re.match(r"^set server (\S+)/(\S+) weight (\d+)$", command)
+        m = re.match(r"^set server (\S+)/(\S+) weight (\d+)(%?)$", command)
         if m:
-            be, srv, weight = m.groups()
+            be, srv, weight, pct = m.groups()
             if be != self.backend:
                 return "No such backend.\n"
             if srv not in self.sim.nodes:
                 return "No such server.\n"
-            self.sim.weights[srv] = int(weight)
+            initial = self.sim.initial_weights[srv]
+            w = initial * int(weight) // 100 if pct else int(weight)
+            if w > 256:
+                return "Absolute weight can only be between 0 and 256 inclusive.\n"
+            if self.sim.static_weights and w not in (0, initial):
+                return "Backend is using a static LB algorithm and only accepts weights '0%' and '100%'.\n"
+            self.sim.weights[srv] = w
             return "\n"
         m = re.match(r"^get weight (\S+)/(\S+)$", command)
         if m:
             if m.group(2) not in self.sim.nodes:
                 return "No such server.\n"
-            return f"{self.sim.weights[m.group(2)]} (initial 1)\n"
+            return f"{self.sim.weights[m.group(2)]} (initial {self.sim.initial_weights[m.group(2)]})\n"
+        if command == "show info":
+            return (f"Name: HAProxy\nVersion: 2.6.12-sim\nPid: {self.sim.haproxy_pid}\n"
+                    f"Start_time_sec: {self.sim.haproxy_pid}\n\n")
+        map_reply = self._map_command(command)
+        if map_reply is not None:
+            return map_reply
         m = re.match(r"^shutdown sessions server (\S+)/(\S+)$", command)
         if m:
             self.sim.sticky_sessions.pop(m.group(2), None)
             self.sim.sessions[m.group(2)] = 0
             return "\n"
         return "Unknown command. Please enter one of the following commands only :\n"
+
+    def _map_command(self, command: str) -> str | None:
+        """``show map [FILE]``, ``add map FILE K V``, ``del map FILE K``, ``clear map FILE`` (2.6 replies)."""
+        parts = command.split()
+        if parts[1:2] != ["map"] or parts[0] not in ("show", "add", "del", "clear"):
+            return None
+        maps = self.sim.maps
+        if parts == ["show", "map"]:
+            lines = ["# id (file) description"]
+            for i, (path, entries) in enumerate(maps.items()):
+                lines.append(f"{i} ({path}) pattern loaded from file '{path}' used by map at file "
+                             f"'/etc/haproxy/haproxy.cfg' line 30. curr_ver=0 next_ver=0 entry_cnt={len(entries)}")
+            return "\n".join(lines) + "\n\n"
+        if len(parts) < 3 or parts[2] not in maps:
+            return "Unknown map identifier. Please use #<id> or <file>.\n"
+        entries = maps[parts[2]]
+        if parts[0] == "show":
+            return "".join(f"0x{i + 1:x} {k} {v}\n" for i, (k, v) in enumerate(entries.items())) + "\n"
+        if parts[0] == "add" and len(parts) == 5:
+            entries[parts[3]] = parts[4]
+            return "\n"
+        if parts[0] == "del" and len(parts) == 4:
+            return "\n" if entries.pop(parts[3], None) is not None else "Key not found.\n"
+        if parts[0] == "clear" and len(parts) == 3:
+            entries.clear()
+            return "\n"
+        return "'add map' expects three parameters: map identifier, key and value.\n"
 
 
 class SimPrometheus:
@@ -513,14 +575,147 @@ class SimLB:
         return httpx.Response(200 if ok else 503, text="ok" if ok else "no server available")
 
 
-def sim_fleet(settings: Settings, sim: SimFleet | None = None) -> tuple[Fleet, SimFleet]:
-    """A Fleet wired to a SimFleet (created from the settings' nodes when not given)."""
+class SimNode(Node):
+    """A node as the deploy policy sees it: its binary, its service and its health are data on the SimFleet.
+
+    Policy tests (pipeline, manual rollback, on-call commands) run on these; they do not depend on the
+    commands ``node.py`` emits. Each operation announces itself to the SimFleet's observers
+    (``node:NAME:OP`` before, ``done:node:NAME:OP`` after; an install's push is ``push:NAME``), so a
+    fault-injection test can land a signal or a SIGKILL between any two of them. ``transport`` is still the
+    argv-level fake, for the few reads that go through it (``status``'s version probe).
+    """
+
+    def __init__(self, sim: SimFleet, name: str, settings: Settings) -> None:
+        svc = settings.service
+        super().__init__(name, SimNodeTransport(sim, name), install_dir=svc.install_dir,
+                         restart_argv=svc.restart_argv, health_url=svc.node_health_url, service=svc.name)
+        self.sim = sim
+
+    @property
+    def _n(self) -> SimNodeState:
+        return self.sim.nodes[self.name]
+
+    def _op(self, op: str, detail: str) -> _Op:
+        return _Op(self, op, detail)
+
+    def sha256(self, path: str | None = None) -> str | None:
+        path = path or self.binary_path
+        with self._op("sha256sum", f"sha256sum -- {path}"):
+            data = self._n.files.get(path)
+            return None if data is None else sha(data)
+
+    def install(self, local_path: Path, sha256: str) -> bool:
+        if self.sha256() == sha256:
+            return False
+        self.sim.io(f"push:{self.name}")
+        data = Path(local_path).read_bytes()
+        if self._n.stopped:
+            raise PushError(f"[{self.name}] push of {Path(local_path).name} failed: incus: Instance is not running")
+        if self.name in self.sim.fail_push_on or self.name in self.sim.partial_push_on:
+            raise PushError(f"[{self.name}] push of {Path(local_path).name} failed: write failed: no space left "
+                            "on device")
+        if self.sim.corrupt_next_push:
+            self.sim.corrupt_next_push = False
+            raise PushError(f"[{self.name}] pushed binary is corrupted: sha256 differs from {sha256[:12]}; "
+                            "not installed")
+        self.sim.io(f"done:push:{self.name}")
+        with self._op("mv", f"mv -f -- NEW {self.binary_path}"):  # the rename: atomic
+            self._n.write(self.binary_path, data, self.sim.tick())
+        return True
+
+    def copy_verified(self, src: str, dst: str, sha256: str) -> None:
+        with self._op("cp", f"cp -- {src} {dst}"):
+            data = self._n.files.get(src)
+            if data is None:
+                raise CommandFailed(f"[{self.name}] cp: cannot stat {src!r}: No such file or directory")
+            if sha(data) != sha256:
+                raise PushError(f"[{self.name}] copy of {src} to {dst} failed: sha256 differs from {sha256[:12]}")
+            self._n.write(dst, data, self.sim.tick())
+
+    def restart(self) -> None:
+        with self._op("systemctl", f"systemctl restart {self.service}"):
+            n = self._n
+            n.start_limited = False  # Node.restart clears systemd's start limit (reset-failed) before retrying
+            n.restarts += 1
+            n.running_sha = sha(n.files.get(self.binary_path, b""))
+            n.started_at = self.sim.tick()
+            self.sim.sessions[self.name] = 0
+            self.sim.fire(f"restart:{self.name}")
+            if not self.sim.behaviour(self.name).starts:
+                n.start_limited = True
+                raise CommandFailed(f"[{self.name}] systemctl restart {self.service}: exit 1: Job for "
+                                    f"{self.service}.service failed.")
+
+    def service_restarts(self) -> int | None:
+        with self._op("systemctl", f"systemctl show -p NRestarts {self.service}"):
+            return self._n.crashes
+
+    def service_facts(self) -> ServiceFacts | None:
+        with self._op("systemctl", f"systemctl show {self.service}"):
+            n = self._n
+            if n.running_sha is not None and self.sim.behaviour(self.name).starts:
+                return ServiceFacts("active", "running", 1000 + n.restarts, n.crashes)
+            state = ("failed", "failed") if n.start_limited else ("activating", "auto-restart")
+            return ServiceFacts(state[0], state[1], 0, n.crashes)
+
+    def runs_installed(self) -> bool:
+        facts = self.service_facts()
+        if facts is None or not facts.running:
+            return False
+        with self._op("stat", f"stat {self.binary_path} /proc/{facts.main_pid}"):
+            n = self._n
+            return self.binary_path in n.files and n.started_at >= n.ctimes.get(self.binary_path, 0)
+
+    def health(self, *, timeout: float = 3.0) -> HealthResult:
+        with self._op("curl", f"curl {self.health_url}"):
+            b = self.sim.behaviour(self.name)
+            if not b.starts:
+                return HealthResult(False, None, 0.001, error="curl: (7) Failed to connect to 127.0.0.1 port 8080")
+            status = 500 if self.name in self.sim.broken_nodes else b.health_status
+            body = json.dumps({"status": "ok", "version": b.version}) if b.version else '{"status":"ok"}'
+            return HealthResult(status == 200, status, 0.001, body=body)
+
+    def remove_stale_temps(self) -> None:
+        with self._op("find", f"find {self.install_dir} -name *{TMP_PREFIX}* -delete"):
+            for p in [p for p in self._n.files if TMP_PREFIX in p or ".veza-tmp-" in p]:
+                del self._n.files[p]
+
+
+class _Op:
+    """One node operation: announced before and after, recorded, refused when the container is stopped."""
+
+    def __init__(self, node: SimNode, op: str, detail: str) -> None:
+        self.node, self.op, self.detail = node, op, detail
+
+    def __enter__(self) -> None:
+        sim = self.node.sim
+        sim.io(f"node:{self.node.name}:{self.op}")
+        sim.commands.append((self.node.name, self.detail))
+        if sim.nodes[self.node.name].stopped:
+            raise IncusError(f"[{self.node.name}] incus: Instance is not running")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.node.sim.io(f"done:node:{self.node.name}:{self.op}")
+
+
+def sim_fleet(settings: Settings, sim: SimFleet | None = None, *, argv: bool = False) -> tuple[Fleet, SimFleet]:
+    """A Fleet wired to a SimFleet (created from the settings' nodes when not given).
+
+    Nodes are ``SimNode`` (node-level) unless ``argv``: then the real ``Node`` over the argv-level
+    ``SimNodeTransport`` -- for the tests of what node.py itself does inside a deploy (lost output, a push
+    that fails half-way, a corrupted push caught on the node).
+    """
     sim = sim or SimFleet(list(settings.pool.nodes), install_dir=settings.service.install_dir)
-    nodes = {
-        n: Node(n, SimNodeTransport(sim, n), install_dir=settings.service.install_dir, restart_argv=settings.service.restart_argv,
-                health_url=settings.service.node_health_url, service=settings.service.name)
-        for n in settings.pool.nodes
-    }
+    svc = settings.service
+    if argv:
+        nodes: dict[str, Node] = {
+            n: Node(n, SimNodeTransport(sim, n), install_dir=svc.install_dir, restart_argv=svc.restart_argv,
+                    health_url=svc.node_health_url, service=svc.name)
+            for n in settings.pool.nodes
+        }
+    else:
+        nodes = {n: SimNode(sim, n, settings) for n in settings.pool.nodes}
     fleet = Fleet(
         settings=settings,
         haproxy=HAProxy(SimHAProxy(sim, settings.haproxy.backend), settings.haproxy.backend),
