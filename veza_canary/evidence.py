@@ -169,17 +169,19 @@ def _sli_knob(s: Settings, name: str, default: str) -> str:
     return str(getattr(s.sli, name, default))
 
 
-def queries_from_settings(s: Settings) -> tuple[EvidenceQueries, EvidenceQueries | None]:
-    """The canary's and the baseline's queries. No baseline when the selector does not name the node
-    (a fleet-wide SLI has no baseline), when there are no peers, or when SLI_BASELINE_SELECTOR is empty."""
+def queries_from_settings(s: Settings, node: str | None = None) -> tuple[EvidenceQueries, EvidenceQueries | None]:
+    """The canary's (or ``node``'s) and the baseline's queries. No baseline when the selector does not name
+    the node (a fleet-wide SLI has no baseline), when there are no peers, or when SLI_BASELINE_SELECTOR is
+    empty; the baseline is the other nodes of the pool."""
     metric = _sli_knob(s, "metric", DEFAULT_METRIC)
     exclude = _sli_knob(s, "exclude", DEFAULT_EXCLUDE)
     err = _sli_knob(s, "error_selector", DEFAULT_ERROR_SELECTOR)
     base_sel = _sli_knob(s, "baseline_selector", DEFAULT_BASELINE_SELECTOR)
     hp = _quote(s.service.health_path)
+    node = node or s.pool.canary
     canary = EvidenceQueries.build(metric=metric, selector=s.sli.selector, exclude=exclude, error_selector=err,
-                                   node=_quote(s.pool.canary), health_path=hp)
-    peers = [p for p in s.pool.peers if p != s.pool.canary]
+                                   node=_quote(node), health_path=hp)
+    peers = [p for p in s.pool.nodes if p != node]
     if not peers or "{node}" not in s.sli.selector or not base_sel.strip():
         return canary, None
     baseline = EvidenceQueries.build(metric=metric, selector=base_sel, exclude=exclude, error_selector=err,
@@ -201,8 +203,8 @@ class PromEvidence:
         self.prom, self.canary, self.baseline = prom, canary, baseline
 
     @classmethod
-    def from_settings(cls, prom: Prometheus, s: Settings) -> PromEvidence:
-        return cls(prom, *queries_from_settings(s))
+    def from_settings(cls, prom: Prometheus, s: Settings, node: str | None = None) -> PromEvidence:
+        return cls(prom, *queries_from_settings(s, node))
 
     def __call__(self, elapsed: float) -> Evidence:
         range_s = max(1, math.ceil(elapsed))

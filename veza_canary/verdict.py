@@ -731,6 +731,16 @@ def watch(
     return result
 
 
+def snapshot(take_evidence: TakeEvidence, policy: Policy, span_s: float = 600.0) -> Sample:
+    """One judgement of the last ``span_s`` seconds, for a preflight ("is this node's SLI red now?"):
+    ``fail`` only when a rule shows it (the SPRT at the policy's confidence, the fast rule, the baseline
+    rules); otherwise ``watch`` (nothing shown), ``no-data`` or ``error``. One error in a quiet minute is
+    not "already red"."""
+    smp = _probe(take_evidence, Tracker(policy), span_s)
+    _log(smp, policy)
+    return smp
+
+
 def _sleep_watching(clock: Clock, wait: float, step: float, alive: Callable[[], str | None] | None) -> str | None:
     """Sleep ``wait`` seconds in slices of ``step``, asking ``alive()`` after each; its reason ends the sleep."""
     if alive is None or step <= 0:

@@ -185,3 +185,10 @@ def test_service_state_parses_systemctl_show_in_any_order():
 ])
 def test_service_state_dead(now, before, dead):
     assert (now.dead(before) is not None) is dead
+
+
+def test_queries_for_another_node_use_the_rest_of_the_pool_as_baseline():
+    s = make_settings(canary_node="backend-api-2", peer_nodes="backend-api-1 backend-api-3")
+    node, base = queries_from_settings(s, "backend-api-1")
+    assert 'node="backend-api-1"' in node.matchers
+    assert base is not None and 'node=~"backend-api-2|backend-api-3"' in base.matchers
