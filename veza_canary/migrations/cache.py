@@ -80,8 +80,8 @@ class Cache:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
             self._db = db
-            # A rollback journal, not WAL: closing a WAL database checkpoints it, which cost
-            # a cold run ~10 ms more than the whole write. No fsync: a crash may corrupt the
+            # A rollback journal, not WAL: closing a WAL database checkpoints it, which costs
+            # more than the whole write. No fsync: a crash may corrupt the
             # file, and a corrupt cache is deleted (``_broken``) and rebuilt by the next run.
             db.execute("PRAGMA journal_mode=DELETE")
             db.execute("PRAGMA synchronous=OFF")
@@ -122,7 +122,7 @@ class Cache:
         return self.get_many([key], kind)[0]
 
     def put_many(self, items: Iterable[tuple[str, Any]]) -> None:
-        """Store values; a ``bytes`` value is taken as already pickled (a worker's result)."""
+        """Store values; a ``bytes`` value is taken as already pickled."""
         if not self.enabled:
             return
         try:

@@ -24,9 +24,9 @@ ANALYZER_VERSION = "5"
 def _fast_pickle(cls: Any) -> Any:
     """Pickle as ``cls(*fields)``: one C-level getter and the dataclass ``__init__``.
 
-    Analysis results cross process boundaries and go to the cache; dataclasses with
-    slots otherwise pickle through a Python ``__setstate__`` loop per object, which made
-    unpickling a worker's results cost a tenth of a cold lint.
+    Analysis results and replayed schemas go to the cache; dataclasses with slots
+    otherwise pickle through a Python ``__setstate__`` loop per object, which dominates
+    reading them back.
     """
     getter = attrgetter(*(f.name for f in fields(cls)))
 
