@@ -370,12 +370,12 @@ def _margin(pvalue: float, alpha: float) -> float:
     return round(math.log(1 / max(pvalue, 1e-300)) / math.log(1 / alpha), 3)
 
 
-def _clear(recent: Span | None, p: Policy) -> bool:
-    """The baseline's last rate window is under both thresholds (an incident is over)."""
-    if recent is None or recent.requests < max(p.min_requests, 1):
+def _clear(span: Span | None, p: Policy) -> bool:
+    """The baseline over ``span`` (its last ``clear_s``) is under both thresholds: the incident is over."""
+    if span is None or span.requests < max(p.min_requests, 1):
         return False
-    n = recent.requests
-    return recent.errors / n < p.err_threshold and recent.slow(p.p95_threshold_s) / n < p.slow_threshold
+    n = span.requests
+    return span.errors / n < p.err_threshold and span.slow(p.p95_threshold_s) / n < p.slow_threshold
 
 
 def judge(v: View, p: Policy) -> Sample:
