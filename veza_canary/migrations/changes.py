@@ -18,7 +18,7 @@ from typing import Any
 QName = tuple[str, str]
 
 #: Bumped whenever analysis output changes; part of the cache key.
-ANALYZER_VERSION = "5"
+ANALYZER_VERSION = "6"
 
 
 def _fast_pickle(cls: Any) -> Any:
@@ -28,10 +28,12 @@ def _fast_pickle(cls: Any) -> Any:
     otherwise pickle through a Python ``__setstate__`` loop per object, which dominates
     reading them back.
     """
-    getter = attrgetter(*(f.name for f in fields(cls)))
+    names = [f.name for f in fields(cls)]
+    getter = attrgetter(*names)
+    single = len(names) == 1  # attrgetter of one name returns the value, not a 1-tuple
 
     def __reduce__(self: Any) -> tuple[Any, tuple[Any, ...]]:
-        return cls, getter(self)
+        return cls, (getter(self),) if single else getter(self)
 
     cls.__reduce__ = __reduce__
     return cls

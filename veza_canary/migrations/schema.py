@@ -24,7 +24,7 @@ import copy
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from veza_canary.migrations.changes import Change, ColumnSpec, ConstraintSpec, QName
+from veza_canary.migrations.changes import Change, ColumnSpec, ConstraintSpec, QName, _fast_pickle
 
 
 @dataclass(slots=True)
@@ -551,6 +551,10 @@ class Schema:
         if ch.function is not None:
             self.trigger_functions.add(ch.function)
         self._mark("trigger", ch.table, ch.name[1])
+
+
+for _cls in (Index, Table, View, EnumType):
+    _fast_pickle(_cls)  # read back from the cache with every replayed history
 
 
 def _snapshot(obj: Any) -> Any:
