@@ -667,6 +667,9 @@ class SimNode(Node):
             return self.binary_path in n.files and n.started_at >= n.ctimes.get(self.binary_path, 0)
 
     def health(self, *, timeout: float = 3.0) -> HealthResult:
+        if self._n.stopped:  # Node.health reports an unreachable container as a failed check, never raises
+            self.sim.io(f"node:{self.name}:curl")
+            return HealthResult(False, None, 0.001, error=f"[{self.name}] incus: Instance is not running")
         with self._op("curl", f"curl {self.health_url}"):
             b = self.sim.behaviour(self.name)
             if not b.starts:

@@ -101,8 +101,9 @@ def new_sim(kind: str) -> SimFleet:
 
 
 def deploy(sim: SimFleet, artifact: Path, tmp_path: Path, *,
-           observer: Callable[[str, Deploy], None] | None = None, **knobs) -> Run:
-    fleet, _ = sim_fleet(_settings(artifact, tmp_path, **knobs), sim)
+           observer: Callable[[str, Deploy], None] | None = None, argv: bool = False, **knobs) -> Run:
+    """One deploy on ``sim``: node-level fakes, or (``argv``) the real Node over the argv-level fake."""
+    fleet, _ = sim_fleet(_settings(artifact, tmp_path, **knobs), sim, argv=argv)
     report = TracingReport()
     report.sim, report.marks = sim, []
     work = tmp_path / "work"
@@ -178,12 +179,13 @@ def artifact(tmp_path: Path) -> Path:
 _TRACES: dict[str, list[tuple[str, str]]] = {}
 
 
-def trace(kind: str, artifact: Path, tmp_path: Path) -> list[tuple[str, str]]:
-    if kind not in _TRACES:
-        run = deploy(new_sim(kind), artifact, tmp_path / f"trace-{kind}")
+def trace(kind: str, artifact: Path, tmp_path: Path, *, argv: bool = False) -> list[tuple[str, str]]:
+    key = f"{kind}:{argv}"
+    if key not in _TRACES:
+        run = deploy(new_sim(kind), artifact, tmp_path / f"trace-{key}", argv=argv)
         assert run.code == (0 if kind == "good" else 5), run.error
-        _TRACES[kind] = run.labels
-    return _TRACES[kind]
+        _TRACES[key] = run.labels
+    return _TRACES[key]
 
 
 # --- invariants ------------------------------------------------------------------------
@@ -349,7 +351,7 @@ def test_the_trace_covers_every_step_and_peer_substep(artifact, tmp_path):
 def test_lost_stdout_at_any_command_never_changes_the_verdict(artifact, tmp_path):
     """``incus exec`` sometimes loses a command's stdout (exit 0, nothing printed): no wrong outcome from it."""
     failures = []
-    for i, (event, label) in enumerate(trace("good", artifact, tmp_path)):
+    for i, (event, label) in enumerate(trace("good", artifact, tmp_path, argv=True)):
         if event.startswith(("done:", "step:", "prom", "lb", "confirm", "state:push", "push:")):
             continue
 
@@ -360,7 +362,7 @@ def test_lost_stdout_at_any_command_never_changes_the_verdict(artifact, tmp_path
 
         lose.seen = 0  # type: ignore[attr-defined]
         sim = new_sim("good")
-        run = deploy(sim, artifact, tmp_path / f"{i}", observer=lose)
+        run = deploy(sim, artifact, tmp_path / f"{i}", observer=lose, argv=True)
         found = problems(run, allowed_codes={0})
         if running(sim) != dict.fromkeys(NODES, NEW):
             found.append(f"not deployed everywhere: {running(sim)}")
@@ -463,7 +465,7 @@ def _at(event: str, action: Callable[[SimFleet], None], sim: SimFleet) -> Callab
 def test_disk_full_during_the_push_leaves_no_partial_file_and_the_node_in_rotation(node, artifact, tmp_path):
     sim = new_sim("good")
     sim.partial_push_on.add(node)
-    run = deploy(sim, artifact, tmp_path)
+    run = deploy(sim, artifact, tmp_path, argv=True)  # node.py's own cleanup of the transport's partial file
     code = int(ExitCode.ROLLED_BACK) if node == CANARY else int(ExitCode.PEER_FAILED)
     assert not problems(run, allowed_codes={code}), problems(run, allowed_codes={code})
     assert "no space left on device" in run.report.message
@@ -475,7 +477,7 @@ def test_disk_full_during_the_push_leaves_no_partial_file_and_the_node_in_rotati
 def test_corrupted_push_is_caught_before_the_rename(node, artifact, tmp_path):
     sim = new_sim("good")
     run = deploy(sim, artifact, tmp_path, observer=_at(f"push:{node}", lambda s: setattr(s, "corrupt_next_push", True),
-                                                     sim))
+                                                     sim), argv=True)  # node.py verifies the sha256 on the node
     code = int(ExitCode.ROLLED_BACK) if node == CANARY else int(ExitCode.PEER_FAILED)
     assert not problems(run, allowed_codes={code})
     assert "corrupted" in run.report.message
