@@ -19,13 +19,26 @@ from veza_canary.lab.config import (
     LabConfig,
 )
 
+#: The pinned stage's map (key -> server name) and what the lab's rules read as its key
+#: (docs/traffic-shaping.md): the ``X-Canary-Pin`` header, else the ``veza_canary_pin`` cookie.
+PIN_MAP = "/etc/haproxy/canary-pin.map"
+PIN_HEADER = "X-Canary-Pin"
+PIN_COOKIE = "veza_canary_pin"
+#: Every server's configured weight: fine enough for a 1 % ramp step (HAProxy's default, 1, is not).
+SERVER_WEIGHT = 100
+
 #: Job label of the node targets: the deploy tool and the runbook query by it.
 NODE_JOB = "veza-backend-api"
 HAPROXY_JOB = "haproxy"
 
 
 def haproxy_cfg(cfg: LabConfig, *, exporter: bool) -> str:
-    """haproxy.cfg: frontend :80 -> api_pool, one server per node named like its container."""
+    """haproxy.cfg: frontend :80 -> api_pool, one server per node named like its container.
+
+    Every server is configured at weight 100, so a ramp's ``weight N%`` is N; the pin rules send a
+    request whose ``X-Canary-Pin`` header (else ``veza_canary_pin`` cookie) is a key of the pin map to
+    the server the map names (the map is empty on disk; the deploy tool edits it at run time).
+    """
     servers = "\n".join(f"    server {n} {cfg.ip_of(n)}:{NODE_PORT} check" for n in cfg.nodes)
     metrics = (
         f"""
@@ -61,9 +74,17 @@ backend {POOL_BACKEND}
     balance roundrobin
     option httpchk GET {HEALTH_PATH}
     http-check expect status 200
-    default-server inter 1s fastinter 500ms downinter 1s rise 2 fall 2
+    default-server inter 1s fastinter 500ms downinter 1s rise 2 fall 2 weight {SERVER_WEIGHT}
+    use-server %[req.hdr({PIN_HEADER}),map({PIN_MAP})] if {{ req.hdr({PIN_HEADER}),map({PIN_MAP}) -m found }}
+    use-server %[req.cook({PIN_COOKIE}),map({PIN_MAP})] if {{ req.cook({PIN_COOKIE}),map({PIN_MAP}) -m found }}
 {servers}
 """
+
+
+def pin_map() -> str:
+    """The pin map as shipped: no entries (``add map`` / ``del map`` edit HAProxy's copy at run time)."""
+    return ("# Written by veza-canary lab. Pinned traffic: <key> <server> per line; the deploy tool edits\n"
+            "# HAProxy's runtime copy over the admin socket, so this file stays empty.\n")
 
 
 def prometheus_yml(cfg: LabConfig, *, exporter: bool) -> str:

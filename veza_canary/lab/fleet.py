@@ -221,7 +221,9 @@ def haproxy_has_exporter(name: str) -> bool:
 
 def setup_haproxy(cfg: LabConfig, *, exporter: bool) -> None:
     name = cfg.haproxy
-    changed = sync_files(name, [FileSpec("/etc/haproxy/haproxy.cfg", configs.haproxy_cfg(cfg, exporter=exporter)
+    # The map first: the config reads it, and `haproxy -c` below needs it to exist.
+    changed = sync_files(name, [FileSpec(configs.PIN_MAP, configs.pin_map().encode()),
+                                FileSpec("/etc/haproxy/haproxy.cfg", configs.haproxy_cfg(cfg, exporter=exporter)
                                          .encode())])
     try:
         ct(name).run(("haproxy", "-c", "-q", "-f", "/etc/haproxy/haproxy.cfg"), timeout=30)
