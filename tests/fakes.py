@@ -37,7 +37,7 @@ from veza_canary.haproxy import (
     HAProxy,
 )
 from veza_canary.lock import StateStore
-from veza_canary.node import INSTALL_SCRIPT, TMP_PREFIX, HealthResult, Node, ServiceFacts
+from veza_canary.node import INSTALL_SCRIPT, TMP_PREFIX, HealthResult, Node, ServiceState
 from veza_canary.prometheus import Prometheus
 from veza_canary.settings import Settings
 from veza_canary.transport.base import Transport
@@ -650,19 +650,19 @@ class SimNode(Node):
         with self._op("systemctl", f"systemctl show -p NRestarts {self.service}"):
             return self._n.crashes
 
-    def service_facts(self) -> ServiceFacts | None:
+    def service_state(self) -> ServiceState | None:
         with self._op("systemctl", f"systemctl show {self.service}"):
             n = self._n
             if n.running_sha is not None and self.sim.behaviour(self.name).starts:
-                return ServiceFacts("active", "running", 1000 + n.restarts, n.crashes)
+                return ServiceState("active", "running", n.crashes, 1000 + n.restarts)
             state = ("failed", "failed") if n.start_limited else ("activating", "auto-restart")
-            return ServiceFacts(state[0], state[1], 0, n.crashes)
+            return ServiceState(state[0], state[1], n.crashes, 0)
 
     def runs_installed(self) -> bool:
-        facts = self.service_facts()
-        if facts is None or not facts.running:
+        state = self.service_state()
+        if state is None or not state.running:
             return False
-        with self._op("stat", f"stat {self.binary_path} /proc/{facts.main_pid}"):
+        with self._op("stat", f"stat {self.binary_path} /proc/{state.pid}"):
             n = self._n
             return self.binary_path in n.files and n.started_at >= n.ctimes.get(self.binary_path, 0)
 

@@ -69,101 +69,7 @@ class HealthResult:
 LAST_GOOD_NAME = ".veza-api.last-good"
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceFacts:
-    """systemd's view of the service, read in one command."""
-
-    active_state: str  # active | activating | deactivating | failed | inactive ...
-    sub_state: str  # running | auto-restart | dead | failed ...
-    main_pid: int
-    n_restarts: int | None
-
-    @property
-    def running(self) -> bool:
-        return self.active_state == "active" and self.sub_state == "running" and self.main_pid > 0
-
-    @property
-    def dead(self) -> bool:
-        """Failed, or crash-looping (systemd waits to restart it): no point waiting for health."""
-        return self.active_state == "failed" or self.sub_state in ("auto-restart", "failed")
-
-    def describe(self) -> str:
-        return f"{self.active_state}/{self.sub_state}" + (f", restarted {self.n_restarts}x" if self.n_restarts else "")
-
-
-def _parse_show(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        k, sep, v = line.partition("=")
-        if sep:
-            out[k.strip()] = v.strip()
-    return out
-
-
-class _NodeFacts:
-    """Mixed into Node below: reads that decide whether a node must change."""
-
-    name: str
-    service: str | None
-    transport: Transport
-    install_dir: str
-    binary_path: str
-
-    @property
-    def last_good_path(self) -> str:
-        return f"{self.install_dir}/{LAST_GOOD_NAME}"
-
-    def service_facts(self) -> ServiceFacts | None:
-        """ActiveState, SubState, MainPID and NRestarts of the service; None when unknown."""
-        if not self.service:
-            return None
-        try:
-            r = self.transport.run(("systemctl", "show", "-p", "ActiveState", "-p", "SubState", "-p", "MainPID",
-                                    "-p", "NRestarts", "--", self.service), timeout=30, check=False)
-        except TransportError:
-            return None
-        kv = _parse_show(r.stdout)
-        if r.exit_code != 0 or "ActiveState" not in kv:
-            return None
-        pid = kv.get("MainPID", "0")
-        nr = kv.get("NRestarts", "")
-        return ServiceFacts(kv["ActiveState"], kv.get("SubState", ""), int(pid) if pid.isdigit() else 0,
-                            int(nr) if nr.isdigit() else None)
-
-    def runs_installed(self) -> bool:
-        """Whether the service runs the installed binary: active, and its main process started after the
-        binary file last changed. A run killed between the rename and the restart leaves False here."""
-        facts = self.service_facts()
-        if facts is None or not facts.running:
-            return False
-        r = self.transport.run(("stat", "-c", "%.9Z", "--", self.binary_path, f"/proc/{facts.main_pid}"),
-                               timeout=30, check=False)
-        times = r.stdout.split()
-        if r.exit_code != 0 or len(times) != 2:
-            return False
-        try:
-            changed, started = float(times[0]), float(times[1])
-        except ValueError:
-            return False
-        return started >= changed
-
-    def copy_verified(self, src: str, dst: str, sha256: str) -> None:
-        """Copy ``src`` to ``dst`` on the node through a temp name: sha256 verified, mode 0755, renamed."""
-        tmp = f"{self.install_dir}/{TMP_PREFIX}{secrets.token_hex(6)}"
-        try:
-            self.transport.run(("cp", "--", src, tmp), timeout=120)
-            r = self.transport.run(("sh", "-c", INSTALL_SCRIPT, "veza-install", sha256, tmp, dst),
-                                   timeout=120, check=False)
-            if not r.ok:
-                err = (r.stderr.strip().splitlines() or [f"exit {r.exit_code}"])[-1][:300]
-                raise PushError(f"[{self.name}] copy of {src} to {dst} failed: {err}")
-        except BaseException:
-            self.transport.run(("rm", "-f", "--", tmp), timeout=30, check=False)
-            raise
-
-
-
-class Node(_NodeFacts):
+class Node:
     def __init__(self, name: str, transport: Transport, *, install_dir: str, restart_argv: tuple[str, ...],
                  health_url: str, service: str | None = None) -> None:
         self.name = name
@@ -343,6 +249,42 @@ class Node(_NodeFacts):
             return None
         return ServiceState.parse(r.stdout)
 
+    # -- what the service runs, and copies on the node (the node procedure's reads) -----------------
+    @property
+    def last_good_path(self) -> str:
+        return f"{self.install_dir}/{LAST_GOOD_NAME}"
+
+    def runs_installed(self) -> bool:
+        """Whether the service runs the installed binary: active, and its main process started after the
+        binary file last changed. A run killed between the rename and the restart leaves False here."""
+        state = self.service_state()
+        if state is None or not state.running:
+            return False
+        r = self.transport.run(("stat", "-c", "%.9Z", "--", self.binary_path, f"/proc/{state.pid}"),
+                               timeout=30, check=False)
+        times = r.stdout.split()
+        if r.exit_code != 0 or len(times) != 2:
+            return False
+        try:
+            changed, started = float(times[0]), float(times[1])
+        except ValueError:
+            return False
+        return started >= changed
+
+    def copy_verified(self, src: str, dst: str, sha256: str) -> None:
+        """Copy ``src`` to ``dst`` on the node through a temp name: sha256 verified, mode 0755, renamed."""
+        tmp = f"{self.install_dir}/{TMP_PREFIX}{secrets.token_hex(6)}"
+        try:
+            self.transport.run(("cp", "--", src, tmp), timeout=120)
+            r = self.transport.run(("sh", "-c", INSTALL_SCRIPT, "veza-install", sha256, tmp, dst),
+                                   timeout=120, check=False)
+            if not r.ok:
+                err = (r.stderr.strip().splitlines() or [f"exit {r.exit_code}"])[-1][:300]
+                raise PushError(f"[{self.name}] copy of {src} to {dst} failed: {err}")
+        except BaseException:
+            self.transport.run(("rm", "-f", "--", tmp), timeout=30, check=False)
+            raise
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceState:
@@ -365,6 +307,11 @@ class ServiceState:
             return int(v) if v.isdigit() else None
 
         return cls(kv["ActiveState"].strip(), kv.get("SubState", "").strip(), num("NRestarts"), num("MainPID"))
+
+    @property
+    def running(self) -> bool:
+        """Active and running with a main process (the only state in which it serves its binary)."""
+        return self.active == "active" and self.sub == "running" and bool(self.pid)
 
     def dead(self, before: ServiceState | None = None) -> str | None:
         """Why the service is dead or dying now (``before``: the state right after its restart), or None."""

@@ -35,8 +35,8 @@ def test_a_failed_service_runs_nothing_and_says_so():
     sim = SimFleet(["n1"])
     sim.nodes["n1"].running_sha = None
     sim.nodes["n1"].start_limited = True
-    facts = node(sim).service_facts()
-    assert facts is not None and facts.dead and not facts.running and facts.describe().startswith("failed")
+    state = node(sim).service_state()
+    assert state is not None and state.dead() and not state.running
     assert node(sim).runs_installed() is False
 
 
