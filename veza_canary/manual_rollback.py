@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from veza_canary import __version__
+from veza_canary.announce import Announcer
 from veza_canary.artifact import Artifact, check_binary, snapshot
 from veza_canary.errors import (
     Interrupted,
@@ -43,6 +44,7 @@ from veza_canary.health import WaitTimedOut
 from veza_canary.interrupts import DeployInterrupt, InterruptGuard
 from veza_canary.lock import LockInfo
 from veza_canary.log import get_logger, redact_text
+from veza_canary.notify import RunFacts
 from veza_canary.procedure import Binary, NodeProcedure, Policy, why
 from veza_canary.report import Report, now_iso
 from veza_canary.settings import check_instance_name
@@ -132,6 +134,7 @@ class ManualRollback:
         guard: InterruptGuard | None = None,
         command_line: str = "veza-canary rollback",
         say: Callable[[str], None] | None = None,
+        announcer: Announcer | None = None,
     ) -> None:
         self.fleet = fleet
         self.s = fleet.settings
@@ -149,6 +152,8 @@ class ManualRollback:
         self.warnings: list[str] = []
         self.outcome = Outcome()
         self.lock = fleet.lock()
+        #: Webhooks, hooks and the history entry (quiet when none is given).
+        self.ann = announcer or Announcer(RunFacts(command="rollback", nodes=tuple(nodes)))
         policy = replace(Policy.from_settings(self.s), finish_on_interrupt=True)
         self.proc = NodeProcedure(fleet, policy, report=self.report, lb_url=self.s.service.lb_health_url,
                                   on_poll=observer.on_poll if observer else None)
@@ -242,6 +247,8 @@ class ManualRollback:
                             names = ", ".join(p.name for p in self.plans if p.action == "roll")
                             if not self._confirm(f"Roll back {names} to {self.target.describe()}?"):
                                 raise PreflightError("not confirmed; nothing was changed")
+                    if any(p.action == "roll" for p in self.plans):
+                        self.ann.started(f"manual rollback of {', '.join(self.nodes)} to {self.target.describe()}")
                 except DeployInterrupt as exc:
                     raise Interrupted(f"interrupted ({exc.signame}) before any change; nothing was changed") from None
                 for i, p in enumerate(self.plans):
@@ -263,8 +270,9 @@ class ManualRollback:
                                     f"{', '.join(self._remaining()) or 'none'}", hint=self._resume_hint())
             finally:
                 with self.guard.cleanup():
-                    self.lock.release()
                     self._finish(error)
+                    self.ann.conclude(rep)  # the outcome event and the history entry, still under the lock
+                    self.lock.release()
         if error is not None:
             error.report = rep  # type: ignore[attr-defined]
             raise error
