@@ -290,12 +290,22 @@ def render(cells: list[Cell], seconds: float, quick: bool, load_before: float) -
     L.append("")
     probes = []
     for scen in (TENX, TENX_LATE):
-        for c in by_s(cells, scen):
-            if c.rate == 7:
-                # probes after the first probe that sees the fault (at or after onset + 30 s)
-                n = [math.ceil(d / 30 - 1e-9) for d in c.detect_s]
-                probes.append(f"{scen.name} at 7 req/s: rolled back at probe {q(n, 0.5):.0f} (median), "
-                              f"{q(n, 0.9):.0f} (p90), {max(n) if n else '-'} (max) after it showed")
+        c = next(c for c in by_s(cells, scen) if c.rate == 7)
+        # probes after the first probe that sees the fault (at or after onset + 30 s)
+        n = [math.ceil(d / 30 - 1e-9) for d in c.detect_s]
+        within = sum(1 for k in n if k <= 2) / c.runs
+        probes.append(f"{scen.name} at 7 req/s: rolled back at the probe that first sees it or the next in "
+                      f"{within:.1%} of runs (median probe {q(n, 0.5):.0f}, p90 {q(n, 0.9):.0f}, max "
+                      f"{max(n) if n else '-'}; target: within 2 probes)")
+    c = next(c for c in by_s(cells, TWICE) if c.rate == 7)
+    within = sum(1 for d in c.detect_s if d <= 600) / c.runs
+    probes.append(f"{TWICE.name} at 7 req/s: rolled back within 10 minutes in {within:.1%} of runs "
+                  f"(median {q(c.detect_s, 0.5) / 60:.1f} min, p95 {q(c.detect_s, 0.95) / 60:.1f} min; "
+                  f"target: within 10 min)")
+    for c in by_s(cells, WORSE):
+        if _share(c, Outcome.BREACH) < 1:
+            probes.append(f"{WORSE.name} at {c.rate:g} req/s: {1 - _share(c, Outcome.BREACH):.1%} of runs not "
+                          "rolled back within the watch")
     L.extend(f"- {p}" for p in probes)
     L.append("")
     L.append("**Fleet-wide incidents** (canary no worse than the baseline; blamed = rolled back as a breach, "
@@ -377,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     block = render(cells, seconds, args.quick, load_before)
     print(block)
     raw = [{"scenario": c.scenario.name, "rate": c.rate, "judge": str(c.judge), "runs": c.runs,
-            "outcomes": c.outcomes, "rules": c.rules, "detect_s": c.detect_s} for c in cells]
+            "outcomes": c.outcomes, "rules": c.rules, "detect_s": c.detect_s, "end_s": c.end_s} for c in cells]
     (out_dir() / "judge_sim.json").write_text(json.dumps({"name": "judge_sim", "seconds": seconds, "cells": raw,
                                                            "markdown": block}, indent=1))
     if args.write_docs:
