@@ -200,6 +200,13 @@ def restore_weight(haproxy: HAProxy, server: str) -> Weight:
     return set_weight(haproxy, server, 100)
 
 
+def rotation_weights(haproxy: HAProxy) -> dict[str, int]:
+    """The current weight of every server in rotation (ready and running; drained, in maintenance or down left out)."""
+    states = haproxy.states()
+    return {name: w.current for name, w in weights(haproxy).items()
+            if name in states and states[name].admin == "ready" and states[name].op_state == 2}
+
+
 def expected_share(current: Mapping[str, int], server: str) -> float | None:
     """The share of new requests a weighted balancer sends to ``server``: its weight over the sum.
 
@@ -290,7 +297,7 @@ def check_ramp(haproxy: HAProxy, server: str, steps: Iterable[int], *, probe: bo
     w = ws[server]
     algo = backend_algo(haproxy)
     plan_weights = tuple(step_weight(w.initial, p) for p in steps)
-    others = {s: x.current for s, x in ws.items() if s != server}
+    others = {s: x for s, x in rotation_weights(haproxy).items() if s != server}
     shares = tuple(expected_share({**others, server: x}, server) for x in plan_weights)
     plan = RampPlan(server, algo, w.initial, steps, plan_weights, shares)
     if steps == (100,):

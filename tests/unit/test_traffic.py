@@ -134,6 +134,12 @@ def test_a_ramp_on_a_roundrobin_backend_is_planned_with_expected_shares(sim, h):
     assert writes(sim) == []
 
 
+def test_expected_shares_leave_out_servers_out_of_rotation(sim, h):
+    sim.admin["backend-api-3"] = 0x08  # drained: takes no new requests
+    assert traffic.rotation_weights(h) == {"backend-api-1": 100, CANARY: 100}
+    assert traffic.check_ramp(h, CANARY, (25, 100)).shares == (pytest.approx(25 / 125), pytest.approx(0.5))
+
+
 @pytest.mark.parametrize("algo,hash_type", [("static-rr", ""), ("source", "map-based"), ("uri", "map-based")])
 def test_a_ramp_on_a_static_backend_is_refused_and_nothing_changes(sim, h, algo, hash_type):
     sim.algo, sim.hash_type = algo, hash_type
