@@ -124,7 +124,7 @@ def test_pinned_requests_reach_only_the_canary_and_others_never_do(lab, owned):
         for _ in range(30):
             c.get(probe, headers={PIN_HEADER: "team-veza", "Connection": "close"})
         for _ in range(10):
-            c.get(probe, headers={"Connection": "close"}, cookies={PIN_COOKIE: "team-veza"})
+            c.get(probe, headers={"Cookie": f"{PIN_COOKIE}=team-veza", "Connection": "close"})
         mid = counts(lab, path="unmatched")
         for _ in range(45):
             c.get(probe, headers={PIN_HEADER: "someone-else", "Connection": "close"})
