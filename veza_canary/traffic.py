@@ -415,6 +415,43 @@ def check_weight(haproxy: HAProxy, server: str, percent: int, *, since: RuntimeM
     return result
 
 
+class StepGuard:
+    """One ramp step held: the weight set, the HAProxy process it was set on, and re-applies after a reload.
+
+    ``StepGuard.enter(h, canary, 25)`` sets the weight; ``guard.check()`` (at every SLI probe) reads it
+    back. A lost weight is put back at once when ``reapply`` (the default) and the check says so
+    (``.lost``, with ``guard.reapplied`` counting); a weight someone else changed is only reported
+    (``not .ok and not .lost``): the caller rolls back or stops.
+    """
+
+    def __init__(self, haproxy: HAProxy, server: str, percent: int, *, reapply: bool = True) -> None:
+        self.haproxy, self.server, self.percent, self.reapply = haproxy, server, percent, reapply
+        self.weight: Weight | None = None
+        self.marker: RuntimeMarker | None = None
+        self.reapplied = 0
+
+    @classmethod
+    def enter(cls, haproxy: HAProxy, server: str, percent: int, *, reapply: bool = True) -> StepGuard:
+        guard = cls(haproxy, server, percent, reapply=reapply)
+        guard.apply()
+        return guard
+
+    def apply(self) -> Weight:
+        self.weight = set_weight(self.haproxy, self.server, self.percent)
+        self.marker = runtime_marker(self.haproxy)
+        return self.weight
+
+    def check(self) -> WeightCheck:
+        result = check_weight(self.haproxy, self.server, self.percent, since=self.marker)
+        if result.reloaded and result.weight.current == result.expected:
+            self.marker = runtime_marker(self.haproxy)  # at 100 %: nothing to put back; remember the new process
+        elif result.lost and self.reapply:
+            self.apply()
+            self.reapplied += 1
+            log.warning("traffic.weight_reapplied", server=self.server, percent=self.percent, times=self.reapplied)
+        return result
+
+
 # --- the canary's measured share of requests ---------------------------------------------------------------------
 
 
@@ -582,6 +619,16 @@ class PinMap:
         _check_empty(reply, line)
         log.info("traffic.pin_removed", map=self.path, key=key)
         return True
+
+    def ensure(self, keys: Iterable[str], server: str) -> list[str]:
+        """Put back every key that is missing or points elsewhere (a reload empties the map); return those."""
+        have = self.pins()
+        redo = [k for k in keys if have.get(k) != server]
+        for k in redo:
+            self.add(k, server)
+        if redo:
+            log.warning("traffic.pins_reapplied", map=self.path, keys=redo, server=server)
+        return redo
 
     def clear(self) -> dict[str, str]:
         """Remove every entry (idempotent); return what was there."""

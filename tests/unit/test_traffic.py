@@ -212,6 +212,28 @@ def test_at_the_last_step_a_reload_keeps_the_weight_but_is_still_reported():
     assert not check.ok and check.reloaded and "other runtime state" in check.reason
 
 
+def test_a_step_guard_reapplies_a_weight_lost_to_a_reload(sim, h):
+    guard = traffic.StepGuard.enter(h, CANARY, 25)
+    assert guard.check().ok and guard.reapplied == 0
+    sim.reload_haproxy()
+    check = guard.check()
+    assert check.lost and guard.reapplied == 1 and sim.weights[CANARY] == 25
+    assert guard.check().ok  # against the new process
+
+
+def test_a_step_guard_reports_but_does_not_fight_someone_elses_weight(sim, h):
+    guard = traffic.StepGuard.enter(h, CANARY, 5)
+    h.set_weight(CANARY, 60)
+    check = guard.check()
+    assert not check.ok and not check.lost and guard.reapplied == 0 and sim.weights[CANARY] == 60
+
+
+def test_a_step_guard_without_reapply_leaves_the_decision_to_the_caller(sim, h):
+    guard = traffic.StepGuard.enter(h, CANARY, 5, reapply=False)
+    sim.reload_haproxy()
+    assert guard.check().lost and sim.weights[CANARY] == 100 and guard.reapplied == 0
+
+
 # --- the measured share ---------------------------------------------------------------------------------------------
 
 
@@ -276,6 +298,15 @@ def test_pins_are_added_listed_removed_and_cleared_idempotently(sim, h):
     assert pm.remove("team-veza") and not pm.remove("team-veza")
     assert pm.clear() == {"tenant-42": CANARY} and pm.clear() == {}
     assert sim.maps[MAP] == {}
+
+
+def test_pins_lost_to_a_reload_are_put_back(sim, h):
+    pm = traffic.PinMap(h, MAP)
+    assert pm.ensure(["team-veza", "tenant-42"], CANARY) == ["team-veza", "tenant-42"]
+    assert pm.ensure(["team-veza", "tenant-42"], CANARY) == []
+    sim.reload_haproxy()
+    assert pm.ensure(["team-veza", "tenant-42"], CANARY) == ["team-veza", "tenant-42"]
+    assert sim.maps[MAP] == {"team-veza": CANARY, "tenant-42": CANARY}
 
 
 def test_preflight_without_the_map_says_what_to_add(sim, h):
