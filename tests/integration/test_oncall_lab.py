@@ -273,3 +273,38 @@ def test_unlock_on_the_lab(owned):
     assert r.returncode == 8 and _lock_exists(env)
     r = vc(env, "unlock", "--force")
     assert r.returncode == 0 and "released (forced)" in r.stdout and not _lock_exists(env)
+
+
+# --- hostile input on the real lab: honest status, codes, secrets ------------------------------------------
+
+
+def test_status_says_unknown_when_haproxy_and_the_lock_cannot_be_read_on_the_lab(baseline):
+    """A HAProxy container Incus does not have: HAProxy *and* the lock beside it are unknown, never free/0."""
+    env = {**baseline, "HAPROXY_CONTAINER": "no-such-haproxy"}
+    r = vc(env, "status", "--no-sli")
+    assert r.returncode == 10, r.stderr[-1000:]
+    assert "in rotation: unknown" in r.stdout and "lock: unknown" in r.stdout
+    assert "lock: free" not in r.stdout and " 0 in rotation" not in r.stdout
+    r = vc(env, "status", "--no-sli", "--format", "json")
+    d = json.loads(r.stdout)
+    assert r.returncode == 10 and d["in_rotation"] == "unknown" and d["lock_state"] == "unknown"
+    assert all(n["sha256"] and n["in_rotation"] is None for n in d["nodes"]), "the nodes were still read"
+
+
+def test_unreachable_lb_and_node_are_both_10_on_the_lab(baseline):
+    assert vc({**baseline, "LB_URL": "http://127.0.0.1:1"}, "health", "--lb").returncode == 10
+    r = vc(baseline, "health", "no-such-node")
+    assert r.returncode == 10 and "cannot reach the container" in r.stderr
+
+
+def test_secrets_in_urls_stay_in_the_process_on_the_lab(baseline):
+    secret = "Lab-S3cr3t-0ncall"  # noqa: S105 - must never be printed
+    prom = baseline["PROM_URL"].split("://", 1)[1]
+    env = {**baseline, "PROM_URL": f"http://u:p@{secret}@{prom}",  # the lab's Prometheus ignores basic auth
+           "NODE_HEALTH_URL": f"http://probe:p@{secret}@127.0.0.1:8080"}
+    node = baseline["PEER_NODES"].split()[0]
+    for args in (("health", node, "-v"), ("sli", "check", "--format", "json", "--node", node, "-v"),
+                 ("status", "--format", "json", "-v")):
+        r = vc(env, *args)
+        assert r.returncode in (0, 11), (args, r.stderr[-1000:])  # 11 only if the SLI is red just now
+        assert secret not in r.stdout + r.stderr, args
