@@ -38,9 +38,6 @@ from bench.common import load, out_dir, provenance, q  # noqa: E402
 from veza_canary.clock import FakeClock  # noqa: E402
 from veza_canary.verdict import Evidence, Judge, Outcome, Policy, Side, watch  # noqa: E402
 
-# One line per probe would be most of the run time: the simulation logs warnings only.
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-
 LES = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, math.inf)
 SIGMA = 0.6
 Z95 = 1.6449
@@ -372,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-docs", action="store_true", help="rewrite the SLI judge section of docs/benchmarks.md")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args(argv)
+    # One line per probe would be most of the run time: the simulation logs warnings only (the pool's
+    # workers are forked after this, so they inherit it).
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     cells = plan(args.quick)
     # The longest cells first, so the pool stays busy.
     cells.sort(key=lambda c: -c.runs * (1 if c.judge is Judge.SOUND else 0.3))
