@@ -95,20 +95,23 @@ def test_the_canary_at_a_weight_step_serves_that_share_of_real_traffic(lab, owne
     assert traffic.restore_weight(h, lab.canary).current == 100
 
 
-def test_a_reload_mid_step_is_detected_and_the_weight_reapplied(lab, owned):
+def test_a_reload_mid_step_is_detected_and_the_weight_and_pins_reapplied(lab, owned):
     h = owned
-    traffic.set_weight(h, lab.canary, 25)
-    marker = traffic.runtime_marker(h)
-    assert traffic.check_weight(h, lab.canary, 25, since=marker).ok
+    guard = traffic.StepGuard.enter(h, lab.canary, 25)
+    pins = traffic.PinMap(h, PIN_MAP)
+    pins.ensure(["team-veza"], lab.canary)
+    marker = guard.marker
+    assert guard.check().ok
     IncusTransport(lab.haproxy).run(("systemctl", "reload", "haproxy"), timeout=30)
     deadline = time.monotonic() + 20
     while traffic.runtime_marker(h) == marker and time.monotonic() < deadline:
         time.sleep(0.2)
-    check = traffic.check_weight(h, lab.canary, 25, since=marker)
+    check = guard.check()
     print(f"after the reload: {check.to_dict()}")
     assert check.lost and check.reloaded and check.weight.current == check.weight.initial == 100
-    traffic.set_weight(h, lab.canary, 25)
-    assert traffic.check_weight(h, lab.canary, 25).ok
+    assert guard.reapplied == 1 and traffic.read_weight(h, lab.canary).current == 25
+    assert pins.ensure(["team-veza"], lab.canary) == ["team-veza"]  # a reload empties the map too
+    assert guard.check().ok and guard.marker != marker
     wait_all_up(lab.env)
 
 
