@@ -13,7 +13,8 @@ from veza_canary.settings import KNOBS, Settings
 
 #: The deploy uses every knob.
 DEPLOY_KNOBS = tuple(k.name for k in KNOBS)
-EXITS = exit_codes(*(c for c in ExitCode if c not in (ExitCode.CHECK_FAILED, ExitCode.LINT_INPUT)))
+#: Every code but 11: inside a deploy a red check is a cause of the rollback policy (5, 6 or 7), not an outcome.
+EXITS = exit_codes(*(c for c in ExitCode if c is not ExitCode.CHECK_FAILED))
 
 
 def register(app: typer.Typer) -> None:
