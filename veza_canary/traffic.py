@@ -646,6 +646,32 @@ def _key(key: str) -> None:
         raise HAProxyError(f"refusing pin key {key!r}")
 
 
+# --- the plan ------------------------------------------------------------------------------------------------------
+
+
+def plan_lines(s: Settings) -> list[str]:
+    """The traffic stages of a deploy, in words and runtime-API commands, from the settings alone (dry run)."""
+    t, be, canary = s.traffic, s.haproxy.backend, s.pool.canary
+    out: list[str] = []
+    if not t.pins and not t.ramped:
+        return [f"canary {canary} takes its full configured weight at once (CANARY_STEPS=100)"]
+    out.append(f"preflight: show stat {be} (algo), show servers state {be} (weights)"
+               + (f", show map (is {t.pin_map} loaded and read by a rule?)" if t.pins else "")
+               + ": a static algorithm, a weight too coarse for a step or a missing map is refused")
+    first = 0 if t.pins else t.steps[0]
+    out.append(f"before ready: set server {be}/{canary} weight {first}% (the canary is still drained)")
+    if t.pins:
+        keys = " ".join(t.pins)
+        out.append(f"pinned stage, {t.pin_hold:g}s: add map {t.pin_map} KEY {canary} for {keys}; only requests "
+                   "carrying a pinned key reach the canary; judged; then clear map " + str(t.pin_map))
+    for i, p in enumerate(t.steps):
+        hold = f"SLI_WINDOW ({s.sli.window:g}s)" if i == len(t.steps) - 1 else f"{t.step_hold:g}s"
+        out.append(f"step {i + 1}/{len(t.steps)}: set server {be}/{canary} weight {p}%, held and judged for {hold}"
+                   + (" (the configured weight)" if p == 100 else ""))
+    out.append("every exit path: clear map, every server back at its configured weight")
+    return out
+
+
 # --- the safety invariant: nothing left skewed -------------------------------------------------------------------
 
 

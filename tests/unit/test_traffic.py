@@ -402,3 +402,14 @@ def test_a_short_step_hold_needs_allow_short_window():
     with pytest.raises(ConfigError, match="300s minimum"):
         make_settings(canary_step_hold="10s")
     assert make_settings(canary_step_hold="10s", allow_short_window=True).traffic.step_hold == 10.0
+
+
+def test_the_plan_names_each_stage_and_its_commands():
+    s = make_settings(canary_steps="5,25,100", canary_pins="team-veza", canary_step_hold="10m", canary_pin_hold="5m")
+    lines = traffic.plan_lines(s)
+    assert lines[1] == "before ready: set server api_pool/backend-api-2 weight 0% (the canary is still drained)"
+    assert any(ln.startswith("pinned stage, 300s: add map /etc/haproxy/canary-pin.map KEY") for ln in lines)
+    assert "step 1/3: set server api_pool/backend-api-2 weight 5%, held and judged for 600s" in lines
+    assert lines[-2].startswith("step 3/3: set server api_pool/backend-api-2 weight 100%, held and judged for SLI")
+    assert traffic.plan_lines(make_settings()) == [
+        "canary backend-api-2 takes its full configured weight at once (CANARY_STEPS=100)"]
