@@ -28,7 +28,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,7 +57,7 @@ from veza_canary.lock import LockInfo
 from veza_canary.log import get_logger, redact_text
 from veza_canary.node import LAST_GOOD_NAME, Node
 from veza_canary.notify import CANARY_IN_ROTATION, VERDICT, RunFacts
-from veza_canary.procedure import Binary, NodeProcedure, Policy, why
+from veza_canary.procedure import BatchNodeFailed, Binary, NodeProcedure, Policy, why
 from veza_canary.report import Report, now_iso, report_paths, write_reports
 from veza_canary.sli import (
     Queries,
@@ -363,6 +363,8 @@ class Deploy:
                                      hint="fix the fleet first, or pass --allow-degraded to deploy anyway")
             log.warning("preflight.degraded_allowed", problems=bad)
 
+        self._preflight_capacity(states, stats)
+
         # Nodes: reachable, current binary known, and whether each already runs the artifact.
         shas, done = {}, {}
         for n in s.pool.nodes:
@@ -388,6 +390,21 @@ class Deploy:
             self.report.event("lock_seen", holder=holder.describe())
         f.blocked().check(self.artifact.sha256, force=self.force)
         self._preflight_sli(states)
+
+    def _preflight_capacity(self, states: dict, stats: dict) -> None:
+        """MIN_IN_ROTATION must hold while the canary, then each batch of peers, is out of rotation."""
+        pool = self.s.pool
+        backend = len(states)
+        floor = pool.min_in_rotation.of(backend)
+        batch = max(1, pool.batch.of(len(pool.peers)))
+        worst = max(1, min(batch, len(pool.peers)))
+        if backend - worst < floor:
+            raise PreflightError(
+                f"MIN_IN_ROTATION={pool.min_in_rotation} ({floor} of {backend} servers) cannot hold while "
+                f"{worst} node(s) are out of rotation (PEER_BATCH={pool.batch})",
+                hint="lower PEER_BATCH or MIN_IN_ROTATION")
+        self.proc.policy = replace(self.proc.policy, min_in_rotation=floor)
+        self.report.event("capacity", backend=backend, min_in_rotation=floor, peer_batch=batch)
 
     def _rollback_source(self, local_rb: Artifact | None) -> RollbackSource:
         """The canary's last-known-good binary: ROLLBACK_BINARY, else the bytes the canary runs now."""
@@ -552,7 +569,7 @@ class Deploy:
         return [p for p in self.fleet.peers if p.name not in self.runs_artifact]
 
     def roll_peers(self) -> None:
-        artifact = self._artifact_binary()
+        """The peers that do not run the artifact yet, PEER_BATCH at a time, never below MIN_IN_ROTATION."""
         todo = {p.name for p in self._peers_todo()}
         for peer in self.fleet.peers:
             if peer.name not in todo:
@@ -560,27 +577,47 @@ class Deploy:
                 with self.report.step("peer", node=peer.name) as rec:
                     rec.outcome, rec.detail = "skipped", "already runs the artifact and is in rotation"
                 self.skipped_peers.append(peer.name)
-                continue
-            before = peer.sha256()
-            stages: list[str] = []
-            try:
-                with self.report.step("peer", node=peer.name):
-                    self.proc.roll(peer, artifact, on_stage=stages.append)
-                self.done_peers.append(peer.name)
-                self.ann.emit(VERDICT, f"peer {peer.name} runs {self._sha()[:12]} and is UP", step="peer",
-                              node=peer.name, verdict="pass")
-            except DeployInterrupt as exc:
-                with self.guard.cleanup():
-                    where = self.proc.settle(peer, before, interrupted=True, restarted="restarted" in stages)
-                raise Interrupted(f"interrupted ({exc.signame}) while rolling peer {peer.name}; {where}",
-                                  hint=self._resume_hint()) from None
-            except Exception as exc:  # every failure settles the peer before the roll stops
-                with self.guard.cleanup():
-                    where = self.proc.settle(peer, before, interrupted=False, restarted="restarted" in stages)
-                    self.ann.emit(VERDICT, f"peer {peer.name} failed: {why(exc)}; {where}", step="peer",
-                                  node=peer.name, verdict="fail")
-                raise PeerRollFailed(f"peer {peer.name} failed: {why(exc)}; {where}",
-                                     hint=self._resume_hint()) from exc
+        peers = [p for p in self.fleet.peers if p.name in todo]
+        size = max(1, self.s.pool.batch.of(len(self.s.pool.peers)))
+        for i in range(0, len(peers), size):
+            self._roll_batch(peers[i:i + size])
+
+    def _roll_batch(self, batch: list[Node]) -> None:
+        """One batch of peers through the node procedure; any failure or signal settles every node of it."""
+        artifact = self._artifact_binary()
+        names = [p.name for p in batch]
+        befores = {p.name: p.sha256() for p in batch}
+        stages: dict[str, list[str]] = {n: [] for n in names}
+
+        def settle(failed: str | None, *, interrupted: bool) -> str:
+            # The failed node: drained unless unchanged. The others: finished when healthy, else drained too.
+            return "; ".join(self.proc.settle(p, befores[p.name], interrupted=interrupted or p.name != failed,
+                                              restarted="restarted" in stages[p.name]) for p in batch)
+
+        try:
+            with self.report.step("peer", node=",".join(names)):
+                if len(batch) == 1:
+                    self.proc.roll(batch[0], artifact, on_stage=stages[names[0]].append)
+                else:
+                    self.proc.roll_batch(batch, artifact, on_stage=lambda n, s: stages[n].append(s))
+            self.done_peers.extend(names)
+            for n in names:
+                self.ann.emit(VERDICT, f"peer {n} runs {self._sha()[:12]} and is UP", step="peer", node=n,
+                              verdict="pass")
+        except DeployInterrupt as exc:
+            with self.guard.cleanup():
+                where = settle(None, interrupted=True)
+            raise Interrupted(f"interrupted ({exc.signame}) while rolling {', '.join(names)}; {where}",
+                              hint=self._resume_hint()) from None
+        except Exception as exc:  # every failure settles the batch before the roll stops
+            failed = exc.node if isinstance(exc, BatchNodeFailed) else names[0]
+            cause = exc.cause if isinstance(exc, BatchNodeFailed) else exc
+            with self.guard.cleanup():
+                where = settle(failed, interrupted=False)
+                self.ann.emit(VERDICT, f"peer {failed} failed: {why(cause)}; {where}", step="peer", node=failed,
+                              verdict="fail")
+            raise PeerRollFailed(f"peer {failed} failed: {why(cause)}; {where}",
+                                 hint=self._resume_hint()) from exc
 
     # -- failure policy ------------------------------------------------------------------
     def _on_failure(self, exc: BaseException, step: Step) -> VezaError:

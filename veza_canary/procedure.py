@@ -21,8 +21,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from veza_canary.errors import DrainTimedOut, HealthCheckFailed, PushError, RollbackFailed, VezaError
-from veza_canary.health import Poll, WaitTimedOut, wait_drained, wait_lb_healthy, wait_node_healthy, wait_up
+from veza_canary.errors import (
+    CheckFailed,
+    DrainTimedOut,
+    HealthCheckFailed,
+    PushError,
+    RollbackFailed,
+    VezaError,
+)
+from veza_canary.health import (
+    Poll,
+    WaitTimedOut,
+    poll_until,
+    wait_drained,
+    wait_lb_healthy,
+    wait_node_healthy,
+    wait_up,
+)
 from veza_canary.log import get_logger, redact_text
 
 if TYPE_CHECKING:
@@ -61,6 +76,9 @@ class Policy:
     #: Finish the node (install .. verify) even when SIGINT/SIGTERM arrives meanwhile (manual rollback,
     #: the canary's restore); otherwise the signal stops the node and the caller settles it.
     finish_on_interrupt: bool = False
+    #: Servers of the backend that must stay UP and in rotation: a drain that would go below waits (up to
+    #: ``up_timeout``) for others to come back, then refuses. 0: no guard (rollbacks: the bad binary must go).
+    min_in_rotation: int = 0
 
     @classmethod
     def from_settings(cls, s: Settings) -> Policy:
@@ -71,7 +89,18 @@ class Policy:
     def for_restore(self) -> Policy:
         """Putting the last-known-good binary back: the bad binary's sessions may go after 30 s at most."""
         return replace(self, drain_timeout=min(self.drain_timeout, 30.0), drain_timeout_action="shutdown-sessions",
-                       finish_on_interrupt=True)
+                       finish_on_interrupt=True, min_in_rotation=0)
+
+
+class CapacityTooLow(CheckFailed):
+    """Draining one more node would take the backend below MIN_IN_ROTATION."""
+
+
+class BatchNodeFailed(Exception):  # noqa: N818 - carries the node of a batch that failed, and why
+    def __init__(self, node: str, cause: BaseException) -> None:
+        super().__init__(f"{node}: {why(cause)}")
+        self.node = node
+        self.cause = cause
 
 
 class _DrainLost(Exception):  # noqa: N818 - internal signal between a drain wait and drain()
@@ -97,6 +126,8 @@ class NodeProcedure:
         p = policy or self.policy
         f = self.fleet
         state = f.haproxy.state(node.name)
+        if p.min_in_rotation and state.admin == "ready" and not again:
+            self._wait_for_capacity(node, p)
         # Recorded before the command: a signal while it runs (or just after) must still put the node back.
         self.drained.setdefault(node.name, state.admin)
         if state.admin != "drain":
@@ -178,6 +209,25 @@ class NodeProcedure:
         if now != binary.sha256:
             raise RollbackFailed(f"{node.name} has {str(now)[:12]} after the change, expected {binary.describe()}")
 
+    def _wait_for_capacity(self, node: Node, p: Policy) -> None:
+        """Draining ``node`` must leave at least ``p.min_in_rotation`` servers UP and in rotation."""
+        f = self.fleet
+
+        def others_in_rotation() -> int:
+            states, stats = f.haproxy.states(), f.haproxy.stats()
+            return sum(1 for n, st in states.items()
+                       if n != node.name and st.admin == "ready" and n in stats and stats[n].is_up)
+
+        try:
+            poll_until(others_in_rotation, lambda n: n >= p.min_in_rotation, timeout=p.up_timeout,
+                       interval=p.poll_interval, clock=f.clock, what=f"{p.min_in_rotation} other server(s) in "
+                       f"rotation before draining {node.name}", node=node.name, event="capacity.poll",
+                       on_poll=self.on_poll)
+        except WaitTimedOut as exc:
+            raise CapacityTooLow(f"draining {node.name} would leave fewer than MIN_IN_ROTATION="
+                                 f"{p.min_in_rotation} server(s) in rotation: {exc}",
+                                 hint="wait for the other servers to be UP, or lower MIN_IN_ROTATION") from None
+
     # -- the whole procedure -------------------------------------------------------------------
     def roll(self, node: Node, binary: Binary, *, policy: Policy | None = None,
              cleanup: Callable[[], object] | None = None, on_stage: Callable[[str], None] | None = None) -> None:
@@ -196,6 +246,35 @@ class NodeProcedure:
                 self._change(node, binary, stage)
         else:
             self._change(node, binary, stage)
+
+    def roll_batch(self, nodes: list[Node], binary: Binary, *,
+                   on_stage: Callable[[str, str], None] | None = None) -> None:
+        """The procedure for several nodes at once, phase by phase: drain each (each drain through the capacity
+        guard), install each, restart each, then health, ready and UP for each, one LB check, verify each.
+
+        A failure raises ``BatchNodeFailed`` naming the node; the caller settles every node of the batch.
+        """
+        stage = on_stage or (lambda _n, _s: None)
+
+        def each(what: Callable[[Node], object], label: str | None = None) -> None:
+            for n in nodes:
+                try:
+                    what(n)
+                except (VezaError, WaitTimedOut) as exc:
+                    raise BatchNodeFailed(n.name, exc) from exc
+                if label:
+                    stage(n.name, label)
+
+        each(self.drain, "drained")
+        each(lambda n: self.install(n, binary), "installed")
+        each(self.restart, "restarted")
+        each(self.health)
+        each(self.ready)
+        try:
+            self.lb_check()
+        except VezaError as exc:
+            raise BatchNodeFailed(nodes[-1].name, exc) from exc
+        each(lambda n: self.verify(n, binary))
 
     def _change(self, node: Node, binary: Binary, stage: Callable[[str], None]) -> None:
         self.install(node, binary)

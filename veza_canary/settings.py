@@ -169,6 +169,42 @@ def _p_node_list(v: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A count of nodes, or a percentage of a pool (``2``, ``50%``)."""
+
+    value: float
+    percent: bool = False
+
+    def of(self, pool: int) -> int:
+        """How many nodes of a pool of ``pool``: a percentage rounds up (a safety floor never rounds away)."""
+        return math.ceil(pool * self.value / 100) if self.percent else int(self.value)
+
+    def __str__(self) -> str:
+        return f"{self.value:g}%" if self.percent else f"{int(self.value)}"
+
+
+def _p_share(v: Any) -> Share:
+    if isinstance(v, Share):
+        return v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return Share(float(v))
+    s = _p_str(v).strip()
+    m = re.fullmatch(r"([0-9]{1,4})(%?)", s)
+    if not m:
+        raise ValueError(f"{_show(s)} is not a count or a percentage like 2 or 25%")
+    return Share(float(m.group(1)), bool(m.group(2)))
+
+
+def _c_share(lo: int) -> Check:
+    def check(v: Any, _all: Mapping[str, Any]) -> str | None:
+        if v.value < lo or (v.percent and v.value > 100):
+            return f"{v} is out of range ({lo}..; a percentage at most 100%)"
+        return None
+
+    return check
+
+
 def _p_argv(v: Any) -> tuple[str, ...] | None:
     if isinstance(v, list | tuple):
         argv = tuple(_p_str(x) for x in v)
@@ -449,6 +485,12 @@ class PoolSettings:
     canary: str = knob("CANARY_NODE", "backend-api-2", _p_str, "Node that gets the canary.", check=_c_node)
     peers: tuple[str, ...] = knob("PEER_NODES", ("backend-api-1",), _p_node_list,
                                   "Peers rolled after the canary (space or comma separated).", check=_c_nodes)
+    batch: Share = knob("PEER_BATCH", Share(1), _p_share,
+                        "Peers changed together (a count or a percentage of the peers; 1 = one at a time).",
+                        check=_c_share(1))
+    min_in_rotation: Share = knob("MIN_IN_ROTATION", Share(1), _p_share,
+                                  "Servers of the backend that must stay UP and in rotation at every moment "
+                                  "(a count or a percentage of the backend).", check=_c_share(0))
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -840,7 +882,7 @@ class Settings:
         out: dict[str, Any] = {}
         for k in KNOBS:
             v = k.read(self)
-            if isinstance(v, Path):
+            if isinstance(v, Path | Share):
                 v = str(v)
             elif isinstance(v, tuple):
                 v = list(v)

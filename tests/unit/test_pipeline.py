@@ -516,3 +516,64 @@ def test_a_confirm_promotion_hook_that_refuses_rolls_the_canary_back_and_leaves_
     assert_all_in_rotation(sim)
     assert not any(e["kind"] == "release_blocked" for e in rep.events), "a refused promotion blocks nothing"
     assert (hooks / "confirm-promotion.seen").read_text().strip() == sha(NEW)
+
+
+FIVE = ["backend-api-2", "backend-api-1", "backend-api-3", "backend-api-4", "backend-api-5"]
+
+
+def _five(artifact: Path, tmp_path: Path, **knobs):
+    s = make_settings(artifact=artifact, canary_node="backend-api-2",
+                      peer_nodes=("backend-api-1", "backend-api-3", "backend-api-4", "backend-api-5"),
+                      sli_window=300.0, sli_probe_interval=30.0, allow_short_window=True,
+                      state_dir=tmp_path / "state", **knobs)
+    return sim_fleet(s, SimFleet(FIVE, binary=OLD, previous=PREV))
+
+
+def _in_rotation(sim: SimFleet) -> int:
+    return sum(1 for n in sim.nodes if sim.admin[n] == 0 and sim.healthy(n))
+
+
+def test_peers_roll_in_batches_and_never_below_min_in_rotation(artifact, tmp_path):
+    fleet, sim = _five(artifact, tmp_path, peer_batch="2", min_in_rotation="3")
+    seen: list[int] = []
+    sim.observers.append(lambda e: seen.append(_in_rotation(sim)) if e.startswith("haproxy:") else None)
+    rep, err = run(fleet, tmp_path)
+    assert err is None, err
+    assert {sim.nodes[n].running_sha for n in FIVE} == {sha(NEW)}
+    assert min(seen) >= 3, f"in rotation dropped to {min(seen)}"
+    drains = [c[1].split("/")[1].split()[0] for c in sim.commands if c[0] == "haproxy" and c[1].endswith("drain")]
+    assert drains == ["backend-api-2", "backend-api-1", "backend-api-3", "backend-api-4", "backend-api-5"]
+    assert [s.node for s in rep.steps if s.name == "peer"] == ["backend-api-1,backend-api-3",
+                                                               "backend-api-4,backend-api-5"]
+
+
+def test_a_batch_that_cannot_keep_min_in_rotation_is_refused_before_any_change(artifact, tmp_path):
+    fleet, sim = _five(artifact, tmp_path, peer_batch="50%", min_in_rotation="80%")
+    _, err = run(fleet, tmp_path)
+    assert isinstance(err, PreflightError) and "MIN_IN_ROTATION" in str(err)
+    assert not [c for c in sim.commands if c[0] == "haproxy" and c[1].startswith("set ")]
+
+
+def test_a_drain_waits_for_capacity_and_refuses_when_it_does_not_come_back(artifact, tmp_path):
+    fleet, sim = _five(artifact, tmp_path, peer_batch="1", min_in_rotation="4", up_timeout=5.0)
+    # backend-api-5 goes DOWN once the canary has restarted (before that, preflight would refuse a degraded fleet)
+    sim.hooks["restart:backend-api-2"] = lambda sim_: sim_.broken_nodes.add("backend-api-5")
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, PeerRollFailed) and "MIN_IN_ROTATION" in str(err)
+    assert sim.nodes["backend-api-1"].running_sha == sha(OLD) and sim.admin["backend-api-1"] == 0, \
+        "the peer was never drained"
+
+
+def test_a_failed_node_in_a_batch_stops_the_roll_after_its_batch_is_settled(artifact, tmp_path):
+    fleet, sim = _five(artifact, tmp_path, peer_batch="2", min_in_rotation="1", node_health_timeout=5.0)
+    def break_it(sim_: SimFleet) -> None:
+        sim_.broken_nodes.add("backend-api-3")
+
+    sim.hooks["restart:backend-api-3"] = break_it
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, PeerRollFailed) and "peer backend-api-3 failed" in str(err)
+    assert sim.admin["backend-api-3"] == 0x08, "the failed node stays drained"
+    assert sim.admin["backend-api-1"] == 0 and sim.nodes["backend-api-1"].running_sha == sha(NEW), \
+        "its healthy batch-mate is finished and back in rotation"
+    assert sim.nodes["backend-api-4"].running_sha == sha(OLD), "the next batch is not touched"
+    assert "backend-api-1 is in rotation on the new binary" in str(err)
