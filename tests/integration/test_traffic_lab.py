@@ -165,5 +165,5 @@ def test_a_static_algorithm_is_refused_by_a_real_haproxy(lab, owned):
                 assert traffic.check_ramp(h, "s1", (5, 25, 100)).probed
             assert traffic.read_weight(h, "s1") == traffic.Weight("s1", 100, 100)
     finally:
-        t.run(("sh", "-c", 'kill "$(cat "$1")"; rm -f "$1" /run/veza-static-probe.cfg', "sh", pid),
+        t.run(("sh", "-c", 'kill "$(cat "$1")"; rm -f "$1" /run/veza-static-probe.cfg /run/veza-static-probe.sock', "sh", pid),
               check=False, timeout=10)
