@@ -160,6 +160,8 @@ def _metavar(k: Knob) -> str:
         return "METRIC"
     if parse.__name__ == "_p_steps":
         return "PERCENTS"
+    if parse.__name__ == "_p_share":
+        return "N|N%"
     if k.env == "HEALTH_PATH":
         return "URL-PATH"
     if k.env == "MIGRATIONS_SINCE":
