@@ -12,8 +12,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from tests.settings_helper import make_settings
-from veza_canary.cli import app
-from veza_canary.cli import oncall as oncall_cli
+from veza_canary.cli import build_app
 from veza_canary.clock import FakeClock
 from veza_canary.health import Poll, wait_drained, wait_node_healthy
 from veza_canary.liveview import LiveView, LogObserver, ViewState, observing, render, sparkline
@@ -188,12 +187,11 @@ def cli_fleet(monkeypatch, tmp_path):
         made.append(fleet)
         return fleet
 
-    monkeypatch.setattr(oncall_cli, "build_fleet", build)
-    return sim
+    return build_app(fleet_factory=build)
 
 
 def test_sli_watch_off_a_tty_writes_json_lines_one_view_line_per_probe(cli_fleet):
-    r = CliRunner().invoke(app, ["--log-format", "json", "sli", "watch", "--window", "90",
+    r = CliRunner().invoke(cli_fleet, ["--log-format", "json", "sli", "watch", "--window", "90",
                                  "--sli-probe-interval", "30"])
     assert r.exit_code == 0, r.output
     events = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]  # every line is JSON
