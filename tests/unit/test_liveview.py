@@ -11,6 +11,7 @@ import structlog
 from rich.console import Console
 from typer.testing import CliRunner
 
+from tests.fakes import Behaviour, SimFleet, sha, sim_fleet
 from tests.settings_helper import make_settings
 from veza_canary.cli import build_app
 from veza_canary.clock import FakeClock
@@ -18,7 +19,6 @@ from veza_canary.health import Poll, wait_drained, wait_node_healthy
 from veza_canary.liveview import LiveView, LogObserver, ViewState, observing, render, sparkline
 from veza_canary.settings import KNOBS
 from veza_canary.sli import Sample, Verdict, WatchPolicy, WatchResult
-from tests.fakes import Behaviour, SimFleet, sha, sim_fleet
 
 NODES = ["backend-api-2", "backend-api-1", "backend-api-3"]
 
