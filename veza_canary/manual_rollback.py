@@ -47,7 +47,6 @@ from veza_canary.log import get_logger, redact_text
 from veza_canary.notify import RunFacts
 from veza_canary.procedure import Binary, NodeProcedure, Policy, why
 from veza_canary.report import Report, now_iso
-from veza_canary.settings import check_instance_name
 from veza_canary.status import read_shas
 
 if TYPE_CHECKING:
@@ -57,23 +56,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 PREVIOUS = "previous"
-
-
-def parse_nodes(spec: str, configured: tuple[str, ...]) -> list[str]:
-    """``all`` (the configured fleet, canary first) or a comma/space separated list of node names."""
-    from veza_canary.errors import ConfigError
-
-    spec = spec.strip()
-    if spec in ("", "all"):
-        return list(configured)
-    names = [n for n in spec.replace(",", " ").split(" ") if n]
-    for n in names:
-        problem = check_instance_name(n)
-        if problem:
-            raise ConfigError("--nodes", problem)
-    if len(set(names)) != len(names):
-        raise ConfigError("--nodes", "lists a node twice")
-    return names
 
 
 @dataclass(frozen=True, slots=True)
