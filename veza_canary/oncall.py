@@ -271,15 +271,22 @@ def run_rollback(fleet: Fleet, names: list[str], target: str, *, report_path: Pa
                  confirm: Callable[[str], bool] | None = None, observer: Observer | None = None,
                  command_line: str = "veza-canary rollback", say: Say) -> None:
     """The runbook's manual full rollback of ``names`` to ``target``; the report is written on every path."""
+    from veza_canary.announce import Announcer
     from veza_canary.artifact import private_workdir
     from veza_canary.manual_rollback import ManualRollback
     from veza_canary.report import Report
 
     workdir = private_workdir()
+    ann = Announcer.from_settings(fleet.settings, store=fleet.store, command="rollback", repo_root=Path.cwd())
+    ann.learn(nodes=tuple(names))
     try:
         with reported(Report(command="rollback"), fleet.settings, report_path, say) as rep:
-            ManualRollback(fleet, names, target, workdir=workdir, report=rep, confirm=confirm, observer=observer,
-                           command_line=command_line, say=say).run()
+            try:
+                ManualRollback(fleet, names, target, workdir=workdir, report=rep, confirm=confirm,
+                               observer=observer, command_line=command_line, say=say, announcer=ann).run()
+            finally:
+                ann.post_deploy()
+                rep.notifications = ann.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
