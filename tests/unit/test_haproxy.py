@@ -250,3 +250,21 @@ def test_direct_socket_is_off_without_the_local_api_or_when_asked():
     assert IncusSocat(t, "/run/haproxy/admin.sock", direct=False)._api is None
     t.api = None  # type: ignore[assignment]  # e.g. incus over SSH: the CLI, no API here
     assert IncusSocat(t, "/run/haproxy/admin.sock")._api is None
+
+
+def test_in_rotation_is_ready_and_up_from_one_read():
+    """The status column alone tells ready-and-UP apart from drained, maintenance, down, NOLB, unchecked."""
+    reply = SHOW_STAT.replace("api_pool,BACKEND", "api_pool,backend-api-4,0,0,0,0,,0,0,0,,0,,0,0,0,0,NOLB,1,1,0,0,0,"
+                                                  "10,0,,1,3,4,,0,,2,0,,9,L7OK,\napi_pool,backend-api-5,0,0,0,0,,0,0,"
+                                                  "0,,0,,0,0,0,0,UP 1/2,1,1,0,0,0,10,0,,1,3,5,,0,,2,0,,9,L7OK,\n"
+                                                  "api_pool,backend-api-6,0,0,0,0,,0,0,0,,0,,0,0,0,0,MAINT,1,1,0,0,"
+                                                  "0,10,0,,1,3,6,,0,,2,0,,9,,\nother,backend-api-7,0,0,0,0,,0,0,0,,0,"
+                                                  ",0,0,0,0,UP,1,1,0,0,0,10,0,,1,3,6,,0,,2,0,,9,,\napi_pool,BACKEND")
+    sock = Canned(reply)
+    assert HAProxy(sock, "api_pool").in_rotation() == {"backend-api-1", "backend-api-5"}
+    assert sock.sent == ["show stat api_pool 4 -1"]
+    # The same verdict as states() + stats() (admin ready and is_up) on every row of the reply.
+    rows = {r.server: r for r in parse_show_stat(reply) if r.backend == "api_pool"}
+    assert {n for n, r in rows.items() if r.is_up} == {"backend-api-1", "backend-api-5"}
+    with pytest.raises(HAProxyError):
+        HAProxy(Canned("No such proxy.\n"), "api_pool").in_rotation()
