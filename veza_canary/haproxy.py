@@ -27,10 +27,13 @@ therefore cost a read, never return another server's figures.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
+import posixpath
 import re
 import socket
+import stat
 from dataclasses import dataclass
 
 from veza_canary.errors import HAProxyError, TransportError
@@ -74,12 +77,14 @@ class IncusSocat(AdminSocket):
 
     Through ``socat`` run in the container (``SOCAT_SCRIPT``), one exec per command. When the
     container runs on this very machine (its transport talks to the local Incus daemon's API),
-    the socket is reached directly instead, at ``/proc/self/fd/ROOT/<socket path>`` where ROOT
-    is an ``O_PATH`` descriptor of the container's root directory (``/proc/<init pid>/root``):
-    ~0.1 ms a command instead of an exec's ~30-40 ms (docs/benchmarks.md). The descriptor keeps
+    the socket is reached directly instead, at ``/proc/self/fd/DIR/<socket name>`` where DIR is an
+    ``O_PATH`` descriptor of the socket's directory, opened from the container's root
+    (``/proc/<init pid>/root``) one component at a time without following a symlink (an absolute
+    symlink would be resolved against this host's root), and the socket itself checked not to be
+    one: ~0.1 ms a command instead of an exec's ~30-40 ms (docs/benchmarks.md). The descriptor keeps
     pointing into that container: after a restart of the container the path stops resolving and
-    the root is looked up again, so a reused PID can never lead to another process's socket.
-    Anything unusual (not root, a VM, the descriptor resolving to this host's own root, no
+    it is looked up again, so a reused PID can never lead to another process's socket. Anything
+    unusual (not root, a VM, the root being this host's own, a symlink or ``..`` on the way, no
     connection) falls back to ``socat``; a failure after the command was sent is an error, not a
     silent second send.
     """
@@ -91,7 +96,7 @@ class IncusSocat(AdminSocket):
         self.timeout = timeout
         api = getattr(transport, "api", None) if direct else None
         self._api: IncusAPI | None = api if isinstance(api, IncusAPI) else None
-        self._root: int | None = None  # O_PATH fd of the container's root
+        self._dir: int | None = None  # O_PATH fd of the socket's directory inside the container
 
     def send(self, command: str) -> str:
         if self._api is not None and self.socket_path.startswith("/"):
@@ -111,14 +116,21 @@ class IncusSocat(AdminSocket):
     def _send_direct(self, command: str) -> str | None:
         """The reply through the container's root, or None when that way is closed (nothing was sent)."""
         for fresh in (False, True):
-            root = self._container_root(fresh)
-            if root is None:
+            sock_dir = self._socket_dir(fresh)
+            if sock_dir is None:
                 return None
+            name = posixpath.basename(self.socket_path)
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 s.settimeout(self.timeout)
                 try:
-                    s.connect(f"/proc/self/fd/{root}{self.socket_path}")
+                    # The last component must be the socket itself, not a symlink (which the kernel would
+                    # resolve against *this* host's root); the directories were opened without following any.
+                    if not stat.S_ISSOCK(os.stat(name, dir_fd=sock_dir, follow_symlinks=False).st_mode):
+                        log.debug("haproxy.direct.not_a_socket", path=self.socket_path)
+                        self._direct_off()
+                        return None
+                    s.connect(f"/proc/self/fd/{sock_dir}/{name}")
                 except OSError as exc:
                     log.debug("haproxy.direct.connect_failed", error=str(exc), fresh=fresh)
                     continue  # the container restarted (or HAProxy): look its root up again, then socat
@@ -130,10 +142,15 @@ class IncusSocat(AdminSocket):
                 s.close()
         return None
 
-    def _container_root(self, fresh: bool) -> int | None:
-        if self._root is not None and not fresh:
-            return self._root
+    def _socket_dir(self, fresh: bool) -> int | None:
+        """O_PATH fd of the socket's directory inside the container, every component opened without
+        following a symlink (an absolute symlink would lead to this host's files); None: use socat."""
+        if self._dir is not None and not fresh:
+            return self._dir
         self.close()
+        if any(p in (".", "..") for p in self.socket_path.split("/")):
+            self._direct_off()
+            return None
         api, container = self._api, getattr(self.transport, "container", "")
         assert api is not None
         pid = api.instance_pid(container)
@@ -148,16 +165,43 @@ class IncusSocat(AdminSocket):
         if api.instance_pid(container) != pid or (st.st_dev, st.st_ino) == (host_root.st_dev, host_root.st_ino):
             os.close(fd)
             return None
-        self._root = fd
-        return fd
+        try:
+            self._dir = open_dir_nofollow(fd, posixpath.dirname(self.socket_path))
+        except OSError as exc:  # a symlink on the way (ENOTDIR/ELOOP), or not there (yet)
+            log.debug("haproxy.direct.no_path", path=self.socket_path, error=str(exc))
+            return None
+        finally:
+            os.close(fd)
+        return self._dir
+
+    def _direct_off(self) -> None:
+        self._api = None
+        self.close()
 
     def close(self) -> None:
-        if self._root is not None:
+        if self._dir is not None:
             try:
-                os.close(self._root)
+                os.close(self._dir)
             except OSError:
                 pass
-            self._root = None
+            self._dir = None
+
+
+def open_dir_nofollow(root: int, directory: str) -> int:
+    """An ``O_PATH`` fd of ``directory`` under the directory fd ``root``, opened one component at a time
+    without following a symlink; OSError on a symlink (ENOTDIR/ELOOP), ``.``/``..`` or a missing part."""
+    fd = os.dup(root)
+    try:
+        for part in (p for p in directory.split("/") if p):
+            if part in (".", ".."):
+                raise OSError(errno.EINVAL, f"{part!r} in {directory!r}")
+            nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _exchange(s: socket.socket, command: str) -> str:

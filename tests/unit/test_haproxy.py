@@ -13,6 +13,7 @@ from veza_canary.haproxy import (
     HAProxy,
     IncusSocat,
     find_server_state,
+    open_dir_nofollow,
     parse_servers_state,
     parse_show_stat,
     split_replies,
@@ -240,7 +241,7 @@ def test_direct_socket_falls_back_to_socat_when_the_container_root_is_not_usable
     t = _Socat(_PidAPI(pid))
     sock = IncusSocat(t, "/run/haproxy/admin.sock")
     assert sock.send("set server api_pool/backend-api-1 state drain") == "\n"
-    assert sock._root is None
+    assert sock._dir is None
     assert t.argvs == [("sh", "-c", SOCAT_SCRIPT, "veza-haproxy", "set server api_pool/backend-api-1 state drain",
                         "/run/haproxy/admin.sock")]
 
@@ -268,3 +269,26 @@ def test_in_rotation_is_ready_and_up_from_one_read():
     assert {n for n, r in rows.items() if r.is_up} == {"backend-api-1", "backend-api-5"}
     with pytest.raises(HAProxyError):
         HAProxy(Canned("No such proxy.\n"), "api_pool").in_rotation()
+
+
+def test_the_walk_to_the_socket_never_follows_a_symlink_or_dot_dot(tmp_path):
+    """An absolute symlink inside a container (say /var/run -> /run) would resolve against this host's root."""
+    (tmp_path / "run" / "haproxy").mkdir(parents=True)
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "run").symlink_to("/run")
+    root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        fd = open_dir_nofollow(root, "/run/haproxy")
+        assert os.path.samefile(f"/proc/self/fd/{fd}", tmp_path / "run" / "haproxy")
+        os.close(fd)
+        for bad in ("/var/run/haproxy", "/run/../run/haproxy", "/run/missing"):
+            with pytest.raises(OSError):
+                open_dir_nofollow(root, bad)
+    finally:
+        os.close(root)
+
+
+def test_direct_socket_with_dot_dot_goes_through_socat():
+    t = _Socat(_PidAPI(12345))
+    sock = IncusSocat(t, "/run/../run/haproxy/admin.sock")
+    assert sock.send("show info") == "\n" and sock._api is None and len(t.argvs) == 1
