@@ -104,6 +104,9 @@ class Scenario:
     name: str
     phases: tuple[Phase, ...]
     onset: float = 0.0  # when the canary's fault shows (for time-to-detect)
+    #: Bursty errors: each stretch's 5xx ratio is drawn from a gamma distribution with this coefficient of
+    #: variation around the phase's ratio (0: steady). Real errors cluster; the SPRT assumes they do not.
+    burst_cv: float = 0.0
 
     def at(self, t: float) -> Phase:
         cur = self.phases[0]
@@ -134,7 +137,20 @@ class SimProm:
             k = poisson(self.rng, rate * dt * pr)
             acc[i + 1] += k
             n += k
+        if self.sc.burst_cv > 0 and err > 0:
+            shape = 1 / self.sc.burst_cv ** 2
+            err = min(1.0, self.rng.gammavariate(shape, err / shape))
         acc[0] += min(n, poisson(self.rng, n * err))
+
+    def prior(self, n: int = 20, step: float = 30.0) -> list[Side]:
+        """The baseline's counts in each of ``n`` steps before the watch (``watch(prior=...)``)."""
+        ph = self.sc.phases[0]
+        out = []
+        for _ in range(n):
+            acc = [0.0] * (len(LES) + 1)
+            self._draw(acc, self.rate * PEERS, ph.base_err, ph.base_p95, step)
+            out.append(_side(acc))
+        return out
 
     def __call__(self, elapsed: float) -> Evidence:
         while self.t < elapsed - 1e-9:
@@ -176,7 +192,8 @@ def run_cell(cell: Cell) -> Cell:
     for i in range(cell.runs):
         rng = random.Random(cell.seed * 1_000_003 + i)
         clock = FakeClock(0.0)
-        r = watch(SimProm(cell.scenario, cell.rate, rng), policy, clock)
+        prom = SimProm(cell.scenario, cell.rate, rng)
+        r = watch(prom, policy, clock, prior=prom.prior())
         end = r.samples[-1].at
         o = str(r.outcome)
         cell.outcomes[o] = cell.outcomes.get(o, 0) + 1
@@ -188,11 +205,13 @@ def run_cell(cell: Cell) -> Cell:
 
 
 def sc(name: str, err: float, p95: float, base_err: float, base_p95: float, *later: Phase,
-       onset: float = 0.0) -> Scenario:
-    return Scenario(name, (Phase(0.0, err, p95, base_err, base_p95), *later), onset)
+       onset: float = 0.0, burst_cv: float = 0.0) -> Scenario:
+    return Scenario(name, (Phase(0.0, err, p95, base_err, base_p95), *later), onset, burst_cv)
 
 
 HEALTHY = sc("healthy at 60 %: 0.3 % 5xx, p95 0.3 s; baseline the same", 0.003, 0.3, 0.003, 0.3)
+BURSTY = sc("healthy at 60 %, bursty errors (each 30 s stretch's ratio gamma-distributed, CV 1)", 0.003, 0.3,
+            0.003, 0.3, burst_cv=1.0)
 WORSE = sc("0.4 % 5xx vs baseline 0 %", 0.004, 0.1, 0.0, 0.1)
 TWICE = sc("2x SLO: 1 % 5xx (baseline 0.3 %)", 0.01, 0.1, 0.003, 0.1)
 TENX = sc("10x SLO: 5 % 5xx from the start", 0.05, 0.1, 0.003, 0.1)
@@ -214,7 +233,7 @@ def plan(quick: bool) -> list[Cell]:
     small = 50 if quick else 200
     cells: list[Cell] = []
     seed = 1
-    for scen, runs in ((HEALTHY, big), (WORSE, small), (TWICE, small), (TENX, small), (TENX_LATE, small),
+    for scen, runs in ((HEALTHY, big), (BURSTY, small * 2), (WORSE, small), (TWICE, small), (TENX, small), (TENX_LATE, small),
                        (SLOW, small), (SLOWER, small), (INCIDENT_SHORT, small), (INCIDENT_LONG, small)):
         for rate in RATES:
             cells.append(Cell(scen, rate, Judge.SOUND, runs, seed))
@@ -274,6 +293,14 @@ def render(cells: list[Cell], seconds: float, quick: bool, load_before: float) -
         rules = ", ".join(f"{r} {n}" for r, n in sorted(c.rules.items()) if r not in ("pass",)) or "-"
         L.append(f"| {c.rate:g} | {k}/{c.runs} = {k / c.runs:.1%} | {_upper95(k, c.runs):.2%} | {rules} | "
                  f"{q(c.end_s, 0.5) / 60:.0f} / {max(c.end_s) / 60:.0f} |")
+    L.append("")
+    L.append(f"**Bursty errors** ({BURSTY.name}; baseline the same, independently; the judge allows for the "
+             "baseline's dispersion, read from its 10 minutes before the watch and during it):")
+    L.append("")
+    L.append("| req/s | " + " | ".join(f"{r:g}" for r in RATES) + " |")
+    L.append("|---|" + "---|" * len(RATES))
+    L.append("| rolled back | " + " | ".join(
+        f"{sum(c.outcomes.get(str(o), 0) for o in rb)}/{c.runs}" for c in by_s(cells, BURSTY)) + " |")
     L.append("")
     L.append("**Bad canaries** (share rolled back; time to detect, min median / p90):")
     L.append("")

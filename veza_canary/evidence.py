@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -223,6 +224,35 @@ class PromEvidence:
             except _NoData as exc:
                 log.info("sli.baseline_nodata", reason=str(exc))
         return Evidence(canary=canary, baseline=baseline)
+
+    def baseline_history(self, step_s: float, seconds: float = 600.0, *, now: float | None = None) -> list[Side]:
+        """The baseline's counts in each ``step_s`` over the last ``seconds`` before the watch: how bursty the
+        fleet's errors and latencies usually are (``watch(prior=...)``). Best effort: [] when unknown."""
+        if self.baseline is None:
+            return []
+        end = time.time() if now is None else now
+        step = max(1, round(step_s))
+        try:
+            buckets = self.prom.query_range(self.baseline.buckets(step), start=end - seconds, end=end, step=step)
+            errors = self.prom.query_range(self.baseline.errors(step), start=end - seconds, end=end, step=step)
+        except PrometheusError as exc:
+            log.info("sli.baseline_history_unavailable", error=str(exc))
+            return []
+        errs: dict[float, float] = {}
+        for series in errors:
+            for t, v in series.values:
+                errs[t] = errs.get(t, 0.0) + v
+        by_t: dict[float, list[tuple[str | None, float]]] = {}
+        for series in buckets:
+            for t, v in series.values:
+                by_t.setdefault(t, []).append((series.labels.get("le"), v))
+        out = []
+        for t in sorted(by_t):
+            try:
+                out.append(side_from(by_t[t], [errs.get(t, 0.0)]))
+            except (_NoData, PrometheusError):
+                continue
+        return out
 
     def _side(self, q: EvidenceQueries, range_s: int) -> Side:
         buckets = self.prom.query(q.buckets(range_s))

@@ -25,6 +25,12 @@ class Series:
     value: float
 
 
+@dataclass(frozen=True, slots=True)
+class RangeSeries:
+    labels: dict[str, str]
+    values: tuple[tuple[float, float], ...]  # (unix time, value)
+
+
 class Prometheus:
     def __init__(self, client: httpx.Client, base_url: str) -> None:
         self.client = client
@@ -32,9 +38,35 @@ class Prometheus:
 
     def query(self, expr: str) -> list[Series]:
         """Run an instant query; return its vector (possibly empty). Raise PrometheusError otherwise."""
-        url = f"{self.base_url}/api/v1/query"
+        data = self._get("query", {"query": expr}, ("vector", "scalar"))
+        result = data.get("result")
+        if data["resultType"] == "scalar":
+            return [Series({}, _float(result[1]))]
+        out = []
+        for item in result or []:
+            try:
+                out.append(Series(dict(item.get("metric", {})), _float(item["value"][1])))
+            except (KeyError, IndexError, TypeError):
+                raise PrometheusError("Prometheus answered a malformed vector") from None
+        return out
+
+    def query_range(self, expr: str, *, start: float, end: float, step: float) -> list[RangeSeries]:
+        """Run a range query (unix times, step in seconds); return its matrix (possibly empty)."""
+        data = self._get("query_range", {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}",
+                                         "step": f"{step:g}"}, ("matrix",))
+        out = []
+        for item in data.get("result") or []:
+            try:
+                points = tuple((float(t), _float(v)) for t, v in item["values"])
+                out.append(RangeSeries(dict(item.get("metric", {})), points))
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise PrometheusError("Prometheus answered a malformed matrix") from None
+        return out
+
+    def _get(self, api: str, params: dict[str, str], types: tuple[str, ...]) -> dict:
+        url = f"{self.base_url}/api/v1/{api}"
         try:
-            resp = self.client.get(url, params={"query": expr})
+            resp = self.client.get(url, params=params)
         except httpx.HTTPError as exc:
             raise PrometheusError(f"Prometheus {redact_text(self.base_url)} unreachable: {_why(exc)}") from exc
         try:
@@ -47,18 +79,9 @@ class Prometheus:
             err = body.get("error") if isinstance(body, dict) else None
             raise PrometheusError(f"Prometheus answered HTTP {resp.status_code}: {err or 'not a success'}")
         data = body.get("data")
-        if not isinstance(data, dict) or data.get("resultType") not in ("vector", "scalar"):
+        if not isinstance(data, dict) or data.get("resultType") not in types:
             raise PrometheusError("Prometheus answered an unexpected result type")
-        result = data.get("result")
-        if data["resultType"] == "scalar":
-            return [Series({}, _float(result[1]))]
-        out = []
-        for item in result or []:
-            try:
-                out.append(Series(dict(item.get("metric", {})), _float(item["value"][1])))
-            except (KeyError, IndexError, TypeError):
-                raise PrometheusError("Prometheus answered a malformed vector") from None
-        return out
+        return data
 
     def ready(self) -> bool:
         try:

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +148,10 @@ class Span:
 
     def q(self, q: float) -> float:
         return quantile(self.les, self.buckets, q)
+
+    def scaled(self, f: float) -> Span:
+        """The same ratios and quantiles with every count times ``f`` (effective counts, see ``View``)."""
+        return Span(self.les, tuple(x * f for x in self.buckets), self.errors * f, self.seconds)
 
 
 # --- policy ------------------------------------------------------------------------------------
@@ -257,6 +261,7 @@ class Sample:
     err_limit: float | None = None  # the 5xx ratio the canary is held to against the baseline
     p95_limit: float | None = None  # the latency it is held to against the baseline
     margins: dict[str, float] = field(default_factory=dict)  # per rule, fraction of the way to failing
+    dispersion: float = 1.0  # the baseline's burstiness the tests allowed for (1: Poisson)
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -285,6 +290,19 @@ class View:
     baseline_settle: Span | None = None  # the baseline's last ``clear_s``: a hold ends when it is under the SLO
     canary_settle: Span | None = None  # the canary's, over the same span
     deferred: bool = False  # the previous probe deferred a fast-rule decision
+    #: How much more the baseline's 5xx and slow counts vary from one interval to the next than Poisson
+    #: counts would (Pearson's chi-square over its degrees of freedom, >= 1). Real errors come in bursts;
+    #: the judge's tests then count each request as 1/dispersion of an independent one (quasi-Poisson).
+    dispersion: float = 1.0
+
+    def scaled(self, f: float) -> View:
+        def sc(x: Span | None) -> Span | None:
+            return None if x is None else x.scaled(f)
+
+        return View(at=self.at, canary=self.canary.scaled(f), canary_recent=self.canary_recent.scaled(f),
+                    baseline=sc(self.baseline), baseline_recent=sc(self.baseline_recent), held_since=self.held_since,
+                    baseline_settle=sc(self.baseline_settle), canary_settle=sc(self.canary_settle),
+                    deferred=self.deferred, dispersion=1.0)
 
 
 def _ratio(k: float, n: float) -> float | None:
@@ -382,6 +400,27 @@ def judge(v: View, p: Policy) -> Sample:
     """The verdict of one probe from the evidence. Pure; table-tested."""
     if p.judge is Judge.FIRST_RED:
         return _judge_first_red(v, p)
+    if v.dispersion <= 1.0:
+        return _judge(v, p)
+    # Bursty counts: judge effective counts, show the real ones (the bounds and log-LRs stay effective).
+    smp = _judge(v.scaled(1.0 / v.dispersion), p)
+    z = z_one_sided(p.confidence)
+
+    def real(st: SideStats | None, span: Span | None, recent: Span | None) -> SideStats | None:
+        if st is None or span is None or recent is None:
+            return st
+        r = _stats(span, recent, p, z)
+        return replace(st, requests=r.requests, errors=r.errors, slow=r.slow, recent_requests=r.recent_requests,
+                       recent_errors=r.recent_errors)
+
+    base_recent = v.baseline_recent or (v.baseline and Span(v.baseline.les, (0.0,) * len(v.baseline.les), 0.0, 0.0))
+    return replace(smp, canary=real(smp.canary, v.canary, v.canary_recent),
+                   baseline=real(smp.baseline, v.baseline, base_recent), dispersion=round(v.dispersion, 3),
+                   req_rate=(v.canary_recent.requests / v.canary_recent.seconds if v.canary_recent.seconds > 0
+                             else None))
+
+
+def _judge(v: View, p: Policy) -> Sample:
     z = z_one_sided(p.confidence)
     c, cr = v.canary, v.canary_recent
     cs = _stats(c, cr, p, z)
@@ -526,7 +565,12 @@ class Tracker:
         self.c_out: list[float] = []
         self.b_out: list[float] = []
         self.held_since: float | None = None
+        self.ever_held = False
         self.deferred = False
+        # The baseline's included intervals, for its dispersion: per interval (n, 5xx, slow), and the sums
+        # m, N, K, sum(k^2/n) for 5xx and for slow (Pearson's chi-square = N/K * sum(k^2/n) - K).
+        self.b_int: list[tuple[float, float, float] | None] = [None]
+        self.disp = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # m, N, K_e, S_e, K_s, S_s
 
     def add(self, at: float, ev: Evidence) -> str | None:
         """Record a probe's evidence; an error reason when it cannot be used (bucket layout changed)."""
@@ -546,7 +590,41 @@ class Tracker:
         self.b.append(_mono([ev.baseline.errors, *ev.baseline.buckets], prev_b) if ev.baseline is not None
                       else prev_b)
         self.excluded.append(False)
+        d = _sub(self.b[-1], prev_b) if prev_b is not None and self.b[-1] is not None else None
+        if d is not None and d[-1] > 0:
+            n = d[-1]
+            term = (n, min(d[0], n), n - count_le(self.les, d[1:], self.p.p95_threshold_s))
+            self.b_int.append(term)
+            self._disp_add(term, 1.0)
+        else:
+            self.b_int.append(None)
         return None
+
+    def prime(self, prior: Sequence[Side]) -> None:
+        """Count the baseline's intervals before the watch in its dispersion (not in the evidence)."""
+        for side in prior:
+            n = side.requests
+            if n > 0:
+                self._disp_add((n, min(side.errors, n), n - count_le(side.les, side.buckets,
+                                                                     self.p.p95_threshold_s)), 1.0)
+
+    def _disp_add(self, term: tuple[float, float, float], sign: float) -> None:
+        n, ke, ks = term
+        acc = self.disp
+        acc[0] += sign
+        acc[1] += sign * n
+        acc[2] += sign * ke
+        acc[3] += sign * ke * ke / n
+        acc[4] += sign * ks
+        acc[5] += sign * ks * ks / n
+
+    def dispersion(self) -> float:
+        """The baseline's dispersion over its included intervals (1 with fewer than 5, or too few events)."""
+        m, n, ke, se, ks, ss = self.disp
+        if m < 5:
+            return 1.0
+        phis = [(n / k * s - k) / (m - 1) for k, s in ((ke, se), (ks, ss)) if k >= 5]
+        return min(100.0, max([1.0, *phis]))
 
     def _back(self, seconds: float) -> int:
         """The latest probe at least ``seconds`` before the last one (0: the start)."""
@@ -575,7 +653,7 @@ class Tracker:
                     canary_recent=Span(les, tuple(c_rec[1:]), c_rec[0], secs),
                     baseline=base, baseline_recent=base_rec, held_since=self.held_since,
                     baseline_settle=settle, canary_settle=_span(les, self.c[now], self.c[k], self.t[now] - self.t[k]),
-                    deferred=self.deferred)
+                    deferred=self.deferred, dispersion=self.dispersion())
 
     def note(self, smp: Sample, v: View) -> None:
         """After the judge: a hold leaves the incident's intervals out of the evidence."""
@@ -585,6 +663,7 @@ class Tracker:
                 self.held_since = None
             return
         now = len(self.t) - 1
+        self.ever_held = True
         if self.held_since is None:
             self.held_since = self.t[now]
             start = self._change_point()
@@ -597,6 +676,9 @@ class Tracker:
         if self.excluded[i]:
             return
         self.excluded[i] = True
+        term = self.b_int[i]
+        if term is not None:
+            self._disp_add(term, -1.0)
         for acc, series in ((self.c_out, self.c), (self.b_out, self.b)):
             hi, lo = series[i], series[i - 1]
             if hi is None or lo is None:
@@ -679,15 +761,19 @@ def watch(
     *,
     alive: Callable[[], str | None] | None = None,
     on_sample: Callable[[Sample, WatchResult], None] | None = None,
+    prior: Sequence[Side] = (),
 ) -> WatchResult:
     """Probe every ``interval_s`` and judge; return when the judge (or a limit) decides.
 
     ``take_evidence(elapsed)`` reads the counts since the watch began (elapsed seconds ago).
     ``alive()`` is called every ``alive_interval_s`` while waiting: a reason ends the watch at once
-    (a dead canary). The first probe comes one interval after the start.
+    (a dead canary). ``prior``: the baseline's counts per interval before the watch
+    (``PromEvidence.baseline_history``), so the judge knows the fleet's burstiness from the first probe.
+    The first probe comes one interval after the start.
     """
     result = WatchResult()
     tracker = Tracker(policy)
+    tracker.prime(prior)
     start = clock.monotonic()
     nodata = errors = 0
     while result.outcome is None:
@@ -707,7 +793,12 @@ def watch(
         _log(smp, policy)
         nodata = nodata + 1 if smp.verdict is Verdict.NODATA else 0
         errors = errors + 1 if smp.verdict is Verdict.ERROR else 0
-        if smp.verdict is Verdict.FAIL:
+        if smp.verdict is Verdict.FAIL and smp.rule == "unproven" and tracker.ever_held:
+            # Not shown good, not shown bad, and a fleet-wide incident fed the evidence: not the build's fault.
+            result.outcome, result.rule = Outcome.FLEET_INCIDENT, "unproven"
+            result.reason = (f"SLI inconclusive at {elapsed:.0f}s after a fleet-wide incident during the watch: "
+                             f"{smp.reason}")
+        elif smp.verdict is Verdict.FAIL:
             result.outcome, result.rule = Outcome.BREACH, smp.rule
             result.reason = f"SLI breach at {elapsed:.0f}s ({smp.rule}): {smp.reason}"
         elif nodata > policy.max_nodata:

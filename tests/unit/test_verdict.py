@@ -252,3 +252,36 @@ def test_snapshot_judges_a_fixed_span_for_a_preflight():
     assert snapshot(one_error, P).verdict is Verdict.WATCH and one_error.calls == [600.0]
     assert snapshot(Traffic(rate=2, err=0.05), P).verdict is Verdict.FAIL
     assert snapshot(lambda _at: Evidence(error="HTTP 500"), P).verdict is Verdict.ERROR
+
+
+# --- bursty counts ---------------------------------------------------------------------------------
+
+
+def steady(n: float, k: float) -> Side:
+    return Side(LES, (n, n, n, n), k)
+
+
+def test_the_baselines_dispersion_is_one_for_steady_counts_and_large_for_bursts():
+    from veza_canary.verdict import Tracker
+
+    calm, bursty = Tracker(P), Tracker(P)
+    calm.prime([steady(1000, k) for k in (3, 2, 4, 3, 2, 4, 3, 3)])
+    bursty.prime([steady(1000, k) for k in (0, 0, 12, 0, 1, 0, 10, 1)])
+    assert calm.dispersion() == 1.0
+    assert bursty.dispersion() > 4
+    assert Tracker(P).dispersion() == 1.0  # too few intervals to tell
+
+
+def test_a_bursty_fleet_makes_the_judge_count_each_request_for_less_but_shows_the_real_counts():
+    v = view(600, span(4200, 50), span(420, 5), span(8400, 25), span(840, 2))
+    plain = judge(v, P)
+    bursty = judge(View(**{**{f: getattr(v, f) for f in v.__dataclass_fields__}, "dispersion": 8.0}), P)
+    assert plain.rule == "slo-errors" and bursty.verdict is Verdict.WATCH
+    assert bursty.canary is not None and bursty.canary.requests == 4200 and bursty.canary.errors == 50
+    assert bursty.dispersion == 8.0 and bursty.canary.llr_errors < plain.canary.llr_errors
+
+
+def test_watch_primes_the_dispersion_with_the_baselines_history():
+    t = Traffic(err=0.001)
+    r = watch(t, POLICY, FakeClock(), prior=[steady(1000, k) for k in (0, 0, 12, 0, 1, 0, 10, 1)])
+    assert r.ok and r.samples[0].dispersion > 4

@@ -192,3 +192,37 @@ def test_queries_for_another_node_use_the_rest_of_the_pool_as_baseline():
     node, base = queries_from_settings(s, "backend-api-1")
     assert 'node="backend-api-1"' in node.matchers
     assert base is not None and 'node=~"backend-api-2|backend-api-3"' in base.matchers
+
+
+def matrix(*series):
+    return {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": labels, "values": values} for labels, values in series]}}
+
+
+def test_baseline_history_reads_the_peers_counts_per_step_before_the_watch():
+    seen = []
+
+    def answer(q):
+        seen.append(q)
+        if "bucket" in q:
+            return 200, matrix(({"le": "0.5"}, [[970, "90"], [1000, "95"]]), ({"le": "+Inf"}, [[970, "100"],
+                                                                                               [1000, "100"]]))
+        return 200, matrix(({}, [[970, "1"], [1000, "3"]]))
+
+    p, _ = prom(answer)
+    hist = PromEvidence(p, CANARY, BASE).baseline_history(30, 60, now=1000)
+    assert [(h.requests, h.errors, h.buckets[0]) for h in hist] == [(100, 1, 90), (100, 3, 95)]
+
+
+def test_baseline_history_is_empty_when_prometheus_fails_or_there_is_no_baseline():
+    p, _ = prom(lambda q: (503, {"status": "error", "error": "x"}))
+    assert PromEvidence(p, CANARY, BASE).baseline_history(30) == []
+    assert PromEvidence(p, CANARY, None).baseline_history(30) == []
+
+
+def test_query_range_refuses_a_malformed_matrix():
+    from veza_canary.errors import PrometheusError
+
+    p, _ = prom(lambda q: (200, {"status": "success", "data": {"resultType": "matrix", "result": [{"values": 3}]}}))
+    with pytest.raises(PrometheusError):
+        p.query_range("up", start=0, end=60, step=30)
