@@ -14,8 +14,10 @@ API (what the pipeline calls)::
     from veza_canary.health import dead_canary
     from veza_canary.verdict import Outcome, Policy, watch
 
-    result = watch(PromEvidence.from_settings(prom, settings),  # elapsed -> Evidence (4 queries)
-                   Policy.from_settings(settings), clock,
+    take = PromEvidence.from_settings(prom, settings)         # elapsed -> Evidence (4 queries)
+    policy = Policy.from_settings(settings)
+    result = watch(take, policy, clock,
+                   prior=take.baseline_history(policy.interval_s),  # the fleet's burstiness (2 queries)
                    alive=dead_canary(canary_node),               # optional; asked every alive_interval_s
                    on_sample=lambda smp, r: report.sli_samples.append(smp.to_dict()))
     result.outcome: GREEN -> go on; BREACH -> roll back and block (result.rule says which rule);
@@ -46,6 +48,9 @@ The rules of the sound judge (``SLI_JUDGE=sound``, the default), in order:
   ``inconclusive-fleet-incident``.
 * ``unproven`` -- the window (plus ``max_extend_s``) has run and the canary's estimate
   is still at or above a threshold: not shown bad, not shown good: rolled back.
+
+Every test counts each request for 1/``dispersion``: how much burstier the baseline's counts are
+than independent requests' (quasi-Poisson; 1 for steady traffic), so a burst is not read as proof.
 
 ``SLI_JUDGE=first-red`` keeps the runbook's rule (each probe's last rate window:
 p95 or 5xx ratio at or above the threshold fails), computed from the same evidence.
