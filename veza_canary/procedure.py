@@ -214,9 +214,7 @@ class NodeProcedure:
         f = self.fleet
 
         def others_in_rotation() -> int:
-            states, stats = f.haproxy.states(), f.haproxy.stats()
-            return sum(1 for n, st in states.items()
-                       if n != node.name and st.admin == "ready" and n in stats and stats[n].is_up)
+            return len(f.haproxy.in_rotation() - {node.name})
 
         try:
             poll_until(others_in_rotation, lambda n: n >= p.min_in_rotation, timeout=p.up_timeout,
