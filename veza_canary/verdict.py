@@ -576,6 +576,9 @@ class Tracker:
         # m, N, K, sum(k^2/n) for 5xx and for slow (Pearson's chi-square = N/K * sum(k^2/n) - K).
         self.b_int: list[tuple[float, float, float] | None] = [None]
         self.disp = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # m, N, K_e, S_e, K_s, S_s
+        # Intervals join the dispersion only once older than ``clear_s``: an incident starting now must not
+        # make its own onset look like the fleet's usual noise.
+        self.disp_upto = 0
 
     def add(self, at: float, ev: Evidence) -> str | None:
         """Record a probe's evidence; an error reason when it cannot be used (bucket layout changed)."""
@@ -600,7 +603,6 @@ class Tracker:
             n = d[-1]
             term = (n, min(d[0], n), n - count_le(self.les, d[1:], self.p.p95_threshold_s))
             self.b_int.append(term)
-            self._disp_add(term, 1.0)
         else:
             self.b_int.append(None)
         return None
@@ -624,11 +626,20 @@ class Tracker:
         acc[5] += sign * ks * ks / n
 
     def dispersion(self) -> float:
-        """The baseline's dispersion over its included intervals (1 with fewer than 5, or too few events)."""
+        """The baseline's dispersion over its intervals before the watch and its included ones older than
+        ``clear_s``: Pearson's chi-square over its degrees of freedom, less two standard errors (so that
+        steady traffic reads 1, not its noise), at least 1; 1 with fewer than 5 intervals or 5 events."""
+        upto = self._back(self.p.clear_s) if len(self.t) > 1 else 0
+        for i in range(self.disp_upto + 1, upto + 1):
+            term = self.b_int[i]
+            if term is not None and not self.excluded[i]:
+                self._disp_add(term, 1.0)
+        self.disp_upto = max(self.disp_upto, upto)
         m, n, ke, se, ks, ss = self.disp
         if m < 5:
             return 1.0
-        phis = [(n / k * s - k) / (m - 1) for k, s in ((ke, se), (ks, ss)) if k >= 5]
+        margin = 2 * math.sqrt(2 / (m - 1))
+        phis = [(n / k * s - k) / (m - 1) - margin for k, s in ((ke, se), (ks, ss)) if k >= 5]
         return min(100.0, max([1.0, *phis]))
 
     def _back(self, seconds: float) -> int:
@@ -682,7 +693,7 @@ class Tracker:
             return
         self.excluded[i] = True
         term = self.b_int[i]
-        if term is not None:
+        if term is not None and i <= self.disp_upto:
             self._disp_add(term, -1.0)
         for acc, series in ((self.c_out, self.c), (self.b_out, self.b)):
             hi, lo = series[i], series[i - 1]
