@@ -537,6 +537,8 @@ class SimPrometheus:
         q = parse_qs(request.url.query.decode())["query"][0]
         self.queries.append(q)
         self.sim.fire("prom_query")
+        if "increase(" in q:
+            return _vector(self._counts(q), fault)
         m = re.search(r'node="([^"]+)"', q)
         nodes = [m.group(1)] if m else list(self.sim.nodes)
         bs = [self.sim.behaviour(n) for n in nodes if n in self.sim.nodes]
@@ -553,6 +555,41 @@ class SimPrometheus:
             result = result * 2
         body = {"status": "success", "data": {"resultType": "vector", "result": result}}
         return httpx.Response(200, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+
+
+    #: Histogram bucket bounds of the simulated service (the lab stand-in's, Go's defaults).
+    LES = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def _counts(self, q: str) -> list[dict]:
+        """``increase()`` over ``[Ns]`` of the canary's (``node="X"``) or the baseline's (``node=~"a|b"``)
+        histogram, from each node's behaviour now: ``req_rate * N`` requests, ``err_ratio`` of them 5xx,
+        latencies 90 % at half the behaviour's p95 and 10 % at its p95 (so that is their 95th percentile)."""
+        seconds = float(re.search(r"\[(\d+)s\]", q).group(1))  # type: ignore[union-attr]
+        one = re.search(r'node="([^"]+)"', q)
+        many = re.search(r'node=~"([^"]+)"', q)
+        if one:
+            nodes = [one.group(1)]
+        elif many:
+            nodes = [n.replace("\\\\", "").replace("\\", "") for n in many.group(1).split("|")]
+        else:
+            nodes = list(self.sim.nodes)
+        bs = [self.sim.behaviour(n) for n in nodes if n in self.sim.nodes]
+        if "_bucket" in q:
+            out = []
+            for le in (*self.LES, math.inf):
+                n = sum(b.req_rate * seconds * (0.9 * (0.5 * b.p95 <= le) + 0.1 * (b.p95 <= le)) for b in bs)
+                out.append({"metric": {"le": "+Inf" if math.isinf(le) else repr(le)}, "value": [0, _fmt(n)]})
+            return out if bs else []
+        errors = sum(b.req_rate * seconds * b.err_ratio for b in bs) if 'status=~"5.."' in q else \
+            sum(b.req_rate * seconds for b in bs)
+        return [{"metric": {}, "value": [0, _fmt(errors)]}]
+
+
+def _vector(result: list[dict], fault: str | None) -> httpx.Response:
+    if fault == "multi-series":
+        result = result * 2
+    body = {"status": "success", "data": {"resultType": "vector", "result": result}}
+    return httpx.Response(200, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
 
 
 def _fmt(v: float) -> str:

@@ -31,6 +31,7 @@ boundary where they happen: ``raise HAProxyError(...) from exc``.
     |   +-- DrainTimedOut                     sessions did not reach 0 before DRAIN_TIMEOUT
     |   +-- HealthCheckFailed                 node/LB health or HAProxy UP not reached in time
     |   +-- SLIBreached                       the SLI watch went red
+    |   +-- FleetIncident                     baseline as bad as the canary (not blamed, not blocked)
     +-- DeployFailed                      outcomes of a deploy that changed things
     |   +-- CanaryRolledBack           5  canary rolled back; fleet consistent on the old binary
     |   +-- PeerRollFailed             6  a peer failed; fleet is mixed, roll stopped
@@ -199,6 +200,11 @@ class HealthCheckFailed(CheckFailed):
 
 class SLIBreached(CheckFailed):
     pass
+
+
+class FleetIncident(CheckFailed):
+    """The baseline was as bad as the canary for too long: not the build's fault. The canary is rolled back
+    (exit 5) but the release is not blocked."""
 
 
 class DeployFailed(VezaError):

@@ -130,7 +130,7 @@ class ViewState:
 
     def apply_poll(self, p: Poll, now: float) -> None:
         sw = self.watch
-        if sw is not None and sw.outcome is None and sw.samples and sw.samples[-1].verdict is Verdict.PASS:
+        if sw is not None and sw.outcome is None and sw.samples and sw.samples[-1].verdict == Verdict.PASS:
             # watch() reports its last (green) sample before it knows it is done; the next wait means it is.
             sw.outcome = f"green: SLI passed for {fmt_s(sw.policy.window_s)} ({sw.probes} probes)"
         w = self.wait
@@ -158,8 +158,8 @@ class ViewState:
                                         started=now - s.at)
         w.samples.append(s)
         w.probes += 1
-        w.nodata = w.nodata + 1 if s.verdict is Verdict.NODATA else 0
-        w.errors = w.errors + 1 if s.verdict is Verdict.ERROR else 0
+        w.nodata = w.nodata + 1 if s.verdict == Verdict.NODATA else 0
+        w.errors = w.errors + 1 if s.verdict == Verdict.ERROR else 0
         if result.reason:
             w.outcome = ("green: " if result.ok else "RED: ") + result.reason
 
@@ -263,7 +263,7 @@ def render(state: ViewState, now: float, *, max_nodes: int = 12) -> RenderableTy
                    "(in a row, against their limits)",
                    style="bold yellow" if sw.nodata or sw.errors else "")
         rows.append(lim)
-        if last is not None and last.verdict is not Verdict.PASS:
+        if last is not None and last.verdict != Verdict.PASS:
             rows.append(Text(f"  {last.reason}"))
         if sw.outcome:
             rows.append(Text(sw.outcome, style="bold green" if sw.outcome.startswith("green") else "bold red"))

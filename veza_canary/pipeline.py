@@ -32,12 +32,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from veza_canary import __version__
+from veza_canary import __version__, traffic
 from veza_canary.announce import Announcer
 from veza_canary.artifact import Artifact, private_workdir, remove_stale_workdirs, snapshot
 from veza_canary.errors import (
     CanaryRolledBack,
     ConfigError,
+    FleetIncident,
     HealthCheckFailed,
     InfraError,
     Interrupted,
@@ -49,8 +50,9 @@ from veza_canary.errors import (
     SLIBreached,
     VezaError,
 )
+from veza_canary.evidence import PromEvidence
 from veza_canary.fleet import Fleet, build_fleet
-from veza_canary.health import WaitTimedOut
+from veza_canary.health import WaitTimedOut, dead_canary
 from veza_canary.hooks import CONFIRM_PROMOTION, POST_CANARY, PRE_DEPLOY
 from veza_canary.interrupts import DeployInterrupt, InterruptGuard
 from veza_canary.lock import LockInfo
@@ -59,16 +61,13 @@ from veza_canary.node import LAST_GOOD_NAME, Node
 from veza_canary.notify import CANARY_IN_ROTATION, VERDICT, RunFacts
 from veza_canary.procedure import BatchNodeFailed, Binary, NodeProcedure, Policy, why
 from veza_canary.report import Report, now_iso, report_paths, write_reports
-from veza_canary.sli import (
-    Queries,
-    Sample,
-    Verdict,
-    WatchPolicy,
-    WatchResult,
-    probe,
-    thresholds_from_settings,
-    watch,
-)
+from veza_canary.sli import Queries, WatchPolicy
+from veza_canary.verdict import Outcome
+from veza_canary.verdict import Policy as JudgePolicy
+from veza_canary.verdict import Sample as JudgeSample
+from veza_canary.verdict import WatchResult as JudgeResult
+from veza_canary.verdict import snapshot as judge_snapshot
+from veza_canary.verdict import watch as judge_watch
 
 if TYPE_CHECKING:
     from veza_canary.liveview import Observer
@@ -126,6 +125,7 @@ def _canary_health(d: Deploy) -> None:
 
 
 def _ready_canary(d: Deploy) -> None:
+    d.enter_first_stage()
     d.proc.ready(d.fleet.canary)
     c = d.s.pool.canary
     d.ann.emit(CANARY_IN_ROTATION, f"canary {c} runs {d._sha()[:12]} and is UP", node=c)
@@ -184,6 +184,16 @@ _CANARY_CHANGES = {"drain-canary", "install-canary", "canary-health", "ready-can
 
 #: Canary failures that prove the *binary* bad: its sha256 is blocked after the rollback.
 _BINARY_FAULTS = (HealthCheckFailed, SLIBreached)
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One stage of the canary's watch: its share of traffic and how long it is judged."""
+
+    name: str  # "pinned", "5%", "100%"
+    percent: int  # weight in percent of the configured one (0 while pinned)
+    hold_s: float
+    pinned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +400,13 @@ class Deploy:
             self.report.event("lock_seen", holder=holder.describe())
         f.blocked().check(self.artifact.sha256, force=self.force)
         self._preflight_sli(states)
+        if self.shaped:
+            t = self.s.traffic
+            if t.ramped:
+                plan = traffic.check_ramp(f.haproxy, self.s.pool.canary, t.steps)
+                self.report.event("ramp_plan", **plan.to_dict())
+            if t.pins:
+                self._pin_map().preflight()
 
     def _preflight_capacity(self, states: dict, stats: dict) -> None:
         """MIN_IN_ROTATION must hold while the canary, then each batch of peers, is out of rotation."""
@@ -440,21 +457,24 @@ class Deploy:
                              hint="set ROLLBACK_BINARY=/path/to/old/veza-api (or --allow-no-rollback)")
 
     def _preflight_sli(self, states: dict) -> None:
-        """Refuse to start into a red SLI or a blind one; a node with no data yet is only a warning."""
+        """Refuse to start into a red SLI or a blind one; a node with no data yet is only a warning.
+
+        Judged like the watch (``verdict.snapshot`` of the last 10 minutes): one error in a quiet minute is
+        not "already red"."""
         s, f = self.s, self.fleet
-        t = thresholds_from_settings(s)
+        policy = JudgePolicy.from_settings(s)
         scoped = "{node}" in s.sli.selector
         targets = [n for n in s.pool.nodes if not states[n].drained and not states[n].in_maint] if scoped else [None]
         nodata = []
         for n in targets:
-            sample = probe(f.prom, Queries.from_settings(s, n or s.pool.canary), t)
+            sample = judge_snapshot(PromEvidence.from_settings(f.prom, s, n or s.pool.canary), policy)
             where = f" on {n}" if n else ""
-            if sample.verdict is Verdict.ERROR:
+            if str(sample.verdict) == "error":
                 raise PreflightError(f"Prometheus: {sample.reason}")
-            if sample.verdict is Verdict.FAIL:
+            if str(sample.verdict) in ("fail", "hold"):  # hold: the whole fleet is red
                 raise PreflightError(f"SLI already red{where} before any change: {sample.reason}",
                                      hint="a canary started into a red SLI would roll back for nothing")
-            if sample.verdict is Verdict.NODATA:
+            if str(sample.verdict) == "no-data":
                 nodata.append(f"{n or 'fleet'} ({sample.reason})")
         if nodata and len(nodata) == len(targets):
             raise PreflightError(f"SLI has no data: {'; '.join(nodata)}",
@@ -483,6 +503,7 @@ class Deploy:
         # Only now, holding the lock: a refused concurrent run must not delete the temp file of a push in flight.
         for n in self.s.pool.nodes:
             self.fleet.nodes[n].remove_stale_temps()
+        self.reconcile_traffic()
 
     def confirm(self) -> None:
         if self._confirm is None:
@@ -509,60 +530,137 @@ class Deploy:
         # between the rename and the restart); the drain is what made a restart free.
         self.proc.restart(node)
 
+    # -- traffic shaping (CANARY_STEPS, CANARY_PINS) ------------------------------------------
+    @property
+    def shaped(self) -> bool:
+        return bool(self.s.traffic.pins) or self.s.traffic.ramped
+
+    def enter_first_stage(self) -> None:
+        """While still drained, the canary's weight for its first stage (0 while pinned): ready keeps it."""
+        if self.shaped:
+            first = self._stages()[0]
+            w = traffic.set_weight(self.fleet.haproxy, self.s.pool.canary, first.percent)
+            self.report.event("weight", node=self.s.pool.canary, stage=first.name, weight=w.to_dict())
+
+    def _pin_map(self) -> traffic.PinMap:
+        return traffic.PinMap(self.fleet.haproxy, str(self.s.traffic.pin_map))
+
+    def reconcile_traffic(self) -> None:
+        """Under the lock: no node of this deploy left at a reduced weight, no pin left (a SIGKILLed ramp)."""
+        h = self.fleet.haproxy
+        for n in self.s.pool.nodes:
+            w = traffic.read_weight(h, n)
+            if w.skewed:
+                log.warning("traffic.reconcile", node=n, weight=w.to_dict(), msg="restoring the configured weight")
+                self.report.event("weight_restored", node=n, weight=w.to_dict())
+                traffic.restore_weight(h, n)
+        if self.s.traffic.pins:
+            self._pin_map().clear()
+
+    def restore_traffic(self) -> None:
+        """Every exit path: pins removed, the canary at its configured weight. Never raises."""
+        if not (self.shaped and self.locked):
+            return
+        try:
+            if self.s.traffic.pins:
+                self._pin_map().clear()
+            w = traffic.read_weight(self.fleet.haproxy, self.s.pool.canary)
+            if w.skewed:
+                traffic.restore_weight(self.fleet.haproxy, self.s.pool.canary)
+                self.report.event("weight_restored", node=self.s.pool.canary, weight=w.to_dict())
+        except Exception as exc:  # noqa: BLE001 - reported in the end state, never masks the outcome
+            log.error("traffic.restore_failed", error=why(exc),
+                      hint="veza-canary haproxy weight --restore (status shows any skewed weight)")
+            self.report.event("traffic_restore_failed", error=why(exc))
+
     def _artifact_binary(self) -> Binary:
         assert self.artifact is not None
         return Binary(self.artifact.sha256, f"ARTIFACT {self.artifact.original}", local=self.artifact.path)
 
     def sli_watch(self) -> None:
-        s, f = self.s, self.fleet
+        """Judge the canary: the pinned stage (CANARY_PINS), each weighted step (CANARY_STEPS), then full weight
+        for SLI_WINDOW. Each stage is its own verdict on its own evidence; the first that is not green stops."""
         if self.canary_done and not self._peers_todo():
             return
-        queries, t = Queries.from_settings(s), thresholds_from_settings(s)
-        policy = WatchPolicy(window_s=s.sli.window, interval_s=s.sli.probe_interval,
-                             max_nodata=s.sli.max_nodata, max_errors=s.sli.max_errors)
-        canary = s.pool.canary
-        restarts0 = f.canary.service_restarts()
+        for stage in self._stages():
+            self._judge_stage(stage)
+        log.info("sli.green", stages=len(self._stages()))
 
-        def take(at: float) -> Sample:
-            # A crash-looping canary can look healthy between crashes; systemd's counter can't.
-            if restarts0 is not None:
-                now = f.canary.service_restarts()
-                if now is not None and now > restarts0:
-                    smp = Sample(Verdict.FAIL, f"canary service {s.service.name} crashed and was restarted "
-                                               f"{now - restarts0} time(s) by systemd", at=round(at, 3))
-                    log.info("sli.probe", verdict=str(smp.verdict), reason=smp.reason, at=smp.at)
-                    return smp
-            # A canary HAProxy has marked DOWN serves nothing: that is red now, not no-data later.
+    def _stages(self) -> list[Stage]:
+        t, window = self.s.traffic, self.s.sli.window
+        stages = [Stage("pinned", 0, t.pin_hold, pinned=True)] if t.pins else []
+        for i, pct in enumerate(t.steps):
+            last = i == len(t.steps) - 1
+            stages.append(Stage(f"{pct}%", pct, window if last else t.step_hold))
+        return stages
+
+    def _judge_stage(self, stage: Stage) -> None:
+        s, f = self.s, self.fleet
+        canary = s.pool.canary
+        shaped = bool(s.traffic.pins) or s.traffic.ramped
+        guard = traffic.StepGuard.enter(f.haproxy, canary, stage.percent) if shaped else None
+        pins = traffic.PinMap(f.haproxy, str(s.traffic.pin_map)) if s.traffic.pins else None
+        if pins is not None:
+            if stage.pinned:
+                pins.ensure(s.traffic.pins, canary)
+            else:
+                pins.clear()
+        self.report.event("stage", stage=stage.name, percent=stage.percent, hold_s=stage.hold_s)
+        dead = dead_canary(f.canary)
+
+        def alive() -> str | None:
+            """Ends the watch at once: the unit died, HAProxy marks the canary DOWN, or its weight was changed."""
+            if (why := dead()) is not None:
+                return f"canary {canary}: {why}"
             try:
                 stat = f.haproxy.stat(canary)
             except InfraError as exc:
                 log.warning("sli.haproxy_unreadable", error=str(exc))
-            else:
-                if not stat.is_up:
-                    smp = Sample(Verdict.FAIL, f"canary {canary} is {stat.status} in HAProxy "
-                                               f"({stat.check_status or 'no check'})", at=round(at, 3))
-                    log.info("sli.probe", verdict=str(smp.verdict), reason=smp.reason, at=smp.at)
-                    return smp
-            return probe(f.prom, queries, t, at=at)
+                return None
+            if not stat.is_up:
+                return f"canary {canary} is {stat.status} in HAProxy ({stat.check_status or 'no check'})"
+            if guard is not None:
+                chk = guard.check()
+                if chk.lost:
+                    self.report.event("weight_reapplied", stage=stage.name, reason=chk.reason)
+                elif not chk.ok:
+                    return f"canary {canary}'s weight changed under the ramp: {chk.reason}"
+            if pins is not None and stage.pinned:
+                pins.ensure(s.traffic.pins, canary)
+            return None
 
-        def on_sample(smp: Sample, r: WatchResult) -> None:
-            self.report.sli_samples.append(smp.to_dict())
+        def on_sample(smp: JudgeSample, r: JudgeResult) -> None:
+            self.report.sli_samples.append({**smp.to_dict(), "stage": stage.name})
             if self.observer:
-                self.observer.on_sample(smp, r)
+                self.observer.on_sample(smp, r)  # type: ignore[arg-type]
 
+        policy = replace(JudgePolicy.from_settings(s), window_s=stage.hold_s)
+        if stage.pinned:  # little traffic: no-data must never pass, and never drag on either
+            policy = replace(policy, max_nodata=max(policy.max_nodata, int(stage.hold_s // policy.interval_s)))
+        evidence = PromEvidence.from_settings(f.prom, s)
         if self.observer:
-            self.observer.on_watch(policy, canary)
-        result = watch(take, policy, f.clock, on_sample=on_sample)
-        self.ann.emit(VERDICT, f"canary {canary}: SLI {'green' if result.ok else 'red'}: {result.reason}",
-                      step="sli-watch", node=canary, verdict="pass" if result.ok else "fail", reason=result.reason,
-                      evidence=self.report.sli_samples[-5:])
-        if not result.ok:
-            if result.samples and result.samples[-1].verdict is Verdict.ERROR:
-                # Prometheus failed, not the binary: the canary is rolled back (we are blind), but the
-                # release is not blocked as if the build were bad.
-                raise PrometheusError(f"SLI unknown, Prometheus failing: {result.reason}")
-            raise SLIBreached(result.reason)
-        log.info("sli.green", reason=result.reason)
+            self.observer.on_watch(WatchPolicy(window_s=policy.window_s, interval_s=policy.interval_s,
+                                               max_nodata=policy.max_nodata, max_errors=policy.max_errors), canary)
+        result = judge_watch(evidence, policy, f.clock, alive=alive, on_sample=on_sample,
+                             prior=evidence.baseline_history(policy.interval_s))
+        share = None
+        if shaped:
+            share = traffic.measured_share(f.prom, traffic.share_template(s), canary=canary, pool=s.pool.nodes,
+                                           window_s=max(policy.interval_s, stage.hold_s)).to_dict()
+        self.report.event("stage_verdict", stage=stage.name, outcome=str(result.outcome), rule=result.rule,
+                          reason=result.reason, measured_share=share)
+        self.ann.emit(VERDICT, f"canary {canary} at {stage.name}: {result.outcome}: {result.reason}",
+                      step="sli-watch", stage=stage.name, node=canary, verdict="pass" if result.ok else "fail",
+                      rule=result.rule, reason=result.reason, evidence=self.report.sli_samples[-5:])
+        if result.ok:
+            return
+        if result.outcome is Outcome.ERROR:
+            # Prometheus failed, not the binary: rolled back (we are blind), the release not blocked.
+            raise PrometheusError(f"SLI unknown at {stage.name}, Prometheus failing: {result.reason}")
+        if result.outcome is Outcome.FLEET_INCIDENT:
+            raise FleetIncident(f"fleet-wide incident during the watch at {stage.name} (the baseline is as bad "
+                                f"as the canary; the canary is not blamed, the release not blocked): {result.reason}")
+        raise SLIBreached(f"SLI breach at {stage.name} ({result.rule}): {result.reason}")
 
     # -- peers phase --------------------------------------------------------------------
     def _peers_todo(self) -> list[Node]:
@@ -644,12 +742,19 @@ class Deploy:
             return VezaError(f"internal error during the peer roll: {reason}", hint=self._resume_hint())
         # Canary phase.
         self._failure_cause = reason
+        if self.shaped and self.s.traffic.pins and self.locked:
+            try:  # pinned users leave a bad canary at once
+                self._pin_map().clear()
+            except VezaError as e:
+                log.error("traffic.unpin_failed", error=str(e))
         try:
             with self.report.step(ON_CANARY_FAILURE.name, node=self.s.pool.canary) as rec:
                 what = self._settle_canary(reason)
                 rec.detail = what
         except RollbackFailed as rb:
             return rb
+        finally:
+            self.restore_traffic()  # only once the old binary is back (or the canary is drained)
         if interrupted:
             return Interrupted(f"interrupted ({exc.signame}) during {step.name}; {what}")  # type: ignore[attr-defined]
         if isinstance(exc, _BINARY_FAULTS) and what.startswith("canary rolled back") and self.artifact:
@@ -715,6 +820,7 @@ class Deploy:
         rep = self.report
         if self.locked:
             self._remove_temps()
+        self.restore_traffic()
         rep.final_state = self.fleet_state()
         rep.ended_at = now_iso()
         if error is not None:
