@@ -242,6 +242,7 @@ def test_haproxy_reads_in_the_lab(lab: LabHandle, host: Transport, direct: bool)
     assert v.state.srv_id == states[lab.canary].srv_id and v.stat.status.split()[0] in ("UP", "DOWN", "DRAIN", "MAINT")
     assert h.stat(lab.canary).server == lab.canary and h.state(lab.canary).admin == states[lab.canary].admin
     assert set(stats) == set(states)
+    assert h.in_rotation() == {n for n, st in states.items() if st.admin == "ready" and stats[n].is_up}
     # Directly only where the container is local to the API (not over SSH, nor through the CLI-only host).
     assert (execs == []) == (direct and hap_t.api is not None), execs[:2]
     sock.close()
