@@ -201,7 +201,7 @@ def one_roll(n: int, trace: bool, tmp: Path, devnull) -> dict:  # noqa: ANN001
     sim = SimFleet(names, install_dir=s.service.install_dir)
     sim.commands = _Discard()
     lat = Latency(sim)
-    fleet, sim = sim_fleet(s, sim)
+    fleet, sim = sim_fleet(s, sim, argv=True)  # the real Node over argv-level fakes: node.py is the tool too
     parse, undo_parse = _time_haproxy_reads(lat)
     gc_time, undo_gc = _time_gc()
     if trace:
