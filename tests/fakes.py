@@ -51,6 +51,9 @@ class Behaviour:
     starts: bool = True
     req_rate: float = 10.0
     version: str | None = None  # served in the health body and by `veza-api --version` when set
+    #: Starts (``systemctl restart`` succeeds, Type=simple) but exits at once: systemd restarts it again and
+    #: again (SubState auto-restart, NRestarts rising) and it never answers.
+    crash_loop: bool = False
 
 
 @dataclass
@@ -690,6 +693,9 @@ class SimNode(Node):
     def service_state(self) -> ServiceState | None:
         with self._op("systemctl", f"systemctl show {self.service}"):
             n = self._n
+            if self.sim.behaviour(self.name).crash_loop:
+                n.crashes += 1
+                return ServiceState("activating", "auto-restart", n.crashes, 0)
             if n.running_sha is not None and self.sim.behaviour(self.name).starts:
                 return ServiceState("active", "running", n.crashes, 1000 + n.restarts)
             state = ("failed", "failed") if n.start_limited else ("activating", "auto-restart")
@@ -704,6 +710,9 @@ class SimNode(Node):
             return self.binary_path in n.files and n.started_at >= n.ctimes.get(self.binary_path, 0)
 
     def health(self, *, timeout: float = 3.0) -> HealthResult:
+        if self.sim.behaviour(self.name).crash_loop:
+            self.sim.io(f"node:{self.name}:curl")
+            return HealthResult(False, None, 0.001, error="curl: (7) Failed to connect to 127.0.0.1 port 8080")
         if self._n.stopped:  # Node.health reports an unreachable container as a failed check, never raises
             self.sim.io(f"node:{self.name}:curl")
             return HealthResult(False, None, 0.001, error=f"[{self.name}] incus: Instance is not running")

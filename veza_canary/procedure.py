@@ -31,7 +31,9 @@ from veza_canary.errors import (
 )
 from veza_canary.health import (
     Poll,
+    WaitAborted,
     WaitTimedOut,
+    dead_canary,
     poll_until,
     wait_drained,
     wait_lb_healthy,
@@ -178,10 +180,11 @@ class NodeProcedure:
         node.restart()
 
     def health(self, node: Node) -> None:
+        """Health 200 from inside the node; a unit systemd reports failed or restarting ends the wait at once."""
         try:
             h = wait_node_healthy(node, timeout=self.policy.health_timeout, interval=self.policy.poll_interval,
-                                  clock=self.fleet.clock, on_poll=self.on_poll)
-        except WaitTimedOut as exc:
+                                  clock=self.fleet.clock, on_poll=self.on_poll, fail_fast=dead_canary(node))
+        except (WaitTimedOut, WaitAborted) as exc:
             raise HealthCheckFailed(f"{node.name} health: {exc}") from None
         log.info("node.healthy", node=node.name, result=h.describe())
 

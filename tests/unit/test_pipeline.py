@@ -689,3 +689,17 @@ def test_a_fleet_wide_incident_rolls_the_canary_back_without_blaming_it(artifact
     assert isinstance(err, CanaryRolledBack) and "fleet-wide incident" in str(err)
     assert not any(e["kind"] == "release_blocked" for e in rep.events), "the release is not blocked"
     assert all(sim.nodes[p].restarts == 0 for p in ("backend-api-1", "backend-api-3")), "peers held"
+
+
+def test_a_unit_that_fails_at_start_is_rolled_back_within_seconds_not_at_the_health_deadline(artifact, tmp_path):
+    fleet, sim = make(artifact, tmp_path, node_health_timeout=60.0, poll_interval=0.5)
+    sim.behaviours[sha(NEW)] = Behaviour(crash_loop=True)
+    t0 = {}
+    sim.hooks["restart:backend-api-2"] = lambda s: t0.setdefault("t", s.clock.monotonic())
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, CanaryRolledBack) and "systemd" in str(err)
+    rollback = next(e for e in rep.events if e["kind"] == "rollback_start")
+    assert rollback and sim.nodes["backend-api-2"].running_sha == sha(OLD)
+    health = next(s for s in rep.steps if s.name == "canary-health")
+    assert health.outcome == "failed"
+    assert sim.clock.monotonic() - t0["t"] < 60, "not the 60 s deadline"
