@@ -180,9 +180,51 @@ class ViewState:
             "p95": _num(last.p95) if last else None, "p95_threshold": self.p95_threshold,
             "err_ratio": _num(last.err_ratio) if last else None, "err_threshold": self.err_threshold,
             "req_rate": _num(last.req_rate) if last else None,
+            **_side_fields(last),
             "nodata": w.nodata, "max_nodata": self.max_nodata, "errors": w.errors, "max_errors": self.max_errors,
             "nodes": {n: _node_line(st) for n, st in sorted(self.nodes.items())},
         }
+
+
+def _side_fields(last: Any) -> dict[str, Any]:
+    """The judge's evidence, when the sample carries it: canary and baseline counts, the closest rule's margin."""
+    out: dict[str, Any] = {}
+    for side in ("canary", "baseline"):
+        st = getattr(last, side, None)
+        if st is not None:
+            out[side] = {"requests": st.requests, "errors": st.errors, "err_ratio": _num(st.err_ratio),
+                         "err_upper": _num(st.err_upper), "slow_share": _num(st.slow_share)}
+    margins = getattr(last, "margins", None) or {}
+    if margins:
+        rule, m = max(margins.items(), key=lambda kv: kv[1])
+        out["closest_rule"], out["margin"] = rule, round(m, 3)
+    return out
+
+
+def _sides(last: Any, state: ViewState) -> list[Any]:
+    """Canary and baseline side by side (the sound judge's counts), and how close the nearest rule is to failing."""
+    from rich.text import Text
+
+    c, b = getattr(last, "canary", None), getattr(last, "baseline", None)
+    if c is None:
+        return []
+
+    def side(name: str, st: Any) -> str:
+        if st is None:
+            return f"{name:<9} no baseline (no peers, or a fleet-wide SLI)"
+        ratio = f"{st.err_ratio:.4f}" if st.err_ratio is not None else "-"
+        upper = f" (<= {st.err_upper:.4f})" if st.err_upper is not None else ""
+        slow = f"{100 * st.slow_share:.1f}%" if st.slow_share is not None else "-"
+        return (f"{name:<9} {int(st.requests):>7} req  5xx {int(st.errors):>5} = {ratio}{upper}  "
+                f"slow {slow} (> {state.p95_threshold:g}s)")
+
+    out = [Text(side("canary", c)), Text(side("baseline", b), style="dim")]
+    margins = getattr(last, "margins", None) or {}
+    if margins:
+        rule, m = max(margins.items(), key=lambda kv: kv[1])
+        out.append(Text(f"closest rule: {rule} at {100 * m:.0f}% of the way to failing",
+                        style="bold red" if m >= 0.8 else ""))
+    return out
 
 
 def _num(v: float | None) -> float | str | None:
@@ -250,6 +292,7 @@ def render(state: ViewState, now: float, *, max_nodes: int = 12) -> RenderableTy
         g.add_row("5xx ratio", _val(last.err_ratio if last else None, "{:.4f}"), f"< {state.err_threshold:g}",
                   _spark(errs, state.err_threshold))
         rows.append(g)
+        rows.extend(_sides(last, state))
         verdict = str(last.verdict) if last else "none yet"
         style = {"pass": "green", "fail": "bold red", "no-data": "yellow", "error": "yellow"}.get(verdict, "")
         line = Text("last probe: ")

@@ -234,3 +234,22 @@ def test_ctrl_c_inside_the_view_stops_it_and_restores_logging():
         time.sleep(0.01)
     assert threading.active_count() == before_threads
     assert structlog.get_config()["processors"] == before_cfg["processors"]
+
+
+def test_the_view_shows_canary_and_baseline_side_by_side_with_the_closest_rule():
+    from veza_canary.verdict import Sample as JudgeSample
+    from veza_canary.verdict import SideStats
+    from veza_canary.verdict import Verdict as JV
+
+    def side(req, err, slow):  # noqa: ANN001, ANN202
+        return SideStats(requests=req, errors=err, err_ratio=err / req, err_lower=None, err_upper=err / req + 0.001,
+                         slow=slow * req, slow_share=slow, p95=0.1, llr_errors=0.0, llr_slow=0.0,
+                         recent_requests=req, recent_errors=err, recent_err_ratio=err / req, recent_p95=0.1)
+
+    smp = JudgeSample(JV.WATCH, "nothing shown yet", "watch", at=30.0, canary=side(600, 3, 0.01),
+                      baseline=side(1200, 1, 0.01), margins={"slo-errors": 0.42, "baseline-errors": 0.85})
+    st = ViewState.for_settings(make_settings(), "deploy")
+    lines = [str(x) for x in __import__("veza_canary.liveview", fromlist=["_sides"])._sides(smp, st)]
+    assert lines[0].startswith("canary") and "5xx     3 = 0.0050" in lines[0]
+    assert lines[1].startswith("baseline") and "1200 req" in lines[1]
+    assert "closest rule: baseline-errors at 85%" in lines[2]
