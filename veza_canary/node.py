@@ -30,9 +30,10 @@ log = get_logger(__name__)
 TMP_PREFIX = ".veza-api.new-"
 _SHA_RE = re.compile(r"^([0-9a-f]{64})\s")
 
-#: ``sh -c INSTALL_SCRIPT veza-install SHA256 TMP TARGET``, run on the node: verify, chmod, rename, in
-#: one round trip. A constant: the values reach it only as positional parameters ($1..$3), which the
-#: shell never parses as code. Exit ``EXIT_CORRUPT`` when the sha256 differs (TMP is left for cleanup).
+#: ``sh -c INSTALL_SCRIPT veza-install SHA256 TMP TARGET``, run on the node: verify, chmod, fsync (a rename
+#: is only as durable as the data behind it), rename, in one round trip. A constant: the values reach it
+#: only as positional parameters ($1..$3), which the shell never parses as code. Exit ``EXIT_CORRUPT``
+#: when the sha256 differs (TMP is left for cleanup).
 INSTALL_SCRIPT = """set -eu
 got=$(sha256sum -- "$2")
 got=${got%% *}
@@ -41,6 +42,7 @@ if [ "$got" != "$1" ]; then
   exit 3
 fi
 chmod 0755 -- "$2"
+sync -- "$2"
 mv -f -- "$2" "$3"
 """
 EXIT_CORRUPT = 3
