@@ -185,8 +185,8 @@ def wait_drained(haproxy: HAProxy, server: str, *, timeout: float, interval: flo
     admin = ["?"]
 
     def observe() -> ServerStat:
-        st = haproxy.state(server)
-        stat = haproxy.stat(server)
+        v = haproxy.view(server)  # admin state and sessions in one runtime-API call
+        st, stat = v.state, v.stat
         quiet = (st.drained or st.in_maint) and stat.scur == 0 and stat.qcur == 0
         streak[0] = streak[0] + 1 if quiet else 0
         admin[0] = st.admin

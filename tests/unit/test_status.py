@@ -20,7 +20,8 @@ from veza_canary.transport.base import Transport
 
 NODES = ["backend-api-2", "backend-api-1", "backend-api-3"]
 OLD, PREV, NEW = b"old-binary", b"prev-binary", b"new-binary"
-MUTATING = ("set server", "shutdown", "mv", "cp", "rm", "systemctl", "chmod", "ln")
+MUTATING = ("set server", "set weight", "add map", "del map", "clear map", "shutdown", "mv", "cp", "rm", "sh -c", "systemctl",
+            "chmod", "ln", "install")
 
 
 def make(**overrides):
