@@ -181,6 +181,14 @@ def set_server_weight(fleet: Fleet, server: str, weight: int, *, note: Say | Non
     return f"{server}: weight {now} (was {before}, initial {initial})"
 
 
+def restore_traffic(fleet: Fleet) -> list[str]:
+    """``haproxy weight --restore``: every server at its configured weight, every canary pin removed."""
+    from veza_canary.traffic import restore_all
+
+    found = restore_all(fleet.haproxy, str(fleet.settings.traffic.pin_map))
+    return found.lines() if not found.clean else ["nothing to restore: every weight is its configured one, no pin"]
+
+
 def servers(fleet: Fleet) -> list[dict[str, Any]]:
     """Every server of the backend: status, admin state, weight, sessions, queue, check, address."""
     states, stats = fleet.haproxy.states(), fleet.haproxy.stats()

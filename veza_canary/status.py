@@ -98,6 +98,8 @@ class FleetStatus:
     haproxy_known: bool = True
     lock_known: bool = True
     blocked_known: bool = True
+    #: Weights off their configured value and canary pins present (traffic.Skew.to_dict()); None: unknown.
+    traffic: dict[str, Any] | None = None
 
     @property
     def in_rotation(self) -> int | None:
@@ -124,6 +126,7 @@ class FleetStatus:
             "lock": self.lock if self.lock_known else UNKNOWN,
             "blocked_releases": self.blocked_releases if self.blocked_known else UNKNOWN,
             "sli": {"thresholds": self.thresholds, "probes": [asdict(r) for r in self.sli]},
+            "traffic": self.traffic if self.traffic is not None else UNKNOWN,
             "errors": self.errors,
         }
 
@@ -166,6 +169,14 @@ def collect(fleet: Fleet, *, sli: bool = True) -> FleetStatus:
         if name in states:
             row.admin = states[name].admin
         rows.append(row)
+    skew: dict[str, Any] | None = None
+    if haproxy_known:
+        from veza_canary.traffic import traffic_skew
+
+        try:
+            skew = traffic_skew(fleet.haproxy, str(s.traffic.pin_map)).to_dict()
+        except VezaError as exc:
+            errors.append(f"HAProxy weights: {exc}")
 
     # The SLI probes (HTTP only) run in the background while the nodes, the lock and the blocked list are
     # read one command at a time. NOTE: not side by side: Incus 6.0 loses the output of concurrent
@@ -226,7 +237,7 @@ def collect(fleet: Fleet, *, sli: bool = True) -> FleetStatus:
     return FleetStatus(backend=s.haproxy.backend, nodes=rows, lock=lock_info, blocked_releases=blocked, sli=sli_rows,
                        thresholds={"p95_s": t.p95_s, "err_ratio": t.err_ratio, "min_requests": t.min_requests},
                        versions=versions, errors=errors, haproxy_known=haproxy_known,
-                       lock_known=found["lock_known"], blocked_known=found["blocked_known"])
+                       lock_known=found["lock_known"], blocked_known=found["blocked_known"], traffic=skew)
 
 
 def _read_node(node: Node, row: NodeRow) -> None:
@@ -357,6 +368,11 @@ def table(st: FleetStatus, *, color: bool = False) -> list[str]:
         bad = not st.haproxy_known or not r.in_rotation or (r.health is not None and not r.health["ok"]) or bool(r.errors)
         lines.append(style(line, fg="red", bold=True) if bad else style(line, fg="yellow") if r.odd_one_out
                      else line)
+    if st.traffic and not st.traffic.get("clean", True):
+        skewed = [f"{w['server']} weight {w['current']} (configured {w['initial']})" for w in st.traffic["weights"]]
+        skewed += [f"pin {k} -> {v}" for k, v in sorted(st.traffic["pins"].items())]
+        lines.append(style("TRAFFIC NOT AS CONFIGURED: " + "; ".join(skewed)
+                           + "  (restore: veza-canary haproxy weight --restore)", fg="yellow", bold=True))
     if st.mixed:
         parts = []
         for sha, ns in sorted(st.versions.items(), key=lambda kv: -len(kv[1])):

@@ -499,3 +499,18 @@ def test_report_path_is_written_even_on_failure(sim, tmp_path, vc):
     report = tmp_path / "r.json"
     vc("rollback", "--report", str(report))
     assert json.loads(Path(report).read_text())["exit_code"] == 3
+
+
+def test_haproxy_weight_restore_puts_every_weight_back_and_removes_the_pins(sim, vc):
+    sim.weights = dict.fromkeys(sim.nodes, 100)
+    sim.initial_weights = dict.fromkeys(sim.nodes, 100)
+    sim.weights["backend-api-2"] = 5  # a killed ramp left it there
+    sim.maps["/etc/haproxy/canary-pin.map"] = {"team-veza": "backend-api-2"}
+    r = vc("haproxy", "weight", "--restore")
+    assert r.exit_code == 0, r.output
+    assert sim.weights == dict.fromkeys(sim.nodes, 100) and sim.maps["/etc/haproxy/canary-pin.map"] == {}
+    assert "backend-api-2" in r.stdout
+    again = vc("haproxy", "weight", "--restore")
+    assert again.exit_code == 0 and "nothing to restore" in again.stdout
+    assert vc("haproxy", "weight").exit_code == 2
+    assert vc("haproxy", "weight", "--restore", "backend-api-2").exit_code == 2

@@ -150,7 +150,7 @@ def test_drained_node_is_not_probed_and_json_is_serialisable():
     d = json.loads(st.to_json())
     assert d["nodes"][2]["admin"] == "drain" and d["nodes"][2]["in_rotation"] is False
     assert set(d) == {"backend", "in_rotation", "nodes", "mixed", "versions", "lock_state", "lock",
-                      "blocked_releases", "sli", "errors"}
+                      "blocked_releases", "sli", "traffic", "errors"}
     assert d["in_rotation"] == 2 and d["lock_state"] == "free" and d["lock"] is None
     assert d["sli"]["thresholds"] == {"p95_s": 0.5, "err_ratio": 0.005, "min_requests": 5.0}
 
@@ -255,3 +255,18 @@ def test_read_shas_never_mistakes_lost_output_for_a_missing_file(code, out, err,
     else:
         with pytest.raises(expected):
             read_shas(node)
+
+
+def test_status_shows_a_weight_off_its_configured_value_and_a_pin_left_behind():
+    from veza_canary.status import collect, table
+
+    fleet, sim = make()
+    sim.weights = dict.fromkeys(sim.nodes, 100)
+    sim.initial_weights = dict.fromkeys(sim.nodes, 100)
+    sim.weights["backend-api-2"] = 25
+    sim.maps["/etc/haproxy/canary-pin.map"] = {"team-veza": "backend-api-2"}
+    st = collect(fleet, sli=False)
+    assert st.traffic is not None and not st.traffic["clean"]
+    text = "\n".join(table(st))
+    assert "TRAFFIC NOT AS CONFIGURED: backend-api-2 weight 25 (configured 100); pin team-veza -> backend-api-2" in text
+    assert st.to_dict()["traffic"]["weights"] == [{"server": "backend-api-2", "current": 25, "initial": 100}]

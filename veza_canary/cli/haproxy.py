@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Optional
 
 import typer
 
 from veza_canary.cli._common import HAPROXY, WAITS, Format, Runtime, exit_codes, knobs, note, out, with_knobs
-from veza_canary.errors import ExitCode
+from veza_canary.errors import ConfigError, ExitCode
 from veza_canary.settings import Settings
 
 SHOW_KNOBS = knobs(HAPROXY)
+WEIGHT_KNOBS = knobs(HAPROXY, ("canary_pin_map",))
 STATE_KNOBS = knobs(HAPROXY, WAITS)
 _STATE_EXITS = exit_codes(ExitCode.PREFLIGHT, ExitCode.INFRA, ExitCode.CHECK_FAILED)
 _WAIT_HELP = {"drain": "Wait until 0 sessions (DRAIN_TIMEOUT deadline).",
@@ -75,17 +77,28 @@ def maint(
     return _set_state(settings, rt, node, "maint", wait, force)
 
 
-@haproxy_app.command("weight", epilog=exit_codes(ExitCode.INFRA), help="set server POOL_BACKEND/NODE weight N.")
-@with_knobs(*SHOW_KNOBS)
+@haproxy_app.command("weight", epilog=exit_codes(ExitCode.USAGE, ExitCode.INFRA),
+                     help="set server POOL_BACKEND/NODE weight N; or --restore: every server back at its "
+                          "configured weight and every canary pin removed (what a killed ramp may leave).")
+@with_knobs(*WEIGHT_KNOBS)
 def weight(
     settings: Settings,
     rt: Runtime,
-    node: str = typer.Argument(..., metavar="NODE"),
-    n: int = typer.Argument(..., metavar="N", help="Weight, 0-256."),
+    node: Optional[str] = typer.Argument(None, metavar="NODE"),  # noqa: UP045
+    n: Optional[int] = typer.Argument(None, metavar="N", help="Weight, 0-256."),  # noqa: UP045
+    restore: bool = typer.Option(False, "--restore", help="Restore every configured weight and remove the pins."),
 ) -> int:
-    from veza_canary.oncall import set_server_weight
+    from veza_canary.oncall import restore_traffic, set_server_weight
 
     with rt.fleet(settings) as fleet:
+        if restore:
+            if node is not None or n is not None:
+                raise ConfigError("--restore", "takes no NODE or N")
+            for line in restore_traffic(fleet):
+                out(line)
+            return 0
+        if node is None or n is None:
+            raise ConfigError("NODE N", "both are needed (or --restore)")
         out(set_server_weight(fleet, node, n, note=note))
     return 0
 
