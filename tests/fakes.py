@@ -775,3 +775,51 @@ def sim_fleet(settings: Settings, sim: SimFleet | None = None, *, argv: bool = F
         clock=sim.clock,
     )
     return fleet, sim
+
+
+class SimOtherLB:
+    """Another HAProxy in front of the same SimFleet (issue 18 §2): its own runtime state, the same nodes.
+
+    ``SimHAProxy(SimOtherLB(sim))`` answers like a second HAProxy: admin states, runtime weights, map
+    entries, sessions, its process id, ``down`` and the commands it received are its own; everything
+    else (the nodes, their health, the configured weights, the I/O observers) is the fleet's.
+    """
+
+    OWN = ("admin", "weights", "maps", "sessions", "sticky_sessions", "haproxy_pid", "haproxy_down", "commands")
+
+    def __init__(self, sim: SimFleet) -> None:
+        own = {"admin": dict.fromkeys(sim.nodes, 0), "weights": dict(sim.initial_weights),
+               "maps": {p: {} for p in sim.maps}, "sessions": dict.fromkeys(sim.nodes, 0), "sticky_sessions": {},
+               "haproxy_pid": 2000, "haproxy_down": False, "commands": []}
+        object.__setattr__(self, "_sim", sim)
+        object.__setattr__(self, "_own", own)
+
+    def __getattr__(self, name: str) -> object:
+        own = object.__getattribute__(self, "_own")
+        return own[name] if name in own else getattr(object.__getattribute__(self, "_sim"), name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in self.OWN:
+            self._own[name] = value
+        else:
+            setattr(self._sim, name, value)
+
+    def reload_haproxy(self) -> None:
+        """This HAProxy reloads without a server-state file (the fleet's other HAProxy keeps its state)."""
+        self.weights = dict(self._sim.initial_weights)
+        self.admin = dict.fromkeys(self.admin, 0)
+        self.maps = {path: {} for path in self.maps}
+        self.haproxy_pid += 1
+
+
+def two_lb_fleet(settings: Settings, sim: SimFleet | None = None, *,
+                 names: tuple[str, str] = ("haproxy", "haproxy-2")) -> tuple[Fleet, SimFleet, SimOtherLB]:
+    """``sim_fleet`` with ``fleet.haproxy`` an ``HAProxySet`` of the fleet's HAProxy and a ``SimOtherLB``."""
+    from veza_canary.lbs import HAProxySet
+
+    fleet, sim = sim_fleet(settings, sim)
+    other = SimOtherLB(sim)
+    backend = settings.haproxy.backend
+    fleet.haproxy = HAProxySet([(names[0], fleet.haproxy),
+                                (names[1], HAProxy(SimHAProxy(other, backend), backend))])  # type: ignore[arg-type]
+    return fleet, sim, other

@@ -4,6 +4,11 @@
 node, Prometheus, the LB, the shared state store) plus the clock. The pipeline
 and the on-call commands take a Fleet; tests build one from fakes that subclass
 the real seams.
+
+Several HAProxy (``HAPROXY_CONTAINERS``) make ``haproxy`` an ``lbs.HAProxySet``; the lock and the
+history stay on the *first* container of the list, always (docs/multi-lb.md): there is no failover
+of the lock, so two deploys can never hold it on two HAProxy. When that container does not answer,
+the lock step fails and nothing is changed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import httpx
 from veza_canary.clock import Clock
 from veza_canary.errors import VezaError
 from veza_canary.haproxy import HAProxy, IncusSocat, UnixSocket
+from veza_canary.lbs import HAProxySet
 from veza_canary.lock import DEFAULT_STATE_DIR, BlockedReleases, FleetLock, StateStore
 from veza_canary.node import Node
 from veza_canary.prometheus import Prometheus, make_http_client
@@ -91,10 +97,14 @@ def build_fleet(settings: Settings, *, clock: Clock | None = None) -> Fleet:
     if settings.haproxy.local_socket:
         sock = UnixSocket(str(settings.haproxy.local_socket))
         store = StateStore(LocalTransport(), str(settings.resolved_state_dir / "fleet"))
+        haproxy = HAProxy(sock, settings.haproxy.backend)
     else:
-        hap_t = IncusTransport(settings.haproxy.container, host)
-        sock = IncusSocat(hap_t, settings.haproxy.socket)
-        store = StateStore(hap_t, DEFAULT_STATE_DIR)
+        # One HAProxy client per container, in configured order; the first also holds the state store.
+        members = [(name, IncusTransport(name, host)) for name in settings.haproxy.lbs]
+        store = StateStore(members[0][1], DEFAULT_STATE_DIR)
+        clients = [(name, HAProxy(IncusSocat(t, settings.haproxy.socket), settings.haproxy.backend))
+                   for name, t in members]
+        haproxy = clients[0][1] if len(clients) == 1 else HAProxySet(clients)
     nodes = {
         name: Node(name, IncusTransport(name, host), install_dir=settings.service.install_dir,
                    restart_argv=settings.service.restart_argv, health_url=settings.service.node_health_url,
@@ -103,7 +113,7 @@ def build_fleet(settings: Settings, *, clock: Clock | None = None) -> Fleet:
     }
     return Fleet(
         settings=settings,
-        haproxy=HAProxy(sock, settings.haproxy.backend),
+        haproxy=haproxy,
         nodes=nodes,
         prom=Prometheus(make_http_client(settings), settings.prometheus.url),
         lb_client=httpx.Client(timeout=settings.timeouts.http, follow_redirects=False),

@@ -263,6 +263,25 @@ def _c_nodes(v: Any, _all: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _c_instances(v: Any, all_: Mapping[str, Any]) -> str | None:
+    """HAPROXY_CONTAINERS: Incus names ([remote:]name), no repeats, not with a local socket; HAPROXY_CONTAINER,
+    when changed from its default, must be one of them (the list wins, a contradiction is refused)."""
+    if not v:
+        return None
+    for name in v:
+        problem = check_instance_name(name, allow_remote=True)
+        if problem:
+            return problem
+    if len(set(v)) != len(v):
+        return "lists a container twice"
+    if len(v) > 1 and all_.get("haproxy_local_socket"):
+        return "more than one HAProxy cannot be reached through one HAPROXY_LOCAL_SOCKET"
+    one = all_.get("haproxy_container")
+    if one and one != DEFAULT_HAPROXY_CONTAINER and one not in v:
+        return f"does not list HAPROXY_CONTAINER={_show(one)} (set one or the other, or list it)"
+    return None
+
+
 def _c_haproxy_name(v: Any, _all: Mapping[str, Any]) -> str | None:
     if not _HAPROXY_NAME_RE.fullmatch(v):
         return f"{_show(v)} is not a valid HAProxy proxy name (letters, digits, _ . : -)"
@@ -437,6 +456,8 @@ def _c_probe_interval(v: Any, all_: Mapping[str, Any]) -> str | None:
     return None
 
 
+DEFAULT_HAPROXY_CONTAINER = "haproxy"
+
 MIN_SLI_WINDOW = 300.0
 MIN_PROBE_INTERVAL = 1.0
 MIN_POLL_INTERVAL = 0.05
@@ -538,12 +559,22 @@ class HAProxySettings:
     """The HAProxy runtime API."""
 
     backend: str = knob("POOL_BACKEND", "api_pool", _p_str, "HAProxy backend of the pool.", check=_c_haproxy_name)
-    container: str = knob("HAPROXY_CONTAINER", "haproxy", _p_str,
+    container: str = knob("HAPROXY_CONTAINER", DEFAULT_HAPROXY_CONTAINER, _p_str,
                           "Incus container running HAProxy ([remote:]name).", check=_c_instance)
+    containers: tuple[str, ...] | None = knob(
+        "HAPROXY_CONTAINERS", None, _p_node_list,
+        "Several HAProxy containers serving the pool (space or comma separated; a list in the config file): "
+        "every change goes to all, a node is drained or UP only when all agree; the lock and the history "
+        "live on the first (docs/multi-lb.md). Unset: HAPROXY_CONTAINER alone.", check=_c_instances)
     socket: str = knob("HAPROXY_SOCKET", "/run/haproxy/admin.sock", _p_str,
                        "Admin socket path inside the HAProxy container.", check=_c_abs_path)
     local_socket: Path | None = knob("HAPROXY_LOCAL_SOCKET", None, _p_path,
                                      "Talk to this local admin socket directly instead of through incus exec.")
+
+    @property
+    def lbs(self) -> tuple[str, ...]:
+        """Every HAProxy container, the one holding the lock and the history first."""
+        return self.containers or (self.container,)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -1,0 +1,228 @@
+"""Two HAProxy in front of one pool (issue 18 §2): the HAProxySet's rules and whole deploys over it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import SimFleet, SimHAProxy, SimOtherLB, sha, two_lb_fleet
+from tests.settings_helper import make_settings
+from veza_canary import traffic
+from veza_canary.clock import FakeClock
+from veza_canary.errors import ConfigError, ExitCode, HAProxyError, PeerRollFailed, RollbackFailed
+from veza_canary.fleet import build_fleet
+from veza_canary.haproxy import ADMF_FDRAIN, HAProxy
+from veza_canary.health import WaitTimedOut, wait_drained, wait_up
+from veza_canary.lbs import DISAGREE, HAProxySet
+from veza_canary.pipeline import Deploy
+from veza_canary.report import Report
+
+NODES = ["backend-api-2", "backend-api-1", "backend-api-3"]
+OLD, PREV, NEW = b"old-binary", b"prev-binary", b"#!/bin/sh\nnew-binary v2\n"
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Path:
+    p = tmp_path / "veza-api-new"
+    p.write_bytes(NEW)
+    p.chmod(0o755)
+    return p
+
+
+def make(artifact: Path | None, tmp_path: Path, **overrides):
+    s = make_settings(
+        artifact=artifact, canary_node="backend-api-2", peer_nodes=("backend-api-1", "backend-api-3"),
+        sli_window=300.0, sli_probe_interval=30.0, allow_short_window=True, state_dir=tmp_path / "state",
+        haproxy_containers="haproxy haproxy-2", **overrides,
+    )
+    return two_lb_fleet(s, SimFleet(NODES, binary=OLD, previous=PREV))
+
+
+def run(fleet, tmp_path: Path):
+    report = Report()
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    try:
+        Deploy(fleet, workdir=work, report=report, repo_root=tmp_path).run()
+    except Exception as exc:  # noqa: BLE001 - the test looks at it
+        return report, exc
+    return report, None
+
+
+def drains(commands: list) -> list[str]:
+    return [c[1].split("/")[1].split()[0] for c in commands if c[0] == "haproxy" and c[1].endswith("state drain")]
+
+
+# --- settings and the fleet ----------------------------------------------------------------------------------
+
+
+def test_one_haproxy_is_the_default_and_keeps_the_plain_client():
+    s = make_settings()
+    assert s.haproxy.lbs == ("haproxy",)
+    fleet = build_fleet(s, clock=FakeClock())
+    try:
+        assert type(fleet.haproxy) is HAProxy
+    finally:
+        fleet.close()
+
+
+def test_haproxy_containers_builds_a_set_and_the_store_lives_on_the_first():
+    s = make_settings(haproxy_containers="lb-a, lb-b")
+    assert s.haproxy.lbs == ("lb-a", "lb-b")
+    fleet = build_fleet(s, clock=FakeClock())
+    try:
+        assert isinstance(fleet.haproxy, HAProxySet) and fleet.haproxy.names == ["lb-a", "lb-b"]
+        assert fleet.store.transport.container == "lb-a"  # type: ignore[attr-defined]
+    finally:
+        fleet.close()
+
+
+def test_a_toml_list_is_accepted():
+    s = make_settings(haproxy_containers=["remote:lb-a", "lb-b"])
+    assert s.haproxy.lbs == ("remote:lb-a", "lb-b")
+
+
+@pytest.mark.parametrize("knobs,needle", [
+    ({"haproxy_containers": "lb-a lb-a"}, "twice"),
+    ({"haproxy_containers": "lb-a lb;b"}, "not a valid Incus instance name"),
+    ({"haproxy_containers": "lb-a lb-b", "haproxy_container": "lb-c"}, "does not list HAPROXY_CONTAINER"),
+    ({"haproxy_containers": "lb-a lb-b", "haproxy_local_socket": "/run/admin.sock"}, "HAPROXY_LOCAL_SOCKET"),
+])
+def test_bad_haproxy_containers_are_refused(knobs, needle):
+    with pytest.raises(ConfigError) as e:
+        make_settings(**knobs)
+    assert needle in str(e.value) and "haproxy-containers" in str(e.value)
+
+
+def test_haproxy_container_may_name_one_of_the_list():
+    assert make_settings(haproxy_containers="lb-a lb-b", haproxy_container="lb-b").haproxy.lbs == ("lb-a", "lb-b")
+
+
+# --- the set's rules -------------------------------------------------------------------------------------------
+
+
+def test_drain_goes_to_both_and_is_seen_only_when_both_are_drained_with_no_session(tmp_path):
+    fleet, sim, lb2 = make(None, tmp_path)
+    h = fleet.haproxy
+    lb2.admin["backend-api-1"] = ADMF_FDRAIN  # drained on the second HAProxy only
+    assert h.state("backend-api-1").admin == "ready", "drained on one HAProxy is still in rotation"
+    h.set_state("backend-api-1", "drain")
+    assert sim.admin["backend-api-1"] == ADMF_FDRAIN and lb2.admin["backend-api-1"] == ADMF_FDRAIN
+    assert h.state("backend-api-1").drained
+    lb2.sticky_sessions["backend-api-1"] = 3  # a long session on the second HAProxy only
+    assert h.stat("backend-api-1").scur == 3, "sessions are added up over the HAProxy"
+    with pytest.raises(WaitTimedOut):
+        wait_drained(h, "backend-api-1", timeout=5, interval=1, clock=sim.clock)
+    h.shutdown_sessions("backend-api-1")
+    assert wait_drained(h, "backend-api-1", timeout=5, interval=1, clock=sim.clock).scur == 0
+
+
+def test_up_and_in_rotation_only_when_every_haproxy_says_so(tmp_path):
+    fleet, sim, lb2 = make(None, tmp_path)
+    h = fleet.haproxy
+    assert h.in_rotation() == set(NODES)
+    lb2.admin["backend-api-3"] = ADMF_FDRAIN
+    assert h.in_rotation() == {"backend-api-1", "backend-api-2"}
+    assert h.stat("backend-api-3").status == "DRAIN" and not h.stat("backend-api-3").is_up
+    assert h.stats()["backend-api-3"].status == "DRAIN" and h.stats()["backend-api-1"].is_up
+    with pytest.raises(WaitTimedOut):
+        wait_up(h, "backend-api-3", timeout=3, interval=1, clock=sim.clock)
+    h.set_state("backend-api-3", "ready")
+    assert wait_up(h, "backend-api-3", timeout=3, interval=1, clock=sim.clock).is_up
+    assert h.view("backend-api-3").state.admin == "ready"
+
+
+def test_one_haproxy_unreachable_is_an_error_naming_it_and_a_drain_still_reaches_the_other(tmp_path):
+    fleet, sim, lb2 = make(None, tmp_path)
+    h = fleet.haproxy
+    lb2.haproxy_down = True
+    for read in (lambda: h.state("backend-api-1"), lambda: h.stat("backend-api-1"), h.states, h.stats,
+                 h.in_rotation, lambda: h.get_weight("backend-api-1")):
+        with pytest.raises(HAProxyError, match="HAProxy haproxy-2: "):
+            read()
+    with pytest.raises(HAProxyError) as e:
+        h.set_state("backend-api-1", "drain")
+    assert "HAProxy haproxy-2" in str(e.value) and "applied on haproxy)" in str(e.value)
+    assert sim.admin["backend-api-1"] == ADMF_FDRAIN, "the HAProxy that answers got the drain"
+    with pytest.raises(HAProxyError, match="haproxy-2"):
+        traffic.weights(h)  # a raw read through the set's socket checks every HAProxy too
+
+
+def test_weights_and_pins_go_to_both_and_a_disagreement_reads_as_skewed(tmp_path):
+    fleet, sim, lb2 = make(None, tmp_path)
+    sim.initial_weights = dict.fromkeys(NODES, 100)
+    sim.weights = dict.fromkeys(NODES, 100)
+    lb2.weights = dict.fromkeys(NODES, 100)
+    h = fleet.haproxy
+    assert traffic.set_weight(h, "backend-api-2", 25).current == 25
+    assert sim.weights["backend-api-2"] == 25 and lb2.weights["backend-api-2"] == 25
+    lb2.reload_haproxy()  # the second HAProxy forgets the runtime weight
+    chk = traffic.check_weight(h, "backend-api-2", 25)
+    assert chk.weight.current == DISAGREE and not chk.ok, "a step with half the traffic at full weight fails"
+    assert traffic.read_weight(h, "backend-api-2").skewed
+    traffic.restore_weight(h, "backend-api-2")
+    assert sim.weights["backend-api-2"] == lb2.weights["backend-api-2"] == 100
+    pins = traffic.PinMap(h, "/etc/haproxy/canary-pin.map")
+    pins.add("canary-testers", "backend-api-2")
+    assert sim.maps["/etc/haproxy/canary-pin.map"] == lb2.maps["/etc/haproxy/canary-pin.map"] == {
+        "canary-testers": "backend-api-2"}
+    assert pins.clear() and lb2.maps["/etc/haproxy/canary-pin.map"] == {}
+
+
+def test_a_server_one_haproxy_does_not_know_is_unknown(tmp_path):
+    fleet, sim, lb2 = make(None, tmp_path)
+    other = SimOtherLB(SimFleet(["backend-api-2", "backend-api-1"]))
+    h = HAProxySet([("haproxy", fleet.haproxy.members.items[0][1]),
+                    ("haproxy-3", HAProxy(SimHAProxy(other), "api_pool"))])
+    assert set(h.states()) == set(h.stats()) == {"backend-api-2", "backend-api-1"}
+
+
+# --- whole deploys ------------------------------------------------------------------------------------------------
+
+
+def test_a_deploy_over_two_haproxy_drains_on_both_and_ends_with_everything_in_rotation(artifact, tmp_path):
+    fleet, sim, lb2 = make(artifact, tmp_path)
+    rep, err = run(fleet, tmp_path)
+    assert err is None, err
+    assert {sim.nodes[n].running_sha for n in NODES} == {sha(NEW)}
+    assert drains(sim.commands) == drains(lb2.commands) == ["backend-api-2", "backend-api-1", "backend-api-3"]
+    assert sim.admin == lb2.admin == dict.fromkeys(NODES, 0)
+    assert not any(p.startswith("/var/lib/veza-canary/lock") for p in sim.state_files), "lock released"
+
+
+def test_the_second_haproxy_dying_mid_roll_stops_the_roll_with_the_peer_drained(artifact, tmp_path):
+    fleet, sim, lb2 = make(artifact, tmp_path)
+    sim.hooks["restart:backend-api-1"] = lambda _s: setattr(lb2, "haproxy_down", True)
+    rep, err = run(fleet, tmp_path)
+    assert isinstance(err, PeerRollFailed) and err.exit_code == ExitCode.PEER_FAILED
+    assert "haproxy-2" in str(err) and "backend-api-1 left DRAINED" in str(err)
+    # The documented end state: canary done and in rotation; the failed peer on the new binary, drained on the
+    # HAProxy that answers (and still drained on the dead one, which never got its "ready"); the rest untouched.
+    assert sim.nodes["backend-api-2"].running_sha == sha(NEW) and sim.admin["backend-api-2"] == 0
+    assert sim.nodes["backend-api-1"].running_sha == sha(NEW)
+    assert sim.admin["backend-api-1"] == ADMF_FDRAIN and lb2.admin["backend-api-1"] == ADMF_FDRAIN
+    assert sim.nodes["backend-api-3"].running_sha == sha(OLD) and sim.nodes["backend-api-3"].restarts == 0
+    assert sim.admin["backend-api-3"] == 0
+    assert "haproxy-2" in rep.final_state["haproxy_error"]
+    assert not any(p.startswith("/var/lib/veza-canary/lock") for p in sim.state_files), "lock released"
+
+
+def test_the_second_haproxy_dying_during_the_canary_leaves_the_canary_drained(artifact, tmp_path):
+    fleet, sim, lb2 = make(artifact, tmp_path)
+    sim.hooks["restart:backend-api-2"] = lambda _s: setattr(lb2, "haproxy_down", True)
+    rep, err = run(fleet, tmp_path)
+    # The canary cannot be rolled back without draining it on every HAProxy: it stays out of rotation on the
+    # new binary (drained on both: the dead one never got its "ready"), and the peers are untouched.
+    assert isinstance(err, RollbackFailed) and err.exit_code == ExitCode.ROLLBACK_FAILED
+    assert "haproxy-2" in str(err) and "DRAINED" in str(err)
+    assert sim.admin["backend-api-2"] == ADMF_FDRAIN and lb2.admin["backend-api-2"] == ADMF_FDRAIN
+    assert all(sim.nodes[p].restarts == 0 and sim.admin[p] == 0 for p in ("backend-api-1", "backend-api-3"))
+
+
+def test_the_first_haproxy_unreachable_at_the_start_refuses_before_any_change(artifact, tmp_path):
+    fleet, sim, lb2 = make(artifact, tmp_path)
+    sim.haproxy_down = True  # the first HAProxy: the one with the lock
+    rep, err = run(fleet, tmp_path)
+    assert err is not None and err.exit_code == ExitCode.PREFLIGHT and "HAProxy haproxy:" in str(err)
+    assert all(sim.nodes[n].restarts == 0 for n in NODES) and drains(lb2.commands) == []
