@@ -606,6 +606,7 @@ class Deploy:
             else:
                 pins.clear()
         self.report.event("stage", stage=stage.name, percent=stage.percent, hold_s=stage.hold_s)
+        log.info("sli.stage", stage=stage.name, percent=stage.percent, hold_s=stage.hold_s, pinned=stage.pinned)
         dead = dead_canary(f.canary)
 
         def alive() -> str | None:
