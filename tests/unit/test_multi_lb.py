@@ -226,3 +226,36 @@ def test_the_first_haproxy_unreachable_at_the_start_refuses_before_any_change(ar
     rep, err = run(fleet, tmp_path)
     assert err is not None and err.exit_code == ExitCode.PREFLIGHT and "HAProxy haproxy:" in str(err)
     assert all(sim.nodes[n].restarts == 0 for n in NODES) and drains(lb2.commands) == []
+
+
+def test_the_second_haproxy_dying_during_the_watch_stops_before_the_first_peer(artifact, tmp_path):
+    fleet, sim, lb2 = make(artifact, tmp_path)
+    sim.hooks["prom_query"] = lambda _s: setattr(lb2, "haproxy_down", sim.nodes["backend-api-2"].restarts > 0)
+    rep, err = run(fleet, tmp_path)
+    # The watch judges Prometheus (an unreadable HAProxy is logged, not a verdict); the first peer's drain
+    # cannot be applied everywhere, so the roll stops there: canary done and in rotation, peers untouched.
+    assert isinstance(err, PeerRollFailed) and "haproxy-2" in str(err)
+    assert sim.nodes["backend-api-2"].running_sha == sha(NEW) and sim.admin["backend-api-2"] == 0
+    assert all(sim.nodes[p].restarts == 0 for p in ("backend-api-1", "backend-api-3"))
+    assert sim.admin["backend-api-1"] == 0 and sim.admin["backend-api-3"] == 0
+
+
+def test_the_second_haproxy_dying_during_the_canary_drain_leaves_the_untouched_canary_out_of_rotation(
+        artifact, tmp_path):
+    fleet, sim, lb2 = make(artifact, tmp_path, drain_timeout=5.0)
+    seen: list[str] = []
+
+    def observe(event: str) -> None:
+        if event == "done:haproxy:set server api_pool/backend-api-2 state drain":
+            seen.append(event)
+            if len(seen) == 2:  # the second HAProxy has the drain, then goes away
+                lb2.haproxy_down = True
+
+    sim.observers.append(observe)
+    rep, err = run(fleet, tmp_path)
+    # The drain cannot be confirmed on every HAProxy (drain timeout); the canary was never changed and is put
+    # back: ready on the HAProxy that answers, still drained on the lost one; the re-enable is reported failed.
+    assert isinstance(err, RollbackFailed) and err.exit_code == ExitCode.ROLLBACK_FAILED
+    assert "could not be re-enabled" in str(err) and "haproxy-2" in str(err)
+    assert sim.nodes["backend-api-2"].running_sha == sha(OLD) and sim.nodes["backend-api-2"].restarts == 0
+    assert sim.admin["backend-api-2"] == 0 and lb2.admin["backend-api-2"] == ADMF_FDRAIN
