@@ -259,3 +259,39 @@ def test_the_second_haproxy_dying_during_the_canary_drain_leaves_the_untouched_c
     assert "could not be re-enabled" in str(err) and "haproxy-2" in str(err)
     assert sim.nodes["backend-api-2"].running_sha == sha(OLD) and sim.nodes["backend-api-2"].restarts == 0
     assert sim.admin["backend-api-2"] == 0 and lb2.admin["backend-api-2"] == ADMF_FDRAIN
+
+
+# --- the lab's second HAProxy (`lab up --lbs 2`) ---------------------------------------------------------------
+
+
+def test_the_lab_default_has_one_haproxy_and_lab_env_no_list():
+    from veza_canary.lab import LabConfig
+    from veza_canary.lab.lifecycle import env
+
+    cfg = LabConfig()
+    assert cfg.haproxies == ("haproxy",) and cfg.containers[-2:] == ("haproxy", "prom")
+    assert "HAPROXY_CONTAINERS" not in env(cfg)
+
+
+def test_a_two_haproxy_lab_has_haproxy_2_at_the_next_free_address_and_exports_the_list():
+    from veza_canary.lab import LabConfig
+    from veza_canary.lab.lifecycle import env
+    from veza_canary.settings import load_settings
+
+    cfg = LabConfig.with_nodes(3, lbs=2)
+    assert cfg.haproxies == ("haproxy", "haproxy-2")
+    ips = [cfg.ip_of(n) for n in cfg.containers]
+    assert len(set(ips)) == len(ips) and cfg.ip_of("haproxy-2") == "10.213.77.12"
+    assert LabConfig.from_dict(cfg.to_dict()) == cfg
+    assert LabConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "lbs"}).lbs == 1  # older state
+    s = load_settings({}, env(cfg), None, config={})
+    assert s.haproxy.lbs == ("haproxy", "haproxy-2")
+
+
+def test_the_lab_refuses_too_many_haproxy():
+    from veza_canary.lab import LabConfig, LabError
+
+    with pytest.raises(LabError):
+        LabConfig(lbs=4)
+    with pytest.raises(LabError):
+        LabConfig(lbs=0)

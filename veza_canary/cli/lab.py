@@ -56,11 +56,14 @@ def up_cmd(
                                         help="The load generator stops by itself after this long."),
     install: bool = typer.Option(True, "--install/--no-install",
                                  help="Run scripts/install-system-deps.sh when packages are missing."),
+    lbs: int = typer.Option(1, "--lbs", help="HAProxy containers with the same config (haproxy, haproxy-2, ...); "
+                                             "`lab env` then sets HAPROXY_CONTAINERS. Back to 1 deletes the others."),
 ) -> None:
     """Create or reconcile the lab; ends with every server UP, Prometheus scraping, traffic flowing."""
     from veza_canary.lab import LabConfig, lab_up
 
-    cfg = LabConfig.with_nodes(nodes, rate=rate, traffic_duration=traffic_hours * 3600, install_deps=install)
+    cfg = LabConfig.with_nodes(nodes, rate=rate, traffic_duration=traffic_hours * 3600, install_deps=install,
+                               lbs=lbs)
     with _changing_the_lab():
         lab_up(cfg, progress=_progress)
 

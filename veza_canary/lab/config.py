@@ -67,11 +67,15 @@ PREVIOUS_VERSION = "0.9.0"
 
 #: A canary needs at least one peer; 2 cores do not carry many more than 20 nodes.
 MIN_NODES, MAX_NODES = 2, 20
+#: HAProxy containers: ``haproxy``, then ``haproxy-2``.. for a multi-LB lab (``lab up --lbs 2``).
+MAX_LBS = 3
 
 _NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
-# Host numbers inside SUBNET: .1 is the bridge, .10 HAProxy, .11 Prometheus, .101.. the nodes.
+# Host numbers inside SUBNET: .1 is the bridge, .10 HAProxy, .11 Prometheus, .12.. the other HAProxy
+# (haproxy-2, ...), .101.. the nodes.
 _GATEWAY_HOST, _HAPROXY_HOST, _PROM_HOST, _FIRST_NODE_HOST = 1, 10, 11, 101
+_EXTRA_HAPROXY_HOST = 12
 
 
 def gateway() -> str:
@@ -91,9 +95,13 @@ class LabConfig:
     canary: str = "backend-api-2"
     #: Install missing system packages with scripts/install-system-deps.sh when possible.
     install_deps: bool = True
+    #: How many HAProxy serve the pool (same config; the load generator runs on the first only).
+    lbs: int = 1
 
     def __post_init__(self) -> None:
-        names = (*self.nodes, self.haproxy, self.prom)
+        if not 1 <= self.lbs <= MAX_LBS:
+            raise LabError(f"the lab runs 1 to {MAX_LBS} HAProxy, got {self.lbs}")
+        names = (*self.nodes, *self.haproxies, self.prom)
         if not MIN_NODES <= len(self.nodes) <= MAX_NODES:
             raise LabError(f"the lab needs {MIN_NODES} to {MAX_NODES} backend nodes (a canary and its peers), "
                            f"got {len(self.nodes)}")
@@ -117,9 +125,15 @@ class LabConfig:
         return cls(nodes=nodes, **kw)  # type: ignore[arg-type]
 
     @property
+    def haproxies(self) -> tuple[str, ...]:
+        """Every HAProxy container: ``haproxy`` (the load generator's, the deploy tool's lock), then
+        ``haproxy-2``.. when ``lbs`` > 1."""
+        return (self.haproxy, *(f"{self.haproxy}-{i}" for i in range(2, self.lbs + 1)))
+
+    @property
     def containers(self) -> tuple[str, ...]:
         """Every container, in start order: backends first (HAProxy's first checks must pass)."""
-        return (*self.nodes, self.haproxy, self.prom)
+        return (*self.nodes, *self.haproxies, self.prom)
 
     @property
     def canary_node(self) -> str:
@@ -135,6 +149,8 @@ class LabConfig:
             host = _HAPROXY_HOST
         elif name == self.prom:
             host = _PROM_HOST
+        elif name in self.haproxies:
+            host = _EXTRA_HAPROXY_HOST + self.haproxies.index(name) - 1
         elif name in self.nodes:
             host = _FIRST_NODE_HOST + self.nodes.index(name)
         else:
@@ -143,10 +159,11 @@ class LabConfig:
 
     def to_dict(self) -> dict[str, object]:
         return {"nodes": list(self.nodes), "rate": self.rate, "traffic_duration": self.traffic_duration,
-                "haproxy": self.haproxy, "prom": self.prom, "canary": self.canary}
+                "haproxy": self.haproxy, "prom": self.prom, "canary": self.canary, "lbs": self.lbs}
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> LabConfig:
         return cls(nodes=tuple(d["nodes"]), rate=float(d["rate"]),  # type: ignore[arg-type]
                    traffic_duration=float(d.get("traffic_duration", 4 * 3600.0)),  # type: ignore[arg-type]
-                   haproxy=str(d["haproxy"]), prom=str(d["prom"]), canary=str(d["canary"]))
+                   haproxy=str(d["haproxy"]), prom=str(d["prom"]), canary=str(d["canary"]),
+                   lbs=int(d.get("lbs", 1)))  # type: ignore[call-overload]

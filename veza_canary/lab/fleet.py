@@ -219,8 +219,9 @@ def haproxy_has_exporter(name: str) -> bool:
     return "prometheus-exporter" in r.stdout.lower() or "prometheus exporter" in r.stdout.lower()
 
 
-def setup_haproxy(cfg: LabConfig, *, exporter: bool) -> None:
-    name = cfg.haproxy
+def setup_haproxy(cfg: LabConfig, *, exporter: bool, name: str | None = None) -> None:
+    """HAProxy in ``name`` (default: ``cfg.haproxy``; every one of ``cfg.haproxies`` gets the same config)."""
+    name = name or cfg.haproxy
     # The map first: the config reads it, and `haproxy -c` below needs it to exist.
     changed = sync_files(name, [FileSpec(configs.PIN_MAP, configs.pin_map().encode()),
                                 FileSpec("/etc/haproxy/haproxy.cfg", configs.haproxy_cfg(cfg, exporter=exporter)

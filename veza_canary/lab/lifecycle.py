@@ -85,6 +85,10 @@ class LabInfo:
         return self.config.haproxy
 
     @property
+    def haproxies(self) -> tuple[str, ...]:
+        return self.config.haproxies
+
+    @property
     def prom(self) -> str:
         return self.config.prom
 
@@ -171,7 +175,7 @@ def _up(cfg: LabConfig, progress: Progress) -> LabInfo:
     step("prometheus", lambda: fleet.setup_prometheus(cfg, exporter=exporter))
     step("nodes", lambda: _setup_nodes(cfg, progress))
     # HAProxy after the nodes: its first checks must pass, or servers start DOWN for `rise` checks.
-    step("haproxy", lambda: fleet.setup_haproxy(cfg, exporter=exporter))
+    step("haproxy", lambda: [fleet.setup_haproxy(cfg, exporter=exporter, name=h) for h in cfg.haproxies])
     step("servers_up", lambda: _wait_servers_up(cfg, progress))
     step("loadgen", lambda: fleet.setup_loadgen(cfg))
     step("prom_targets", lambda: _wait_targets(cfg, exporter, progress))
@@ -181,7 +185,8 @@ def _up(cfg: LabConfig, progress: Progress) -> LabInfo:
     timings["total"] = round(time.monotonic() - t_start, 2)
     info = _info(cfg, state, timings)
     log.info("lab up timings", **timings)
-    progress(f"lab is up in {timings['total']:.1f}s: {len(cfg.nodes)} nodes UP in HAProxy, "
+    lbs = f" ({cfg.lbs} HAProxy: {', '.join(cfg.haproxies)})" if cfg.lbs > 1 else ""
+    progress(f"lab is up in {timings['total']:.1f}s: {len(cfg.nodes)} nodes UP in HAProxy{lbs}, "
              f"Prometheus at {info.prom_url}, traffic through {info.lb_url}")
     return info
 
@@ -221,15 +226,17 @@ def _setup_nodes(cfg: LabConfig, progress: Progress) -> None:
 
 
 def _wait_servers_up(cfg: LabConfig, progress: Progress) -> None:
-    probe.set_servers_ready(cfg)
+    for h in cfg.haproxies:
+        probe.set_servers_ready(cfg, h)
 
     def all_up() -> bool:
-        stats = probe.server_stats(cfg)
-        return sorted(s.name for s in stats if s.up) == sorted(cfg.nodes)
+        return all(sorted(s.name for s in probe.server_stats(cfg, h) if s.up) == sorted(cfg.nodes)
+                   for h in cfg.haproxies)
 
     wait_until(all_up, 60, f"every server UP in HAProxy backend {POOL_BACKEND}", interval=0.25,
                retry_on=(VezaError,))
-    progress(f"HAProxy: all {len(cfg.nodes)} servers UP")
+    on = f" on each of {', '.join(cfg.haproxies)}" if cfg.lbs > 1 else ""
+    progress(f"HAProxy: all {len(cfg.nodes)} servers UP{on}")
 
 
 def _wait_targets(cfg: LabConfig, exporter: bool, progress: Progress) -> None:
@@ -384,6 +391,8 @@ def env(cfg: LabConfig | None = None) -> dict[str, str]:
         "NODE_HEALTH_TIMEOUT": "30",
         "UP_TIMEOUT": "30",
         "POLL_INTERVAL": "0.5",
+        # Several HAProxy: the deploy tool drives them all (docs/multi-lb.md); unset with one.
+        **({"HAPROXY_CONTAINERS": " ".join(cfg.haproxies)} if cfg.lbs > 1 else {}),
     }
 
 
@@ -453,6 +462,9 @@ def status() -> LabStatus:
     try:
         servers = probe.server_stats(cfg)
         problems += [f"HAProxy server {s.name} is {s.status}" for s in servers if not s.up]
+        for h in cfg.haproxies[1:]:
+            problems += [f"HAProxy server {s.name} is {s.status} on {h}" for s in probe.server_stats(cfg, h)
+                         if not s.up]
         loadgen = fleet.is_active(cfg.haproxy, LOADGEN_SERVICE)
         if not loadgen:
             problems.append(f"{LOADGEN_SERVICE} is not running (its duration may have run out; `lab up`)")
@@ -474,12 +486,13 @@ def restore_node(node: str, cfg: LabConfig | None = None) -> None:
         raise LabError(f"{node!r} is not a node of the lab ({', '.join(cfg.nodes)})")
     fleet.setup_node(node)
     fleet.wait_node_healthy(node)
-    reply = probe.haproxy_command(cfg, f"set server {POOL_BACKEND}/{node} state ready;"
-                                       f"set server {POOL_BACKEND}/{node} weight 100")
-    if reply.strip():
-        raise LabError(f"HAProxy refused to set {node} ready: {reply.strip()[:200]}")
+    for h in cfg.haproxies:
+        reply = probe.haproxy_command(cfg, f"set server {POOL_BACKEND}/{node} state ready;"
+                                           f"set server {POOL_BACKEND}/{node} weight 100", container=h)
+        if reply.strip():
+            raise LabError(f"HAProxy {h} refused to set {node} ready: {reply.strip()[:200]}")
 
     def node_up() -> bool:
-        return any(s.name == node and s.up for s in probe.server_stats(cfg))
+        return all(any(s.name == node and s.up for s in probe.server_stats(cfg, h)) for h in cfg.haproxies)
 
     wait_until(node_up, 30, f"{node} UP in HAProxy", interval=0.25, retry_on=(VezaError,))

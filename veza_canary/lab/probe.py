@@ -19,9 +19,9 @@ from veza_canary.lab.config import HAPROXY_SOCKET, POOL_BACKEND, PROM_PORT, LabC
 from veza_canary.lab.fleet import ct
 
 
-def haproxy_command(cfg: LabConfig, command: str, *, timeout: float = 10.0) -> str:
-    """Send one runtime-API command to HAProxy; return the raw reply."""
-    r = ct(cfg.haproxy).run(("socat", "-t", "2", "stdio", f"UNIX-CONNECT:{HAPROXY_SOCKET}"),
+def haproxy_command(cfg: LabConfig, command: str, *, timeout: float = 10.0, container: str | None = None) -> str:
+    """Send one runtime-API command to HAProxy (``container``: another of ``cfg.haproxies``); return the reply."""
+    r = ct(container or cfg.haproxy).run(("socat", "-t", "2", "stdio", f"UNIX-CONNECT:{HAPROXY_SOCKET}"),
                             input=command.rstrip("\n") + "\n", check=False, timeout=timeout)
     if not r.ok:
         raise HAProxyError(f"HAProxy admin socket: {r.describe()}")
@@ -57,15 +57,15 @@ def parse_show_stat(text: str, backend: str = POOL_BACKEND) -> list[ServerStat]:
     return out
 
 
-def server_stats(cfg: LabConfig) -> list[ServerStat]:
-    return parse_show_stat(haproxy_command(cfg, f"show stat {POOL_BACKEND} 4 -1"))
+def server_stats(cfg: LabConfig, container: str | None = None) -> list[ServerStat]:
+    return parse_show_stat(haproxy_command(cfg, f"show stat {POOL_BACKEND} 4 -1", container=container))
 
 
-def set_servers_ready(cfg: LabConfig) -> None:
+def set_servers_ready(cfg: LabConfig, container: str | None = None) -> None:
     """Put every node back to ready with its full weight (a failed test may have left one drained)."""
     cmds = ";".join(f"set server {POOL_BACKEND}/{n} state ready;set server {POOL_BACKEND}/{n} weight 100"
                     for n in cfg.nodes)
-    reply = haproxy_command(cfg, cmds)
+    reply = haproxy_command(cfg, cmds, container=container)
     if reply.strip():
         raise HAProxyError(f"HAProxy refused to set servers ready: {reply.strip()[:300]}")
 
