@@ -187,6 +187,6 @@ def test_the_parser_catches_a_wrong_flag():
     with pytest.raises(UsageError):
         parse(["veza-canary", "rollback", "--nodez", "all"])
     with pytest.raises(UsageError):
-        parse(["veza-canary", "haproxy", "weight", "backend-api-1"])  # N is missing
+        parse(["veza-canary", "haproxy", "drain"])  # NODE is missing
     assert parse(["veza-canary", "--log-format", "json", "haproxy", "drain", "backend-api-1", "--wait"])[0] == [
         "haproxy", "drain"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fakes import SimFleet, SimHAProxy
 from veza_canary.clock import FakeClock
 from veza_canary.errors import HAProxyError
 from veza_canary.haproxy import HAProxy
 from veza_canary.health import WaitTimedOut, poll_until, wait_drained, wait_up
-from tests.fakes import SimFleet, SimHAProxy
 
 NODES = ["backend-api-1", "backend-api-2"]
 
