@@ -946,7 +946,8 @@ def plan(s: Settings, *, artifact: Artifact | None = None, rollback: Artifact | 
          gate: object | None = None) -> list[str]:
     """The dry-run plan: what ships, where, every step with its own commands. Touches nothing."""
     sock = (f"socat stdio UNIX-CONNECT:{s.haproxy.local_socket}" if s.haproxy.local_socket
-            else f"incus exec {s.haproxy.container} -- socat stdio UNIX-CONNECT:{s.haproxy.socket}")
+            else f"incus exec {s.haproxy.lbs[0]} -- socat stdio UNIX-CONNECT:{s.haproxy.socket}"
+            + (f" (and the same on {', '.join(s.haproxy.lbs[1:])})" if len(s.haproxy.lbs) > 1 else ""))
     pool = s.haproxy.backend
     svc = s.service
     health = redact_text(svc.node_health_url)
@@ -989,7 +990,7 @@ def plan(s: Settings, *, artifact: Artifact | None = None, rollback: Artifact | 
                       f"    GET {redact_text(s.prometheus.url)}/api/v1/query   (SLI green now)"],
         "migration-gate": [f"    lint {s.migrations.dir} (new since {s.migrations.since}, {s.migrations.dialect})"
                            + (f": {gate.summary()}" if gate is not None else "")],  # type: ignore[attr-defined]
-        "lock": [f"    lock file on {s.haproxy.container}:/var/lib/veza-canary/lock.json"],
+        "lock": [f"    lock file on {s.haproxy.lbs[0]}:/var/lib/veza-canary/lock.json"],
         "confirm": ["    a yes/no question on a TTY (--yes skips)"],
         "drain-canary": drain(c),
         "install-canary": install(c, keep=not s.rollback_binary),
@@ -1013,7 +1014,7 @@ def plan(s: Settings, *, artifact: Artifact | None = None, rollback: Artifact | 
         lines.append(f"  artifact:   {s.artifact}")
     lines += [f"  incus:      {where}",
               f"  fleet:      canary {c}; peers {', '.join(s.pool.peers) or '(none)'}; HAProxy backend {pool} "
-              f"on {s.haproxy.container}",
+              f"on {', '.join(s.haproxy.lbs)}",
               f"  rollback:   {rb_line}",
               f"  migrations: {s.migrations.dir}" + ("  (FORCE_MIGRATE=1: blocking findings bypassed)"
                                                      if s.migrations.force else "")]
