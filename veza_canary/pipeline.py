@@ -636,8 +636,10 @@ class Deploy:
                 self.observer.on_sample(smp, r)  # type: ignore[arg-type]
 
         policy = replace(JudgePolicy.from_settings(s), window_s=stage.hold_s)
-        if stage.pinned:  # little traffic: no-data must never pass, and never drag on either
-            policy = replace(policy, max_nodata=max(policy.max_nodata, int(stage.hold_s // policy.interval_s)))
+        if stage.pinned or stage.percent < 100:
+            # A small share of traffic: a quiet rate window is expected and must not end the stage early; it is
+            # still never a pass (a stage whose evidence stays too thin is rolled back when its hold ends).
+            policy = replace(policy, max_nodata=max(policy.max_nodata, int(stage.hold_s // policy.interval_s) + 1))
         evidence = PromEvidence.from_settings(f.prom, s)
         if self.observer:
             self.observer.on_watch(WatchPolicy(window_s=policy.window_s, interval_s=policy.interval_s,
@@ -645,9 +647,10 @@ class Deploy:
         result = judge_watch(evidence, policy, f.clock, alive=alive, on_sample=on_sample,
                              prior=evidence.baseline_history(policy.interval_s))
         share = None
-        if shaped:
+        if shaped:  # over the time the stage actually ran
+            ran = result.samples[-1].at if result.samples else policy.interval_s
             share = traffic.measured_share(f.prom, traffic.share_template(s), canary=canary, pool=s.pool.nodes,
-                                           window_s=max(policy.interval_s, stage.hold_s)).to_dict()
+                                           window_s=max(policy.interval_s, ran)).to_dict()
         self.report.event("stage_verdict", stage=stage.name, outcome=str(result.outcome), rule=result.rule,
                           reason=result.reason, measured_share=share)
         self.ann.emit(VERDICT, f"canary {canary} at {stage.name}: {result.outcome}: {result.reason}",

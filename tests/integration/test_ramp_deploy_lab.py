@@ -34,7 +34,10 @@ from veza_canary.transport import IncusTransport
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
-RAMP = {"SLI_WINDOW": "9", "SLI_PROBE_INTERVAL": "3", "CANARY_STEPS": "5,25,100", "CANARY_STEP_HOLD": "6"}
+# The lab's loadgen sends ~20 requests/s to three nodes: at 5 % of its weight the canary gets ~0.5/s, so a
+# 10 s rate window holds a handful of requests (SLI_MIN_REQUESTS 2) and a step needs a few probes of evidence.
+RAMP = {"SLI_WINDOW": "9", "SLI_PROBE_INTERVAL": "3", "CANARY_STEPS": "5,25,100", "CANARY_STEP_HOLD": "15",
+        "SLI_MIN_REQUESTS": "2"}
 
 
 @pytest.fixture(scope="module")
