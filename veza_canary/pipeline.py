@@ -459,23 +459,35 @@ class Deploy:
     def _preflight_sli(self, states: dict) -> None:
         """Refuse to start into a red SLI or a blind one; a node with no data yet is only a warning.
 
-        Judged like the watch (``verdict.snapshot`` of the last 10 minutes): one error in a quiet minute is
-        not "already red"."""
+        Judged like the watch (``verdict.snapshot``), over the recent past only (two rate windows, at least
+        two probe intervals): one error in a quiet minute is not "already red", and a build rolled back a few
+        minutes ago does not keep the fleet red. Only the SLO decides here: a node that is merely worse than
+        the others (the baseline rules) is logged, not refused; a whole fleet above the SLO is refused."""
         s, f = self.s, self.fleet
         policy = JudgePolicy.from_settings(s)
+        span = min(600.0, max(2 * s.sli.rate_window_s, 2 * s.sli.probe_interval))
         scoped = "{node}" in s.sli.selector
         targets = [n for n in s.pool.nodes if not states[n].drained and not states[n].in_maint] if scoped else [None]
-        nodata = []
+        nodata, held = [], []
         for n in targets:
-            sample = judge_snapshot(PromEvidence.from_settings(f.prom, s, n or s.pool.canary), policy)
+            sample = judge_snapshot(PromEvidence.from_settings(f.prom, s, n or s.pool.canary), policy, span)
             where = f" on {n}" if n else ""
-            if str(sample.verdict) == "error":
+            verdict, rule = str(sample.verdict), sample.rule or ""
+            if verdict == "error":
                 raise PreflightError(f"Prometheus: {sample.reason}")
-            if str(sample.verdict) in ("fail", "hold"):  # hold: the whole fleet is red
+            if verdict == "fail" and rule.startswith("baseline"):
+                log.warning("preflight.sli_worse_than_peers", node=n, reason=sample.reason)
+                self.report.event("sli_worse_than_peers_at_preflight", node=n, reason=sample.reason)
+            elif verdict == "fail":
                 raise PreflightError(f"SLI already red{where} before any change: {sample.reason}",
                                      hint="a canary started into a red SLI would roll back for nothing")
-            if str(sample.verdict) == "no-data":
+            elif verdict == "hold":
+                held.append(f"{n or 'fleet'} ({sample.reason})")
+            elif verdict == "no-data":
                 nodata.append(f"{n or 'fleet'} ({sample.reason})")
+        if held and len(held) == len(targets):
+            raise PreflightError(f"SLI already red on the whole fleet before any change: {held[0]}",
+                                 hint="a fleet-wide incident: a canary started now would judge nothing")
         if nodata and len(nodata) == len(targets):
             raise PreflightError(f"SLI has no data: {'; '.join(nodata)}",
                                  hint="check PROM_URL, SLI_SELECTOR and that the fleet gets traffic")
