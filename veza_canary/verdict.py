@@ -838,12 +838,13 @@ def watch(
     return result
 
 
-def snapshot(take_evidence: TakeEvidence, policy: Policy, span_s: float = 600.0) -> Sample:
-    """One judgement of the last ``span_s`` seconds, for a preflight ("is this node's SLI red now?"):
-    ``fail`` only when a rule shows it (the SPRT at the policy's confidence, the fast rule, the baseline
-    rules); otherwise ``watch`` (nothing shown), ``no-data`` or ``error``. One error in a quiet minute is
-    not "already red"."""
-    smp = _probe(take_evidence, Tracker(policy), span_s)
+def snapshot(take_evidence: TakeEvidence, policy: Policy, span_s: float | None = None) -> Sample:
+    """One judgement of the last ``span_s`` seconds (default: five rate windows, ``clear_s``), for a
+    preflight ("is this node's SLI red now?"): ``fail`` only when a rule shows it (the SPRT at the policy's
+    confidence, the fast rule, the baseline rules); otherwise ``watch`` (nothing shown), ``no-data`` or
+    ``error``. One error in a quiet minute is not "already red"; a canary rolled back ten minutes ago is
+    not "red now" either."""
+    smp = _probe(take_evidence, Tracker(policy), policy.clear_s if span_s is None else span_s)
     _log(smp, policy)
     return smp
 

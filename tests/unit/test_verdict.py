@@ -248,8 +248,8 @@ def test_a_baseline_above_the_slo_by_chance_delays_the_blame_by_one_probe_only()
 def test_snapshot_judges_a_fixed_span_for_a_preflight():
     from veza_canary.verdict import snapshot
 
-    one_error = Traffic(rate=2, err=1 / 1200)  # one error in ten quiet minutes: red for first-red, not here
-    assert snapshot(one_error, P).verdict is Verdict.WATCH and one_error.calls == [600.0]
+    one_error = Traffic(rate=2, err=1 / 600)  # one error in five quiet minutes: red for first-red, not here
+    assert snapshot(one_error, P).verdict is Verdict.WATCH and one_error.calls == [P.clear_s] == [300.0]
     assert snapshot(Traffic(rate=2, err=0.05), P).verdict is Verdict.FAIL
     assert snapshot(lambda _at: Evidence(error="HTTP 500"), P).verdict is Verdict.ERROR
 
