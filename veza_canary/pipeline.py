@@ -50,7 +50,7 @@ from veza_canary.errors import (
     SLIBreached,
     VezaError,
 )
-from veza_canary.evidence import PromEvidence
+from veza_canary.evidence import PromEvidence, queries_from_settings
 from veza_canary.fleet import Fleet, build_fleet
 from veza_canary.health import WaitTimedOut, dead_canary
 from veza_canary.hooks import CONFIRM_PROMOTION, POST_CANARY, PRE_DEPLOY
@@ -461,8 +461,8 @@ class Deploy:
 
         Judged like the watch (``verdict.snapshot``), over the recent past only (two rate windows, at least
         two probe intervals): one error in a quiet minute is not "already red", and a build rolled back a few
-        minutes ago does not keep the fleet red. Only the SLO decides here: a node that is merely worse than
-        the others (the baseline rules) is logged, not refused; a whole fleet above the SLO is refused."""
+        minutes ago does not keep the fleet red. Each node is judged alone against the SLO: a node merely
+        worse than the others is not refused here."""
         s, f = self.s, self.fleet
         policy = JudgePolicy.from_settings(s)
         span = min(600.0, max(2 * s.sli.rate_window_s, 2 * s.sli.probe_interval))
@@ -470,15 +470,15 @@ class Deploy:
         targets = [n for n in s.pool.nodes if not states[n].drained and not states[n].in_maint] if scoped else [None]
         nodata, held = [], []
         for n in targets:
-            sample = judge_snapshot(PromEvidence.from_settings(f.prom, s, n or s.pool.canary), policy, span)
+            # The node alone, against the SLO: no baseline (its regex of every other node would make a preflight
+            # of N nodes cost N^2, and the baseline rules do not refuse here anyway).
+            node_only = PromEvidence(f.prom, queries_from_settings(s, n or s.pool.canary)[0], None)
+            sample = judge_snapshot(node_only, policy, span)
             where = f" on {n}" if n else ""
-            verdict, rule = str(sample.verdict), sample.rule or ""
+            verdict = str(sample.verdict)
             if verdict == "error":
                 raise PreflightError(f"Prometheus: {sample.reason}")
-            if verdict == "fail" and rule.startswith("baseline"):
-                log.warning("preflight.sli_worse_than_peers", node=n, reason=sample.reason)
-                self.report.event("sli_worse_than_peers_at_preflight", node=n, reason=sample.reason)
-            elif verdict == "fail":
+            if verdict == "fail":
                 raise PreflightError(f"SLI already red{where} before any change: {sample.reason}",
                                      hint="a canary started into a red SLI would roll back for nothing")
             elif verdict == "hold":
@@ -560,9 +560,10 @@ class Deploy:
     def reconcile_traffic(self) -> None:
         """Under the lock: no node of this deploy left at a reduced weight, no pin left (a SIGKILLed ramp)."""
         h = self.fleet.haproxy
+        weights = traffic.weights(h)  # every server in one read
         for n in self.s.pool.nodes:
-            w = traffic.read_weight(h, n)
-            if w.skewed:
+            w = weights.get(n)
+            if w is not None and w.skewed:
                 log.warning("traffic.reconcile", node=n, weight=w.to_dict(), msg="restoring the configured weight")
                 self.report.event("weight_restored", node=n, weight=w.to_dict())
                 traffic.restore_weight(h, n)
