@@ -130,6 +130,7 @@ def test_a_good_but_noisy_build_passes_the_sound_judge(vlab, builds):
     assert last.get("verdict") == "pass" and last.get("judge") == "sound"
     # The evidence is in every probe line: counts, the estimate and its bounds, the baseline.
     assert {"requests", "errors", "err_ratio", "err_lower", "err_upper", "baseline_requests"} <= set(last)
+    print(f"noisy build: pass after {last['at']}s: {last['reason']}")
 
 
 def test_a_build_at_twice_the_slo_is_rolled_back_and_blocked(vlab, builds):
@@ -137,6 +138,7 @@ def test_a_build_at_twice_the_slo_is_rolled_back_and_blocked(vlab, builds):
     assert run.code == 5, (run.code, run.stderr[-3000:])
     decided = [p for p in probes(run) if p.get("verdict") == "fail"]
     assert decided and decided[-1].get("rule") in ("slo-errors", "fast-errors", "baseline-errors", "unproven")
+    print(f"2x build: {decided[-1]['rule']} at {decided[-1]['at']}s: {decided[-1]['reason']}")
     st = wait_all_up(vlab.env)
     assert len({s["sha256"] for s in st.values()}) == 1  # the fleet back on one binary
     again = vlab.deploy(builds["twice"])
@@ -152,3 +154,4 @@ def test_a_unit_failing_at_start_is_detected_within_seconds(vlab, builds):
     first_rollback = next(json.loads(ln) for ln in after if ln.startswith("{") and ts(json.loads(ln)) > ts(restart[0]))
     took = ts(first_rollback) - ts(restart[0])
     assert took < 5.0, f"rollback began {took:.1f}s after the restart (node-health deadline is 60 s)"
+    print(f"failing unit: rollback began {took:.2f}s after the restart ({first_rollback.get('event')})")
