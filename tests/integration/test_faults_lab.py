@@ -51,17 +51,18 @@ from tests.integration.deploy_helpers import (
     deploy_env,
     exclusive_lab,
     reset_state_dir,
+    wait_all_up,
     wait_sli_green,
 )
 from veza_canary.haproxy import HAProxy, IncusSocat
-from veza_canary.lab import Faults, build_standin
+from veza_canary.lab import Faults, build_standin, restore_node
 from veza_canary.node import Node
 from veza_canary.transport import IncusTransport
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
 INSTALL_DIR = "/opt/veza/backend-api"
-KEEP = {"veza-api", "veza-api.previous"}
+KEEP = {"veza-api", "veza-api.previous", ".veza-api.last-good"}
 STATE_DIR = "/var/lib/veza-canary"
 #: Short windows: a good deploy takes ~13 s on the lab.
 FAST = {"SLI_WINDOW": "6", "SLI_PROBE_INTERVAL": "2", "NODE_HEALTH_TIMEOUT": "8", "UP_TIMEOUT": "15",
@@ -238,6 +239,8 @@ class FaultLab:
     def deploy_env(self, **overrides: str) -> dict[str, str]:
         e = deploy_env(self.env, **{**FAST, **overrides})
         e["PATH"] = f"{self.wrapper_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        # The faults are injected by an `incus` wrapper on PATH: the Incus CLI, not the REST API on the socket.
+        e["VEZA_CANARY_INCUS_CLI"] = "1"
         e["VEZA_FAULT_DIR"] = str(self.fault_dir)
         e["STATE_DIR"] = str(self.tmp / "state")
         return e
@@ -370,7 +373,7 @@ def _systemctl(ct: str, *args: str) -> None:
 
 
 def _watch_probe_passed(e: dict) -> bool:
-    return e.get("event") == "sli.probe" and (e.get("at") or 0) > 0 and e.get("verdict") == "pass"
+    return e.get("event") == "sli.probe" and (e.get("at") or 0) > 0 and e.get("verdict") in ("pass", "watch")
 
 
 # --- Prometheus -------------------------------------------------------------------------------------------
@@ -387,7 +390,7 @@ def test_prometheus_stopped_during_the_watch_rolls_back_then_before_a_deploy_ref
     run = r.finish()
     fl.assert_consistent(run, code=5, shas=baseline_shas(fl), needle="Prometheus")
     verdicts = [s["verdict"] for s in run.report["sli_samples"]]
-    assert verdicts[-4:] == ["error"] * 4 and "pass" in verdicts, verdicts
+    assert verdicts[-4:] == ["error"] * 4 and {"pass", "watch"} & set(verdicts), verdicts
     assert sha_of(builds["good"]) not in blocked_releases(fl.env), "a Prometheus outage blocked a good build"
 
     again = fl.deploy(builds["good"])
@@ -561,17 +564,20 @@ def test_rollback_binary_itself_broken_leaves_the_canary_drained_exit_7(flab, bu
     assert len(errs) == 1 and "ROLLBACK FAILED" in errs[0]
 
 
-def test_rollback_binary_missing_is_refused_before_anything_changes(flab, builds):
+def test_no_last_known_good_binary_is_refused_before_anything_changes(flab, builds):
+    """The canary already runs the artifact (installed by hand) and no copy of the build before it was kept:
+    nothing to roll back to, so preflight refuses (the default rollback target is the running build)."""
     fl = flab
     ct = IncusTransport(fl.canary)
-    ct.run(("mv", "--", f"{INSTALL_DIR}/veza-api.previous", "/run/veza-api.previous.saved"))
-    fl.on_teardown("put veza-api.previous back",
-                   lambda: ct.run(("mv", "--", "/run/veza-api.previous.saved", f"{INSTALL_DIR}/veza-api.previous")))
+    ct.run(("rm", "-f", "--", f"{INSTALL_DIR}/.veza-api.last-good"))
+    ct.push(builds["good"], f"{INSTALL_DIR}/veza-api", mode=0o755)
+    ct.run(("systemctl", "restart", "veza-backend-api"))
+    fl.on_teardown("put the canary back on its baseline", lambda: restore_node(fl.canary))
+    wait_all_up(fl.env)
     run = fl.deploy(builds["good"], ROLLBACK_BINARY="")
     assert run.code == 3 and "last-known-good" in run.report["message"], run.stderr[-2000:]
-    ct.run(("mv", "--", "/run/veza-api.previous.saved", f"{INSTALL_DIR}/veza-api.previous"))
-    fl.undo.clear()
-    fl.assert_consistent(run, code=3, shas=baseline_shas(fl), needle="last-known-good")
+    assert "no copy of the build before it was kept" in run.report["message"]
+    assert not [s for s in run.report["steps"] if s["name"] == "drain-canary" and s["outcome"] != "skipped"]
 
 
 # --- drains that never end -------------------------------------------------------------------------------
