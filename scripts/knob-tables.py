@@ -21,18 +21,6 @@ from veza_canary.settings import KNOBS  # noqa: E402
 ROW = re.compile(r"^\| `([A-Z0-9_]+)` \| `[^`]*` \| `[^`]*` \| (.*) \|$")
 
 
-def shown_default(v: object) -> str:
-    if v is None:
-        return "(unset)"
-    if isinstance(v, bool):
-        return "1" if v else "0"
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, tuple):
-        return " ".join(v)
-    return str(v)
-
-
 def rewrite(path: Path) -> None:
     lines = path.read_text().splitlines()
     rows = [i for i, ln in enumerate(lines) if ROW.match(ln)]
@@ -40,7 +28,7 @@ def rewrite(path: Path) -> None:
         raise SystemExit(f"{path}: no knob table")
     first, last = rows[0], rows[-1]
     meaning = {m.group(1): m.group(2) for ln in lines[first:last + 1] if (m := ROW.match(ln))}
-    table = [f"| `{k.env}` | `{k.flag}` | `{shown_default(k.default)}` | {meaning.get(k.env, k.help)} |"
+    table = [f"| `{k.env}` | `{k.flag}` | `{k.shown_default}` | {meaning.get(k.env, k.help)} |"
              for k in KNOBS]
     path.write_text("\n".join([*lines[:first], *table, *lines[last + 1:]]) + "\n")
 

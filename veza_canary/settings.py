@@ -378,42 +378,11 @@ def _c_rate_window(v: Any, _all: Mapping[str, Any]) -> str | None:
     return None
 
 
-#: One label matcher: name, operator, double-quoted value (``{node}`` is the only placeholder).
-_MATCHER_RE = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\{}]|\\.|\{node\})*)"\s*')
-
-
-def check_selector(v: str) -> str | None:
-    """A comma-separated list of PromQL label matchers, and nothing else (no braces, no injected PromQL)."""
-    if any(ord(c) < 32 for c in v):
-        return "contains control characters"
-    for part in _split_matchers(v):
-        if not _MATCHER_RE.fullmatch(part):
-            return (f"{_show(part.strip())} is not a label matcher like node=\"{{node}}\" "
-                    "(name, one of = != =~ !~, a double-quoted value; {node} is the only placeholder)")
-    return None
-
-
-def _split_matchers(v: str) -> Iterator[str]:
-    """Split on commas outside double-quoted values."""
-    buf, quoted, escaped = [], False, False
-    for c in v:
-        if escaped:
-            escaped = False
-        elif c == "\\":
-            escaped = True
-        elif c == '"':
-            quoted = not quoted
-        elif c == "," and not quoted:
-            yield "".join(buf)
-            buf = []
-            continue
-        buf.append(c)
-    if "".join(buf).strip() or buf:
-        yield "".join(buf)
-
-
 def _c_selector(v: Any, _all: Mapping[str, Any]) -> str | None:
-    return check_selector(v)
+    """Label matchers only (no braces outside a quoted value, no injected PromQL); ``{node}`` the only placeholder."""
+    from veza_canary.evidence import check_matchers
+
+    return check_matchers(v, ("node",))
 
 
 def _c_sli_metric(v: Any, _all: Mapping[str, Any]) -> str | None:
@@ -487,6 +456,20 @@ class Knob:
 
     def read(self, s: Settings) -> Any:
         return getattr(getattr(s, self.group) if self.group else s, self.field)
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the knob tables print it (``(unset)``, ``1``/``0``, ``3600``, ``a b``)."""
+        v = self.default
+        if v is None:
+            return "(unset)"
+        if isinstance(v, bool):
+            return "1" if v else "0"
+        if isinstance(v, float):
+            return f"{v:g}"
+        if isinstance(v, tuple):
+            return " ".join(v)
+        return str(v)
 
 
 def knob(env: str, default: Any, parse: Parser, help: str, *, check: Check | None = None,  # noqa: A002
