@@ -4,7 +4,7 @@
 #   BENCH_OUT=/tmp/veza-bench   where the JSON results go (outside the repository)
 #   BENCH_QUICK=1               fewer runs (a smoke test of the scripts, not figures to publish)
 #   BENCH_NO_DOCS=1             do not touch docs/benchmarks.md
-#   BENCH_SKIP="lint lab"       skip parts: lint, startup, scale, lab
+#   BENCH_SKIP="lint lab"       skip parts: lint, judge, startup, scale, lab
 #
 # The lab parts (orchestration overhead, time to rollback) need root and the local lab
 # (`veza-canary lab up`; brought up if needed). They hold the lab exclusively (exclusive_lab)
@@ -32,6 +32,11 @@ if ! skip lint; then
     rm -rf "$CORPUS" && $PY bench/gen_corpus.py "$CORPUS" --files 2000
   fi
   $PY bench/lint_bench.py "$CORPUS" --runs "$LINT_RUNS" | tee "$BENCH_OUT/lint.md"
+fi
+
+if ! skip judge; then
+  say "SLI judge simulation (bench/judge_sim.py)"
+  if [ -n "${BENCH_QUICK:-}" ]; then $PY bench/judge_sim.py --quick; else $PY bench/judge_sim.py; fi
 fi
 
 if ! skip startup; then
