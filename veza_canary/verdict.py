@@ -407,8 +407,9 @@ def judge(v: View, p: Policy) -> Sample:
         return _judge_first_red(v, p)
     if v.dispersion <= 1.0:
         return _judge(v, p)
-    # Bursty counts: judge effective counts, show the real ones (the bounds and log-LRs stay effective).
-    smp = _judge(v.scaled(1.0 / v.dispersion), p)
+    # Bursty counts: judge effective counts, show the real ones (the bounds and log-LRs stay effective). Whether
+    # there is data at all is a question about the real requests: the no-data floor is scaled alike.
+    smp = _judge(v.scaled(1.0 / v.dispersion), replace(p, min_requests=p.min_requests / v.dispersion))
     z = z_one_sided(p.confidence)
 
     def real(st: SideStats | None, span: Span | None, recent: Span | None) -> SideStats | None:

@@ -285,3 +285,14 @@ def test_watch_primes_the_dispersion_with_the_baselines_history():
     t = Traffic(err=0.001)
     r = watch(t, POLICY, FakeClock(), prior=[steady(1000, k) for k in (0, 0, 12, 0, 1, 0, 10, 1)])
     assert r.ok and r.samples[0].dispersion > 4
+
+
+def test_bursty_counts_never_turn_real_traffic_into_no_data():
+    """84 real requests in the last window are data, however bursty the baseline looked (found on the lab: a
+    dispersion of ~17 scaled them below SLI_MIN_REQUESTS and a healthy canary was rolled back as no-data)."""
+    v = view(12.0, span(84.5, secs=12.0), span(84.5, secs=12.0), span(176.0, secs=12.0), span(176.0, secs=12.0))
+    bursty = judge(View(**{**{f: getattr(v, f) for f in v.__dataclass_fields__}, "dispersion": 17.0}), P)
+    assert str(bursty.verdict) != "no-data", bursty.reason
+    quiet = view(12.0, span(3.0, secs=12.0), span(3.0, secs=12.0), span(176.0, secs=12.0), span(176.0, secs=12.0))
+    assert str(judge(View(**{**{f: getattr(quiet, f) for f in quiet.__dataclass_fields__}, "dispersion": 17.0}),
+                     P).verdict) == "no-data"
