@@ -28,7 +28,9 @@ from veza_canary.haproxy import HAProxy, IncusSocat
 from veza_canary.lab import Faults, build_standin
 from veza_canary.transport import IncusTransport
 
-pytestmark = [pytest.mark.integration, pytest.mark.lab]
+# Last: reshaping the lab (a second HAProxy, then back) restarts HAProxy and Prometheus; the tests that judge
+# the SLI must not see that burst in their baseline history.
+pytestmark = [pytest.mark.integration, pytest.mark.lab, pytest.mark.lab_last]
 
 FAST = {"SLI_WINDOW": "9", "SLI_PROBE_INTERVAL": "3"}
 SECOND = "haproxy-2"
