@@ -451,6 +451,10 @@ class HAProxy:
         log.debug("haproxy", command=command, reply=reply[:200])
         return reply
 
+    def command(self, line: str) -> str:
+        """One raw runtime-API command line (weights, maps, ``show info``): its reply, reads retried as above."""
+        return self._send(line)
+
     def stats(self) -> dict[str, ServerStat]:
         """Every server of the backend (one whole read: for status views, not for polls)."""
         reply = self._send(f"show stat {self.backend} 4 -1")

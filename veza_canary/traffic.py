@@ -81,19 +81,8 @@ _PATH_RE = re.compile(r"/[A-Za-z0-9_.@+=/-]{1,250}")
 
 
 def command(haproxy: HAProxy, line: str) -> str:
-    """Send one runtime-API command line through the client's socket; return the raw reply.
-
-    Reads (``show``/``get``) that come back empty are sent again, as ``HAProxy`` does for its own: an
-    exec through Incus loses a command's output now and then. Writes are never repeated.
-    """
-    reply = haproxy.sock.send(line)
-    for _ in range(2):
-        if reply or not line.startswith(("show ", "get ")):
-            break
-        log.warning("traffic.empty_reply.retry", command=line)
-        reply = haproxy.sock.send(line)
-    log.debug("haproxy", command=line, reply=reply[:200])
-    return reply
+    """Send one runtime-API command line through the client (``HAProxy.command``); return the raw reply."""
+    return haproxy.command(line)
 
 
 def _check_empty(reply: str, line: str) -> None:
