@@ -811,6 +811,14 @@ class SimOtherLB:
         self.maps = {path: {} for path in self.maps}
         self.haproxy_pid += 1
 
+    def own(self, **values: object) -> SimOtherLB:
+        """Give this HAProxy its own value of a fleet attribute: ``own(algo="static-rr")`` is a config of its own."""
+        self._own.update(values)
+        return self
+
+    #: Judged on this HAProxy's algorithm (its own one after ``own(algo=...)``, else the fleet's).
+    static_weights = property(SimFleet.static_weights.fget)
+
 
 def two_lb_fleet(settings: Settings, sim: SimFleet | None = None, *,
                  names: tuple[str, str] = ("haproxy", "haproxy-2")) -> tuple[Fleet, SimFleet, SimOtherLB]:

@@ -34,7 +34,9 @@ import posixpath
 import re
 import socket
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from veza_canary.errors import HAProxyError, TransportError
 from veza_canary.log import get_logger
@@ -42,6 +44,8 @@ from veza_canary.transport.base import Transport
 from veza_canary.transport.incus_api import IncusAPI
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
@@ -454,6 +458,16 @@ class HAProxy:
     def command(self, line: str) -> str:
         """One raw runtime-API command line (weights, maps, ``show info``): its reply, reads retried as above."""
         return self._send(line)
+
+    def each(self, op: Callable[[HAProxy], T]) -> dict[str, T]:
+        """``op`` run on each HAProxy this client talks to, by name (the per-HAProxy read hook).
+
+        A raw reply describes one HAProxy process, so a read that must describe the fleet (``traffic.py``:
+        weights, pins, ``show info``, the algorithm) is taken from each HAProxy and combined by the caller.
+        One HAProxy: ``{"": op(self)}`` (no name: there is nothing to tell apart); ``lbs.HAProxySet`` names
+        each of its members.
+        """
+        return {"": op(self)}
 
     def stats(self) -> dict[str, ServerStat]:
         """Every server of the backend (one whole read: for status views, not for polls)."""

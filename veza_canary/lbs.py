@@ -18,10 +18,11 @@ procedure, the waits, ``status`` and ``traffic`` use it unchanged (``fleet.hapro
 * **A member that does not answer makes every read and write raise** ``HAProxyError("HAProxy <name>:
   ...")``: the deploy's failure policy for an HAProxy failure applies (docs/multi-lb.md says which
   state a deploy ends in).
-* **Raw reads** through ``.sock`` (``show ...``/``get ...`` lines of ``traffic.py``: the weight table,
-  the map entries, ``show info``) are sent to every member, so an unreachable one is seen, and the
-  *first* member's reply is returned: those replies hold per-process fields (pids, counters, entry
-  addresses) that cannot be merged as text.
+* **Raw reads are per HAProxy**: a ``show ...``/``get ...`` reply describes one process (its pid, its
+  weights, its map entries) and cannot be merged as text, so ``traffic.py`` reads each member with
+  ``each(op)`` (``{name: op(member)}``) and combines the results itself (a weight is skewed when any
+  member has it off, pins are the union, a reload of any member is seen). A raw read sent to the set
+  itself has no single answer and is refused (a bug, not a fleet state).
 
 With one HAProxy the fleet uses the plain ``HAProxy`` (``fleet.build_fleet``); nothing here runs.
 """
@@ -102,14 +103,16 @@ def _hint(name: str) -> str:
 
 
 class BroadcastSocket(AdminSocket):
-    """The raw command path of an ``HAProxySet``: writes to every member, reads checked on every member."""
+    """The raw command path of an ``HAProxySet``: writes go to every member; reads go through ``each``."""
 
     def __init__(self, members: Members) -> None:
         self.members = members
 
     def send(self, command: str) -> str:
         if _is_read(command):
-            return self.members.read(lambda h: h.sock.send(command))[0]
+            # Which member's reply would it be? Returning the first one's hid the others (issue 18 §2).
+            raise RuntimeError(f"a raw read on several HAProxy has no single reply ({command!r}): read each one "
+                               "with HAProxySet.each and combine the results")
         replies = self.members.write(lambda h: h.sock.send(command), f"{command.split(' ', 3)[:3]!r}")
         if len({r.strip() for r in replies}) == 1:
             return replies[0]
@@ -154,6 +157,10 @@ class HAProxySet(HAProxy):
     @property
     def names(self) -> list[str]:
         return self.members.names
+
+    def each(self, op: Callable[[HAProxy], T]) -> dict[str, T]:
+        """``op`` on every member, by name in configured order; the first member that fails raises, named."""
+        return dict(zip(self.names, self.members.read(op), strict=True))
 
     # -- reads -----------------------------------------------------------------------------
     def stats(self) -> dict[str, ServerStat]:

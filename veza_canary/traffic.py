@@ -13,6 +13,14 @@ Safety invariant support: ``traffic_skew`` lists every server whose weight diffe
 configured one and every pin present (for ``status``); ``restore_all`` puts all of it back (for
 ``veza-canary haproxy weight --restore`` and the reconcile at the start of the next deploy).
 
+Several HAProxy (``lbs.HAProxySet``, issue 18 §2): every function here takes one HAProxy or the set.
+Writes go to every HAProxy (the set's broadcast). Reads that describe the fleet are taken from *each*
+HAProxy with ``haproxy.each(op)`` and combined here: a server's weight is skewed when it is off on any
+HAProxy (``weights``: ``lbs.DISAGREE`` when they differ; ``weights_each`` and ``traffic_skew`` name the
+HAProxy), a step's weight is checked and re-applied per HAProxy with a ``RuntimeMarker`` each (a reload
+of any of them is seen), pins are the union (``Skew`` names a pin some HAProxy lack), and a static
+algorithm on any HAProxy refuses the ramp.
+
 HAProxy 2.6 facts this relies on (measured on 2.6.12, the lab's and Debian 12's version):
 
 * ``set server B/S weight N%`` sets ``initial * N / 100`` with integer arithmetic (so a server
@@ -47,10 +55,11 @@ import io
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from veza_canary.errors import HAProxyError, PreflightError, PrometheusError
+from veza_canary.lbs import DISAGREE
 from veza_canary.log import get_logger
 
 if TYPE_CHECKING:
@@ -101,6 +110,11 @@ def _name(v: str, what: str) -> str:
     return v
 
 
+def _on(haproxy_name: str) -> str:
+    """`` on HAProxy NAME`` for a message about one HAProxy of several; nothing with a single HAProxy."""
+    return f" on HAProxy {haproxy_name}" if haproxy_name else ""
+
+
 # --- weights ------------------------------------------------------------------------------------------------
 
 
@@ -111,6 +125,8 @@ class Weight:
     server: str
     current: int
     initial: int
+    #: The HAProxy this was read on when there are several ("": the only one, or every one agrees).
+    haproxy: str = ""
 
     @property
     def skewed(self) -> bool:
@@ -123,7 +139,10 @@ class Weight:
         return 100.0 * self.current / self.initial if self.initial else None
 
     def to_dict(self) -> dict[str, object]:
-        return {"server": self.server, "current": self.current, "initial": self.initial}
+        out: dict[str, object] = {"server": self.server, "current": self.current, "initial": self.initial}
+        if self.haproxy:
+            out["haproxy"] = self.haproxy
+        return out
 
 
 def parse_weights(reply: str, backend: str) -> dict[str, Weight]:
@@ -149,13 +168,39 @@ def parse_weights(reply: str, backend: str) -> dict[str, Weight]:
     return out
 
 
+def weights_each(haproxy: HAProxy) -> dict[str, dict[str, Weight]]:
+    """Each HAProxy's weight table, one read of each: HAProxy name -> server -> Weight (naming its HAProxy)."""
+    tables = haproxy.each(lambda h: parse_weights(command(h, f"show servers state {h.backend}"), h.backend))
+    return {name: {srv: replace(w, haproxy=name) for srv, w in table.items()} for name, table in tables.items()}
+
+
+def combine_weights(tables: Mapping[str, Mapping[str, Weight]]) -> dict[str, Weight]:
+    """One weight per server over every HAProxy: theirs when they all agree, else current ``DISAGREE`` (skewed).
+
+    A server some HAProxy does not know is left out (as ``HAProxySet.states`` does).
+    """
+    first, *others = tables.values()
+    out = {}
+    for server, w in first.items():
+        seen = [w, *(t[server] for t in others if server in t)]
+        if len(seen) != len(tables):
+            continue
+        if len({(x.current, x.initial) for x in seen}) == 1:
+            out[server] = replace(w, haproxy="")
+        else:
+            log.warning("traffic.weights_disagree", server=server, weights=[x.to_dict() for x in seen],
+                        msg="the HAProxy disagree on this weight (a reload of one, or a change by hand)")
+            out[server] = Weight(server, DISAGREE, w.initial)
+    return out
+
+
 def weights(haproxy: HAProxy) -> dict[str, Weight]:
-    """Every server of the backend, current and configured weight, in one read."""
-    return parse_weights(command(haproxy, f"show servers state {haproxy.backend}"), haproxy.backend)
+    """Every server of the backend, current and configured weight, one read of each HAProxy (see combine_weights)."""
+    return combine_weights(weights_each(haproxy))
 
 
 def read_weight(haproxy: HAProxy, server: str) -> Weight:
-    """One server's weight (``get weight B/S``)."""
+    """One server's weight (``get weight B/S``); ``DISAGREE`` when several HAProxy differ (``HAProxySet``)."""
     current, initial = haproxy.get_weight(server)
     return Weight(server, current, initial)
 
@@ -190,9 +235,12 @@ def restore_weight(haproxy: HAProxy, server: str) -> Weight:
 
 
 def rotation_weights(haproxy: HAProxy) -> dict[str, int]:
-    """The current weight of every server in rotation (ready and running; drained, in maintenance or down left out)."""
+    """The current weight of every server in rotation (ready and running; drained, in maintenance or down left out).
+
+    A weight the HAProxy disagree on counts as its configured one: the deploy's reconcile puts it back first.
+    """
     states = haproxy.states()
-    return {name: w.current for name, w in weights(haproxy).items()
+    return {name: w.initial if w.current == DISAGREE else w.current for name, w in weights(haproxy).items()
             if name in states and states[name].admin == "ready" and states[name].op_state == 2}
 
 
@@ -226,12 +274,12 @@ def parse_backend_algo(reply: str, backend: str) -> str:
 
 
 def backend_algo(haproxy: HAProxy) -> str:
-    """The backend's load-balancing algorithm, as ``show stat`` names it."""
+    """One HAProxy's load-balancing algorithm for the backend, as ``show stat`` names it (several: ``each``)."""
     return parse_backend_algo(command(haproxy, f"show stat {haproxy.backend} 2 -1"), haproxy.backend)
 
 
 def probe_dynamic(haproxy: HAProxy, server: str) -> bool:
-    """Ask HAProxy whether the backend takes weights other than 0 % and 100 %.
+    """Ask one HAProxy whether the backend takes weights other than 0 % and 100 % (several: ``each``).
 
     One command line, ``set server B/S weight P; set server B/S weight C`` (C the current weight, P one
     off it and not the initial one): a static backend refuses the first command and changes nothing;
@@ -273,10 +321,10 @@ class RampPlan:
 def check_ramp(haproxy: HAProxy, server: str, steps: Iterable[int], *, probe: bool = True) -> RampPlan:
     """Refuse, before any change, a ramp HAProxy would not do; else return the plan.
 
-    PreflightError when the backend's algorithm is static (``static-rr``, or a hash with the default
-    ``hash-type map-based``), when the server's configured weight is too coarse for a step (a step
-    that would come out as weight 0), or when the server is unknown. A ramp of the single step 100
-    is today's behaviour and needs nothing. ``probe=False`` skips asking HAProxy when the ``algo``
+    PreflightError when the backend's algorithm is static on any HAProxy (``static-rr``, or a hash with
+    the default ``hash-type map-based``), when the server's configured weight is too coarse for a step
+    (a step that would come out as weight 0), or when the server is unknown. A ramp of the single step
+    100 is today's behaviour and needs nothing. ``probe=False`` skips asking HAProxy when the ``algo``
     column cannot tell (a hash algorithm): such a backend is then refused.
     """
     steps = tuple(steps)
@@ -284,26 +332,32 @@ def check_ramp(haproxy: HAProxy, server: str, steps: Iterable[int], *, probe: bo
     if server not in ws:
         raise PreflightError(f"HAProxy has no server {server!r} in backend {haproxy.backend!r}")
     w = ws[server]
-    algo = backend_algo(haproxy)
+    algos = haproxy.each(backend_algo)
     plan_weights = tuple(step_weight(w.initial, p) for p in steps)
     others = {s: x for s, x in rotation_weights(haproxy).items() if s != server}
     shares = tuple(expected_share({**others, server: x}, server) for x in plan_weights)
-    plan = RampPlan(server, algo, w.initial, steps, plan_weights, shares)
+    plan = RampPlan(server, _agreed(algos), w.initial, steps, plan_weights, shares)
     if steps == (100,):
         return plan
     hint = "use CANARY_STEPS=100 (no ramp) or a dynamic algorithm (docs/traffic-shaping.md)"
-    if algo in STATIC_ALGOS:
-        raise PreflightError(f"backend {haproxy.backend} balances with {algo}, a static algorithm: HAProxy takes "
-                             "only 0 % or 100 % there, so the canary cannot be ramped", hint=hint)
-    if algo not in DYNAMIC_ALGOS:
+    be = haproxy.backend
+    for name, algo in algos.items():
+        if algo in STATIC_ALGOS:
+            raise PreflightError(f"backend {be} balances with {algo}{_on(name)}, a static algorithm: HAProxy takes "
+                                 "only 0 % or 100 % there, so the canary cannot be ramped", hint=hint)
+    unsure = {name: algo for name, algo in algos.items() if algo not in DYNAMIC_ALGOS}
+    if unsure:
+        name, algo = next(iter(unsure.items()))
         if not probe:
-            raise PreflightError(f"backend {haproxy.backend} balances with {algo}: a ramp needs hash-type "
+            raise PreflightError(f"backend {be} balances with {algo}{_on(name)}: a ramp needs hash-type "
                                  "consistent, which the runtime API does not show", hint=hint)
-        if not probe_dynamic(haproxy, server):
-            raise PreflightError(f"backend {haproxy.backend} balances with {algo} and a static hash-type "
-                                 "(map-based): HAProxy takes only 0 % or 100 %, so the canary cannot be ramped",
-                                 hint="add 'hash-type consistent' to the backend, or " + hint)
-        plan = RampPlan(server, algo, w.initial, steps, plan_weights, shares, probed=True)
+        dynamic = haproxy.each(lambda h: probe_dynamic(h, server))
+        static = [n for n, ok in dynamic.items() if not ok]
+        if static:
+            raise PreflightError(f"backend {be} balances with {algos[static[0]]}{_on(static[0])} and a static "
+                                 "hash-type (map-based): HAProxy takes only 0 % or 100 %, so the canary cannot be "
+                                 "ramped", hint="add 'hash-type consistent' to the backend, or " + hint)
+        plan = replace(plan, probed=True)
     zero = [p for p, x in zip(steps, plan_weights, strict=True) if x == 0]
     if zero:
         raise PreflightError(
@@ -312,6 +366,13 @@ def check_ramp(haproxy: HAProxy, server: str, steps: Iterable[int], *, probe: bo
             hint="configure the pool's servers with 'weight 100' (default-server weight 100), or use larger steps")
     log.info("traffic.ramp_plan", **plan.to_dict())
     return plan
+
+
+def _agreed(values: Mapping[str, str]) -> str:
+    """The value every HAProxy has, else each one's (``haproxy: roundrobin, haproxy-2: static-rr``)."""
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return ", ".join(f"{n}: {v}" for n, v in values.items())
 
 
 # --- a reload or restart loses runtime weights --------------------------------------------------------------------
@@ -342,9 +403,12 @@ def parse_info(reply: str) -> RuntimeMarker:
     return RuntimeMarker(pid, start)
 
 
-def runtime_marker(haproxy: HAProxy) -> RuntimeMarker:
-    """The answering HAProxy process; keep it when a weight is set and pass it to ``check_weight``."""
-    return parse_info(command(haproxy, "show info"))
+def runtime_marker(haproxy: HAProxy) -> dict[str, RuntimeMarker]:
+    """The answering process of each HAProxy (name -> marker; ``{"": marker}`` with one HAProxy).
+
+    Keep it when a weight is set and pass it to ``check_weight``: a reload of any HAProxy changes its entry.
+    """
+    return haproxy.each(lambda h: parse_info(command(h, "show info")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +418,7 @@ class WeightCheck:
     server: str
     percent: int
     expected: int
-    weight: Weight
+    weight: Weight  # as read on one HAProxy (``weight.haproxy`` names it when there are several)
     reloaded: bool  # another HAProxy process answers than when the weight was set
     reason: str  # "" when ok
 
@@ -374,49 +438,66 @@ class WeightCheck:
 
 
 def judge_weight(w: Weight, percent: int, *, reloaded: bool = False) -> WeightCheck:
-    """Pure: compare a weight read with the step's. See ``check_weight``."""
+    """Pure: compare a weight read (on one HAProxy, ``w.haproxy``) with the step's. See ``check_weight``."""
     want = step_weight(w.initial, percent)
+    on, lb = _on(w.haproxy), f"HAProxy {w.haproxy}" if w.haproxy else "HAProxy"
     reason = ""
     if w.current != want:
         if w.current == w.initial or reloaded:
-            reason = (f"{w.server} is back at weight {w.current} instead of the step's {want} ({percent} %): "
-                      "HAProxy reloaded or restarted and forgot the runtime weight (no server-state file)")
+            reason = (f"{w.server} is back at weight {w.current}{on} instead of the step's {want} ({percent} %): "
+                      f"{lb} reloaded or restarted and forgot the runtime weight (no server-state file)")
         else:
-            reason = (f"{w.server} is at weight {w.current}, not the step's {want} ({percent} %): "
+            reason = (f"{w.server} is at weight {w.current}{on}, not the step's {want} ({percent} %): "
                       "someone else changed it")
     elif reloaded:
-        reason = (f"HAProxy reloaded or restarted during the step ({w.server} is at weight {w.current}, as set): "
+        reason = (f"{lb} reloaded or restarted during the step ({w.server} is at weight {w.current}, as set): "
                   "its other runtime state (drain, pins) may be gone")
     return WeightCheck(w.server, percent, want, w, reloaded, reason)
 
 
-def check_weight(haproxy: HAProxy, server: str, percent: int, *, since: RuntimeMarker | None = None) -> WeightCheck:
-    """Whether ``server`` still has the step's weight; ``since`` is the marker taken when it was set.
+def _severity(c: WeightCheck) -> int:
+    """Which check speaks for the fleet: someone else's weight, then a lost one, then a reload, then ok."""
+    if c.ok:
+        return 3
+    if not c.lost:
+        return 0
+    return 1 if c.weight.current != c.expected else 2
 
-    A lost weight (``.lost``) is re-applied with ``set_weight`` or answered with a rollback by the
-    caller; at 100 % a reload changes nothing for the weight, but ``.reloaded`` still says so.
+
+def check_weight(haproxy: HAProxy, server: str, percent: int, *,
+                 since: Mapping[str, RuntimeMarker] | None = None) -> WeightCheck:
+    """Whether ``server`` still has the step's weight on every HAProxy; ``since`` is the marker taken when it was set.
+
+    Each HAProxy is judged on its own weight and its own process; the check returned is the one that
+    matters most (``_severity``), naming its HAProxy. A lost weight (``.lost``) is re-applied with
+    ``set_weight`` or answered with a rollback by the caller; at 100 % a reload changes nothing for the
+    weight, but ``.reloaded`` still says so.
     """
-    w = read_weight(haproxy, server)
-    reloaded = since is not None and runtime_marker(haproxy) != since
-    result = judge_weight(w, percent, reloaded=reloaded)
+    read = haproxy.each(lambda h: h.get_weight(server))
+    now = runtime_marker(haproxy) if since is not None else {}
+    checks = [judge_weight(Weight(server, cur, ini, name), percent,
+                           reloaded=since is not None and now[name] != since.get(name))
+              for name, (cur, ini) in read.items()]
+    result = min(checks, key=_severity)
     if not result.ok:
         log.warning("traffic.weight_check", **result.to_dict())
     return result
 
 
 class StepGuard:
-    """One ramp step held: the weight set, the HAProxy process it was set on, and re-applies after a reload.
+    """One ramp step held: the weight set, the HAProxy processes it was set on, and re-applies after a reload.
 
     ``StepGuard.enter(h, canary, 25)`` sets the weight; ``guard.check()`` (at every SLI probe) reads it
-    back. A lost weight is put back at once when ``reapply`` (the default) and the check says so
-    (``.lost``, with ``guard.reapplied`` counting); a weight someone else changed is only reported
-    (``not .ok and not .lost``): the caller rolls back or stops.
+    back on every HAProxy. A lost weight is put back at once when ``reapply`` (the default) and the check
+    says so (``.lost``, with ``guard.reapplied`` counting; the weight is set again on every HAProxy,
+    which changes only those that lost it); a weight someone else changed on any HAProxy is only
+    reported (``not .ok and not .lost``): the caller rolls back or stops.
     """
 
     def __init__(self, haproxy: HAProxy, server: str, percent: int, *, reapply: bool = True) -> None:
         self.haproxy, self.server, self.percent, self.reapply = haproxy, server, percent, reapply
         self.weight: Weight | None = None
-        self.marker: RuntimeMarker | None = None
+        self.marker: dict[str, RuntimeMarker] | None = None  # one per HAProxy
         self.reapplied = 0
 
     @classmethod
@@ -562,7 +643,11 @@ def parse_map_entries(reply: str) -> dict[str, str]:
 
 
 class PinMap:
-    """The pin map: keys (header or cookie values) routed to a server by the config's ``use-server`` rule."""
+    """The pin map: keys (header or cookie values) routed to a server by the config's ``use-server`` rule.
+
+    Each HAProxy has its own copy in memory: edits go to every HAProxy, reads are the union of theirs
+    (a pin on any HAProxy is a pin), and ``ensure`` puts a pin back wherever it is missing.
+    """
 
     def __init__(self, haproxy: HAProxy, path: str) -> None:
         if not _PATH_RE.fullmatch(path) or "/../" in path + "/":
@@ -571,22 +656,29 @@ class PinMap:
         self.path = path
 
     def preflight(self) -> MapInfo:
-        """Check HAProxy loaded the map and its config reads it; PreflightError with the fix when not."""
-        maps = parse_map_list(command(self.haproxy, "show map"))
-        info = next((m for m in maps if m.path == self.path), None)
+        """Check every HAProxy loaded the map and its config reads it; PreflightError with the fix when not."""
         hint = ("add the map file and the use-server rule to the HAProxy config "
                 "(docs/traffic-shaping.md), reload HAProxy, or leave CANARY_PINS unset")
-        if info is None:
-            loaded = ", ".join(m.path for m in maps) or "none"
-            raise PreflightError(f"HAProxy has no map {self.path} loaded (maps: {loaded}): a pinned stage "
-                                 "cannot route anything", hint=hint)
-        if not info.used:
-            raise PreflightError(f"HAProxy loaded the map {self.path} but no rule reads it", hint=hint)
-        return info
+        found = {}
+        for name, maps in self.haproxy.each(lambda h: parse_map_list(command(h, "show map"))).items():
+            info = next((m for m in maps if m.path == self.path), None)
+            lb = f"HAProxy {name}" if name else "HAProxy"
+            if info is None:
+                loaded = ", ".join(m.path for m in maps) or "none"
+                raise PreflightError(f"{lb} has no map {self.path} loaded (maps: {loaded}): a pinned stage "
+                                     "cannot route anything", hint=hint)
+            if not info.used:
+                raise PreflightError(f"{lb} loaded the map {self.path} but no rule reads it", hint=hint)
+            found[name] = info
+        return next(iter(found.values()))
+
+    def pins_each(self) -> dict[str, dict[str, str]]:
+        """Each HAProxy's entries: HAProxy name -> key -> server."""
+        return self.haproxy.each(lambda h: parse_map_entries(command(h, f"show map {self.path}")))
 
     def pins(self) -> dict[str, str]:
-        """Every entry of the map: key -> server."""
-        return parse_map_entries(command(self.haproxy, f"show map {self.path}"))
+        """Every entry of the map on any HAProxy: key -> server (the first HAProxy's server on a conflict)."""
+        return union_pins(self.pins_each())
 
     def add(self, key: str, server: str) -> None:
         """Route requests carrying ``key`` to ``server`` (replaces an entry for the same key)."""
@@ -610,9 +702,10 @@ class PinMap:
         return True
 
     def ensure(self, keys: Iterable[str], server: str) -> list[str]:
-        """Put back every key that is missing or points elsewhere (a reload empties the map); return those."""
-        have = self.pins()
-        redo = [k for k in keys if have.get(k) != server]
+        """Put back every key that is missing or points elsewhere on any HAProxy (a reload empties its map);
+        return those."""
+        each = self.pins_each()
+        redo = [k for k in keys if any(have.get(k) != server for have in each.values())]
         for k in redo:
             self.add(k, server)
         if redo:
@@ -620,13 +713,33 @@ class PinMap:
         return redo
 
     def clear(self) -> dict[str, str]:
-        """Remove every entry (idempotent); return what was there."""
+        """Remove every entry from every HAProxy (idempotent); return what was there (on any of them)."""
         before = self.pins()
         if before:
             line = f"clear map {self.path}"
             _check_empty(command(self.haproxy, line), line)
             log.info("traffic.pins_cleared", map=self.path, removed=sorted(before))
         return before
+
+
+def union_pins(each: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """The pins of every HAProxy together: key -> server (the first HAProxy's server on a conflict)."""
+    out: dict[str, str] = {}
+    for entries in each.values():
+        for k, v in entries.items():
+            out.setdefault(k, v)
+    return out
+
+
+def pins_not_everywhere(each: Mapping[str, Mapping[str, str]]) -> dict[str, list[str]]:
+    """Pins some HAProxy lack (or route elsewhere): key -> the HAProxy that have it as the union says."""
+    union = union_pins(each)
+    out = {}
+    for k, v in union.items():
+        have = [name for name, entries in each.items() if entries.get(k) == v]
+        if len(have) != len(each):
+            out[k] = have
+    return out
 
 
 def _key(key: str) -> None:
@@ -668,11 +781,15 @@ def plan_lines(s: Settings) -> list[str]:
 class Skew:
     """What differs from the configured traffic split: weights off their configured value, pins present."""
 
+    #: One entry per HAProxy a server is off on (``Weight.haproxy`` names it when there are several).
     weights: tuple[Weight, ...] = ()
+    #: Every pin on any HAProxy.
     pins: Mapping[str, str] = field(default_factory=dict)
     pin_map: str | None = None
     #: Why the pins could not be read (the map is not loaded: nothing can be pinned either).
     pins_unknown: str = ""
+    #: Pins some HAProxy lack: key -> the HAProxy that have it.
+    pins_only_on: Mapping[str, list[str]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -680,30 +797,35 @@ class Skew:
 
     def lines(self) -> list[str]:
         """One line per skew, for ``status`` and logs."""
-        out = [f"{w.server}: weight {w.current}, configured {w.initial}" for w in self.weights]
-        out += [f"pin {k} -> {v} (map {self.pin_map})" for k, v in sorted(self.pins.items())]
+        out = [f"{w.server}: weight {w.current}, configured {w.initial}{_on(w.haproxy)}" for w in self.weights]
+        for k, v in sorted(self.pins.items()):
+            only = self.pins_only_on.get(k)
+            where = "" if only is None else f", only on {', '.join(only) or 'none'}"
+            out.append(f"pin {k} -> {v} (map {self.pin_map}{where})")
         return out
 
     def to_dict(self) -> dict[str, object]:
         return {"weights": [w.to_dict() for w in self.weights], "pins": dict(self.pins), "pin_map": self.pin_map,
-                "pins_unknown": self.pins_unknown or None, "clean": self.clean}
+                "pins_unknown": self.pins_unknown or None, "pins_only_on": dict(self.pins_only_on),
+                "clean": self.clean}
 
 
 def traffic_skew(haproxy: HAProxy, pin_map: str | None = None) -> Skew:
-    """Every server whose weight differs from its configured one, and every pin in ``pin_map``.
+    """Every server whose weight differs from its configured one on any HAProxy (one entry per HAProxy it is
+    off on), and every pin in ``pin_map`` on any HAProxy (``pins_only_on`` names those some HAProxy lack).
 
     A map HAProxy has not loaded holds no pins: ``pins_unknown`` says so instead of raising, so a
     fleet without the pinned stage configured still shows its weights.
     """
-    skewed = tuple(w for w in weights(haproxy).values() if w.skewed)
-    pins: dict[str, str] = {}
+    skewed = tuple(w for table in weights_each(haproxy).values() for w in table.values() if w.skewed)
+    each: dict[str, dict[str, str]] = {}
     unknown = ""
     if pin_map:
         try:
-            pins = PinMap(haproxy, pin_map).pins()
+            each = PinMap(haproxy, pin_map).pins_each()
         except HAProxyError as exc:
             unknown = str(exc)
-    return Skew(skewed, pins, pin_map, unknown)
+    return Skew(skewed, union_pins(each), pin_map, unknown, pins_not_everywhere(each))
 
 
 def restore_all(haproxy: HAProxy, pin_map: str | None = None) -> Skew:
@@ -714,8 +836,8 @@ def restore_all(haproxy: HAProxy, pin_map: str | None = None) -> Skew:
     found = traffic_skew(haproxy, pin_map)
     if found.pins and pin_map:
         PinMap(haproxy, pin_map).clear()
-    for w in found.weights:
-        restore_weight(haproxy, w.server)
+    for server in dict.fromkeys(w.server for w in found.weights):  # once per server: a restore reaches every HAProxy
+        restore_weight(haproxy, server)
     if not found.clean:
         log.warning("traffic.restored", **found.to_dict())
     return found

@@ -151,16 +151,15 @@ def test_one_haproxy_unreachable_is_an_error_naming_it_and_a_drain_still_reaches
 
 def test_weights_and_pins_go_to_both_and_a_disagreement_reads_as_skewed(tmp_path):
     fleet, sim, lb2 = make(None, tmp_path)
-    sim.initial_weights = dict.fromkeys(NODES, 100)
-    sim.weights = dict.fromkeys(NODES, 100)
-    lb2.weights = dict.fromkeys(NODES, 100)
+    at_100(sim, lb2)
     h = fleet.haproxy
     assert traffic.set_weight(h, "backend-api-2", 25).current == 25
     assert sim.weights["backend-api-2"] == 25 and lb2.weights["backend-api-2"] == 25
     lb2.reload_haproxy()  # the second HAProxy forgets the runtime weight
     chk = traffic.check_weight(h, "backend-api-2", 25)
-    assert chk.weight.current == DISAGREE and not chk.ok, "a step with half the traffic at full weight fails"
-    assert traffic.read_weight(h, "backend-api-2").skewed
+    assert chk.lost and chk.weight.haproxy == "haproxy-2", "a step with half the traffic at full weight fails"
+    assert traffic.read_weight(h, "backend-api-2").current == DISAGREE
+    assert traffic.weights(h)["backend-api-2"].current == DISAGREE and traffic.weights(h)["backend-api-2"].skewed
     traffic.restore_weight(h, "backend-api-2")
     assert sim.weights["backend-api-2"] == lb2.weights["backend-api-2"] == 100
     pins = traffic.PinMap(h, "/etc/haproxy/canary-pin.map")
@@ -176,6 +175,184 @@ def test_a_server_one_haproxy_does_not_know_is_unknown(tmp_path):
     h = HAProxySet([("haproxy", fleet.haproxy.members.items[0][1]),
                     ("haproxy-3", HAProxy(SimHAProxy(other), "api_pool"))])
     assert set(h.states()) == set(h.stats()) == {"backend-api-2", "backend-api-1"}
+
+
+# --- traffic shaping over two HAProxy (traffic.py reads each one: HAProxySet.each) -------------------------------
+
+CANARY, MAP = "backend-api-2", "/etc/haproxy/canary-pin.map"
+
+
+def at_100(sim, lb2) -> None:
+    """Every server configured at weight 100 (fine enough for ramp steps) on both HAProxy."""
+    sim.initial_weights = dict.fromkeys(NODES, 100)
+    sim.weights = dict.fromkeys(NODES, 100)
+    lb2.weights = dict.fromkeys(NODES, 100)
+
+
+def test_each_reads_every_haproxy_by_name_and_a_raw_read_on_the_set_is_refused(tmp_path):
+    fleet, sim, lb2 = make(None, tmp_path)
+    h = fleet.haproxy
+    assert h.each(lambda m: m.get_weight(CANARY)) == {"haproxy": (1, 1), "haproxy-2": (1, 1)}
+    assert HAProxy(SimHAProxy(sim), "api_pool").each(lambda m: m.backend) == {"": "api_pool"}
+    with pytest.raises(RuntimeError, match="each"):
+        h.command("show info")  # whose reply? never silently the first one's
+
+
+def test_the_second_haproxy_reloaded_mid_step_gets_the_weight_back_there(tmp_path):
+    fleet, sim, lb2 = make(None, tmp_path)
+    at_100(sim, lb2)
+    guard = traffic.StepGuard.enter(fleet.haproxy, CANARY, 25)
+    assert set(guard.marker or {}) == {"haproxy", "haproxy-2"} and guard.check().ok
+    lb2.reload_haproxy()  # only the second HAProxy: the first keeps 25
+    chk = guard.check()
+    assert chk.lost and chk.reloaded and chk.weight == traffic.Weight(CANARY, 100, 100, "haproxy-2")
+    assert "HAProxy haproxy-2 reloaded" in chk.reason
+    assert guard.reapplied == 1 and lb2.weights[CANARY] == 25 and sim.weights[CANARY] == 25
+    assert guard.check().ok, "against the second HAProxy's new process"
+
+
+def test_a_reload_of_the_second_haproxy_at_full_weight_is_seen_and_remembered(tmp_path):
+    fleet, sim, lb2 = make(None, tmp_path)
+    at_100(sim, lb2)
+    guard = traffic.StepGuard.enter(fleet.haproxy, CANARY, 100)
+    lb2.reload_haproxy()
+    chk = guard.check()
+    assert chk.reloaded and chk.weight.haproxy == "haproxy-2" and guard.reapplied == 0
+    assert guard.check().ok
+
+
+def test_someone_elses_weight_on_the_second_haproxy_fails_the_step_even_when_the_first_lost_its_own(tmp_path):
+    fleet, sim, lb2 = make(None, tmp_path)
+    at_100(sim, lb2)
+    guard = traffic.StepGuard.enter(fleet.haproxy, CANARY, 25)
+    sim.reload_haproxy()  # the first HAProxy lost the weight ...
+    lb2.weights[CANARY] = 60  # ... and someone set another one on the second
+    chk = guard.check()
+    assert not chk.ok and not chk.lost and "someone else" in chk.reason and chk.weight.haproxy == "haproxy-2"
+    assert guard.reapplied == 0 and lb2.weights[CANARY] == 60
+
+
+def test_skew_names_the_haproxy_a_weight_or_a_pin_is_left_on(tmp_path):
+    fleet, sim, lb2 = make(None, tmp_path)
+    at_100(sim, lb2)
+    h = fleet.haproxy
+    assert traffic.traffic_skew(h, MAP).clean
+    lb2.weights[CANARY] = 25
+    lb2.maps[MAP] = {"team-veza": CANARY}
+    skew = traffic.traffic_skew(h, MAP)
+    assert skew.weights == (traffic.Weight(CANARY, 25, 100, "haproxy-2"),)
+    assert skew.pins == {"team-veza": CANARY} and skew.pins_only_on == {"team-veza": ["haproxy-2"]}
+    assert skew.lines() == [f"{CANARY}: weight 25, configured 100 on HAProxy haproxy-2",
+                            f"pin team-veza -> {CANARY} (map {MAP}, only on haproxy-2)"]
+    assert skew.to_dict()["weights"] == [{"server": CANARY, "current": 25, "initial": 100, "haproxy": "haproxy-2"}]
+
+
+def test_status_shows_the_skew_of_each_haproxy(tmp_path):
+    from veza_canary.status import collect
+
+    fleet, sim, lb2 = make(None, tmp_path)
+    at_100(sim, lb2)
+    sim.weights[CANARY] = 5
+    lb2.weights[CANARY] = 25
+    st = collect(fleet, sli=False)
+    assert st.traffic is not None and st.traffic["weights"] == [
+        {"server": CANARY, "current": 5, "initial": 100, "haproxy": "haproxy"},
+        {"server": CANARY, "current": 25, "initial": 100, "haproxy": "haproxy-2"}]
+
+
+def test_restore_puts_back_a_weight_and_clears_pins_left_on_the_second_haproxy_only(tmp_path):
+    fleet, sim, lb2 = make(None, tmp_path)
+    at_100(sim, lb2)
+    lb2.weights["backend-api-3"] = 7
+    lb2.maps[MAP] = {"team-veza": CANARY}
+    found = traffic.restore_all(fleet.haproxy, MAP)
+    assert [w.haproxy for w in found.weights] == ["haproxy-2"] and found.pins == {"team-veza": CANARY}
+    assert lb2.weights == sim.weights == dict.fromkeys(NODES, 100)
+    assert lb2.maps[MAP] == sim.maps[MAP] == {}
+    assert traffic.traffic_skew(fleet.haproxy, MAP).clean
+
+
+def test_pins_lost_on_the_second_haproxy_only_are_put_back_there(tmp_path):
+    fleet, sim, lb2 = make(None, tmp_path)
+    pins = traffic.PinMap(fleet.haproxy, MAP)
+    assert pins.ensure(["team-veza"], CANARY) == ["team-veza"]
+    lb2.reload_haproxy()
+    assert pins.pins() == {"team-veza": CANARY}, "the union: still pinned on the first"
+    assert pins.ensure(["team-veza"], CANARY) == ["team-veza"]
+    assert sim.maps[MAP] == lb2.maps[MAP] == {"team-veza": CANARY}
+
+
+def test_a_pin_map_missing_on_the_second_haproxy_is_refused_naming_it(tmp_path):
+    from veza_canary.errors import PreflightError
+
+    fleet, sim, lb2 = make(None, tmp_path)
+    lb2.maps = {}
+    with pytest.raises(PreflightError, match="HAProxy haproxy-2 has no map"):
+        traffic.PinMap(fleet.haproxy, MAP).preflight()
+
+
+@pytest.mark.parametrize("algo,hash_type", [("static-rr", ""), ("source", "map-based")])
+def test_a_static_algorithm_on_the_second_haproxy_refuses_the_ramp_before_any_change(tmp_path, algo, hash_type):
+    from veza_canary.errors import PreflightError
+
+    fleet, sim, lb2 = make(None, tmp_path)
+    at_100(sim, lb2)
+    lb2.own(algo=algo, hash_type=hash_type)
+    with pytest.raises(PreflightError, match="on HAProxy haproxy-2") as e:
+        traffic.check_ramp(fleet.haproxy, CANARY, (25, 100))
+    assert algo in str(e.value)
+    assert lb2.weights == sim.weights == dict.fromkeys(NODES, 100)
+
+
+def test_a_ramp_on_two_dynamic_haproxy_is_planned(tmp_path):
+    fleet, sim, lb2 = make(None, tmp_path)
+    at_100(sim, lb2)
+    lb2.own(algo="leastconn")
+    plan = traffic.check_ramp(fleet.haproxy, CANARY, (25, 100))
+    assert plan.algo == "haproxy: roundrobin, haproxy-2: leastconn" and plan.weights == (25, 100)
+
+
+def test_a_ramp_deploy_re_applies_a_weight_the_second_haproxy_lost_mid_step(artifact, tmp_path):
+    fleet, sim, lb2 = make(artifact, tmp_path, canary_steps="25,100", canary_step_hold=120.0)
+    at_100(sim, lb2)
+    seen: list[tuple[int, int]] = []
+
+    def reload_second_once(e: str) -> None:
+        if e == "prom" and CANARY in sim.weights:
+            seen.append((sim.weights[CANARY], lb2.weights[CANARY]))
+            if seen.count((25, 25)) == 2:
+                lb2.reload_haproxy()
+
+    sim.observers.append(reload_second_once)
+    rep, err = run(fleet, tmp_path)
+    assert err is None, err
+    assert [e["reason"] for e in rep.events if e["kind"] == "weight_reapplied"][0].count("haproxy-2") == 2
+    after = seen[seen.index((25, 100)):]  # from the reload of the second HAProxy on
+    assert next(w for w in after if w != (25, 100)) == (25, 25), "re-applied on the second, still at the 25 % step"
+    assert sim.weights == lb2.weights == dict.fromkeys(NODES, 100), "the configured weight on both at the end"
+
+
+def test_the_next_run_restores_a_weight_left_skewed_on_the_second_haproxy_only(artifact, tmp_path):
+    fleet, sim, lb2 = make(artifact, tmp_path)
+    at_100(sim, lb2)
+    lb2.weights["backend-api-1"] = 5  # a SIGKILLed ramp (or a hand) left it there, on the second HAProxy only
+    rep, err = run(fleet, tmp_path)
+    assert err is None, err
+    assert sim.weights == lb2.weights == dict.fromkeys(NODES, 100)
+    assert [e["node"] for e in rep.events if e["kind"] == "weight_restored"] == ["backend-api-1"]
+
+
+def test_the_next_run_clears_pins_left_on_the_second_haproxy_only(artifact, tmp_path):
+    fleet, sim, lb2 = make(artifact, tmp_path, canary_pins="team-veza", canary_pin_hold=60.0)
+    at_100(sim, lb2)
+    lb2.maps[MAP] = {"tenant-42": CANARY}
+    cleared: list[dict] = []
+    sim.observers.append(lambda e: cleared.append(dict(lb2.maps[MAP])) if e == "prom" else None)
+    rep, err = run(fleet, tmp_path)
+    assert err is None, err
+    pinned = [m for m in cleared if "team-veza" in m]
+    assert pinned and not any("tenant-42" in m for m in pinned), "cleared under the lock, before the pinned stage"
+    assert lb2.maps[MAP] == sim.maps[MAP] == {}
 
 
 # --- whole deploys ------------------------------------------------------------------------------------------------
