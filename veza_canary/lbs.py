@@ -13,8 +13,9 @@ procedure, the waits, ``status`` and ``traffic`` use it unchanged (``fleet.hapro
   the first status that is not); ``in_rotation()`` is the intersection. A server that one HAProxy does
   not know is unknown (``states()``/``stats()`` keep the servers every member has).
 * **Weights must agree**: when the members differ (one reloaded during a ramp step and forgot the
-  runtime weight, or a change by hand on one), ``get_weight`` reads ``DISAGREE`` (-1): the step fails
-  instead of judging half the traffic, and every restore puts the weight back on all of them.
+  runtime weight, or a change by hand on one), ``get_weight`` reads ``DISAGREE`` (-1): skewed, so every
+  restore puts the weight back on all of them. (A ramp step's own check reads each member instead and
+  re-applies the weight where a reload lost it: ``traffic.check_weight``.)
 * **A member that does not answer makes every read and write raise** ``HAProxyError("HAProxy <name>:
   ...")``: the deploy's failure policy for an HAProxy failure applies (docs/multi-lb.md says which
   state a deploy ends in).
@@ -42,8 +43,8 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 #: The current weight of a server the HAProxy disagree on: no single weight, never the one a ramp step or a
-#: restore wants, so every caller sees it skewed -- a ramp step fails (the canary is rolled back), a restore,
-#: the reconcile at the next run and ``veza-canary haproxy weight`` set it again on every HAProxy.
+#: restore wants, so every caller sees it skewed -- a restore, the reconcile at the next run and
+#: ``veza-canary haproxy weight`` set it again on every HAProxy.
 DISAGREE = -1
 
 #: How far in rotation an admin state is: the combined state of a server is its most-in-rotation one.

@@ -110,9 +110,14 @@ def _name(v: str, what: str) -> str:
     return v
 
 
+def _lb(haproxy_name: str) -> str:
+    """``HAProxy NAME`` for one HAProxy of several; ``HAProxy`` with a single one (its name is "")."""
+    return f"HAProxy {haproxy_name}" if haproxy_name else "HAProxy"
+
+
 def _on(haproxy_name: str) -> str:
-    """`` on HAProxy NAME`` for a message about one HAProxy of several; nothing with a single HAProxy."""
-    return f" on HAProxy {haproxy_name}" if haproxy_name else ""
+    """`` on HAProxy NAME`` for one HAProxy of several; nothing with a single one."""
+    return f" on {_lb(haproxy_name)}" if haproxy_name else ""
 
 
 # --- weights ------------------------------------------------------------------------------------------------
@@ -440,7 +445,7 @@ class WeightCheck:
 def judge_weight(w: Weight, percent: int, *, reloaded: bool = False) -> WeightCheck:
     """Pure: compare a weight read (on one HAProxy, ``w.haproxy``) with the step's. See ``check_weight``."""
     want = step_weight(w.initial, percent)
-    on, lb = _on(w.haproxy), f"HAProxy {w.haproxy}" if w.haproxy else "HAProxy"
+    on, lb = _on(w.haproxy), _lb(w.haproxy)
     reason = ""
     if w.current != want:
         if w.current == w.initial or reloaded:
@@ -659,18 +664,17 @@ class PinMap:
         """Check every HAProxy loaded the map and its config reads it; PreflightError with the fix when not."""
         hint = ("add the map file and the use-server rule to the HAProxy config "
                 "(docs/traffic-shaping.md), reload HAProxy, or leave CANARY_PINS unset")
-        found = {}
+        infos = []
         for name, maps in self.haproxy.each(lambda h: parse_map_list(command(h, "show map"))).items():
             info = next((m for m in maps if m.path == self.path), None)
-            lb = f"HAProxy {name}" if name else "HAProxy"
             if info is None:
                 loaded = ", ".join(m.path for m in maps) or "none"
-                raise PreflightError(f"{lb} has no map {self.path} loaded (maps: {loaded}): a pinned stage "
+                raise PreflightError(f"{_lb(name)} has no map {self.path} loaded (maps: {loaded}): a pinned stage "
                                      "cannot route anything", hint=hint)
             if not info.used:
-                raise PreflightError(f"{lb} loaded the map {self.path} but no rule reads it", hint=hint)
-            found[name] = info
-        return next(iter(found.values()))
+                raise PreflightError(f"{_lb(name)} loaded the map {self.path} but no rule reads it", hint=hint)
+            infos.append(info)
+        return infos[0]
 
     def pins_each(self) -> dict[str, dict[str, str]]:
         """Each HAProxy's entries: HAProxy name -> key -> server."""
