@@ -21,11 +21,14 @@ from tests.integration.deploy_helpers import (
     finish,
     reset_state_dir,
     run_deploy,
+    signal_when,
     start_deploy,
     wait_sli_green,
 )
+from veza_canary import traffic
 from veza_canary.haproxy import HAProxy, IncusSocat
 from veza_canary.lab import Faults, build_standin
+from veza_canary.lab.configs import PIN_MAP
 from veza_canary.transport import IncusTransport
 
 # Last: reshaping the lab (a second HAProxy, then back) restarts HAProxy and Prometheus; the tests that judge
@@ -33,6 +36,9 @@ from veza_canary.transport import IncusTransport
 pytestmark = [pytest.mark.integration, pytest.mark.lab, pytest.mark.lab_last]
 
 FAST = {"SLI_WINDOW": "9", "SLI_PROBE_INTERVAL": "3"}
+# A two-step ramp (as tests/integration/test_ramp_deploy_lab.py): the loadgen sends ~20 req/s through `haproxy`
+# only, so at 25 % the canary gets ~2/s there and a 20 s step gathers a few probes of evidence.
+RAMP = {**FAST, "CANARY_STEPS": "25,100", "CANARY_STEP_HOLD": "20", "SLI_MIN_REQUESTS": "2"}
 SECOND = "haproxy-2"
 
 
@@ -104,6 +110,8 @@ def fleet(two_lbs, tmp_path) -> Iterator[tuple[dict[str, str], Path]]:
         yield env, tmp_path
     finally:
         IncusTransport(SECOND).run(("systemctl", "start", "haproxy"), check=False, timeout=60)
+        for name in env["HAPROXY_CONTAINERS"].split():  # no weight left reduced, no pin, whatever the test did
+            traffic.restore_all(lb(name), PIN_MAP)
         reset_state_dir(env)
         for n in nodes:
             restore_node(n)
@@ -116,10 +124,12 @@ def good(tmp_path_factory) -> Path:
 
 
 class Watcher:
-    """Reads both HAProxy every 0.2 s during a deploy; remembers which (node, HAProxy) were seen drained."""
+    """Reads both HAProxy every 0.2 s during a deploy; remembers which (node, HAProxy) were seen drained and,
+    given ``weight_of``, which (HAProxy, weight) that server was seen at (``get weight``, from each HAProxy)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], weight_of: str | None = None) -> None:
         self.env, self.drained, self.errors = env, set(), []
+        self.weight_of, self.weights = weight_of, []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
@@ -136,6 +146,8 @@ class Watcher:
             try:
                 for name, st in per_lb(self.env).items():
                     self.drained |= {(n, name) for n, (admin, _s) in st.items() if admin == "drain"}
+                    if self.weight_of:
+                        self.weights.append((name, lb(name).get_weight(self.weight_of)[0]))
             except Exception as exc:  # noqa: BLE001 - recorded, asserted on
                 self.errors.append(str(exc))
             self._stop.wait(0.2)
@@ -150,6 +162,38 @@ def test_a_deploy_drains_each_node_on_both_haproxy_and_ends_ready_on_both(fleet,
     assert w.drained == {(n, h) for n in nodes for h in ("haproxy", SECOND)}, "every node drained on both"
     wait_all_up_on_both(env)
     assert {sha_on(n) for n in nodes} == {sha_of(good)}
+
+
+def runs(seen: list[tuple[str, int]], name: str) -> list[int]:
+    """The weights one HAProxy was seen at, in order, each run of equal readings kept once."""
+    out: list[int] = []
+    for n, weight in seen:
+        if n == name and (not out or out[-1] != weight):
+            out.append(weight)
+    return out
+
+
+def test_a_ramp_sets_each_step_on_both_haproxy_reapplies_it_after_a_reload_of_one_and_restores_both(fleet, good):
+    env, tmp = fleet
+    canary = env["CANARY_NODE"]
+    with Watcher(env, weight_of=canary) as w:
+        proc = start_deploy(deploy_env(env, **RAMP), good, tmp / "r.json")
+        signal_when(proc, '"stage": "25%"', 0)  # the 25 % step has begun (signal 0: nothing is sent)
+        time.sleep(4)  # a probe or so at the step, on both
+        IncusTransport(SECOND).run(("systemctl", "reload", "haproxy"), timeout=60)  # forgets its runtime weight
+        run = finish(proc, tmp / "r.json")
+    reapplied = [e["reason"] for e in run.report["events"] if e["kind"] == "weight_reapplied"]
+    print(f"canary weight seen on haproxy: {runs(w.weights, 'haproxy')}, on {SECOND}: {runs(w.weights, SECOND)}; "
+          f"re-applied: {reapplied}; watcher read errors: {len(w.errors)}")
+    assert run.code == 0, run.stderr[-3000:]
+    # Configured, the 25 % step, the configured weight again (the last step) -- on each HAProxy; on haproxy-2 the
+    # step's weight was lost to its reload and set again there, within the step.
+    assert runs(w.weights, "haproxy") == [100, 25, 100]
+    assert runs(w.weights, SECOND) == [100, 25, 100, 25, 100]
+    assert reapplied and f"HAProxy {SECOND}" in reapplied[0]
+    for name in ("haproxy", SECOND):  # every weight configured, no pin, read from each HAProxy alone
+        assert traffic.traffic_skew(lb(name), PIN_MAP).lines() == [], name
+    assert {sha_on(n) for n in [canary, *env["PEER_NODES"].split()]} == {sha_of(good)}
 
 
 def test_the_second_haproxy_stopped_mid_roll_stops_the_roll_with_the_peer_drained(fleet, good):
