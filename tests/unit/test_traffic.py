@@ -194,6 +194,14 @@ def test_a_reload_mid_step_is_detected_as_a_lost_weight(sim, h):
     assert traffic.check_weight(h, CANARY, 25).ok
 
 
+def test_with_one_haproxy_the_marker_and_the_weights_name_no_haproxy(sim, h):
+    assert traffic.runtime_marker(h) == {"": traffic.RuntimeMarker(sim.haproxy_pid, sim.haproxy_pid)}
+    traffic.set_weight(h, CANARY, 25)
+    assert traffic.weights_each(h) == {"": traffic.weights(h)}
+    assert traffic.traffic_skew(h).weights == (traffic.Weight(CANARY, 25, 100),)
+    assert "on HAProxy" not in traffic.judge_weight(traffic.Weight(CANARY, 100, 100), 25).reason
+
+
 def test_a_weight_changed_by_someone_else_is_not_called_a_reload(sim, h):
     traffic.set_weight(h, CANARY, 25)
     marker = traffic.runtime_marker(h)
