@@ -73,6 +73,15 @@ class Poll:
 
 PollObserver = Callable[[Poll], None]
 
+#: The first gap between two polls of a wait, doubled after each poll up to POLL_INTERVAL.
+FIRST_GAP = 0.1
+
+
+def poll_gaps(interval: float) -> tenacity.wait.wait_base:
+    """0.1 s, 0.2 s, 0.4 s, ... capped at ``interval`` (never more often than every 0.1 s, nor than ``interval``)."""
+    first = min(FIRST_GAP, interval)
+    return tenacity.wait_exponential(multiplier=first, min=first, max=interval)
+
 
 def summarize(value: object) -> dict[str, Any]:
     """The loggable fields of an observation."""
@@ -100,9 +109,11 @@ def poll_until(
     on_poll: PollObserver | None = None,
     abort: Callable[[], str | None] | None = None,
 ) -> T:
-    """Call ``observe`` every ``interval`` until ``done(value)``; raise WaitTimedOut at the deadline.
+    """Call ``observe`` until ``done(value)``; raise WaitTimedOut at the deadline.
 
-    Each poll logs one ``event`` line and is passed to ``on_poll`` (if given) as a ``Poll``.
+    The first poll is immediate; the gaps after it start at ``FIRST_GAP`` and double up to ``interval``
+    (POLL_INTERVAL): most waits end within a few tenths of a second (a drain with no sessions, a service
+    that starts in 50 ms), a slow one is polled no more often than the interval. Each poll logs one ``event`` line and is passed to ``on_poll`` (if given) as a ``Poll``.
     ``abort`` (if given) is asked before each poll: a reason ends the wait at once with WaitAborted.
     """
     start = clock.monotonic()
@@ -138,7 +149,7 @@ def poll_until(
         retry = tenacity.retry_if_exception_type(retry_on) | retry
     retryer = tenacity.Retrying(
         stop=lambda rs: clock.monotonic() - start >= timeout,
-        wait=tenacity.wait_fixed(interval),
+        wait=poll_gaps(interval),
         sleep=clock.sleep,
         retry=retry,
         reraise=False,
@@ -180,7 +191,8 @@ def wait_up(haproxy: HAProxy, server: str, *, timeout: float, interval: float, c
 
 def wait_drained(haproxy: HAProxy, server: str, *, timeout: float, interval: float, clock: Clock,
                  on_poll: PollObserver | None = None) -> ServerStat:
-    """Drained = admin state drain/maint, scur == 0 and qcur == 0 on two consecutive polls."""
+    """Drained = admin state drain/maint, scur == 0 and qcur == 0 on two consecutive polls (at least
+    ``FIRST_GAP`` apart: a session HAProxy is still opening shows in the second)."""
     streak = [0]
     admin = ["?"]
 

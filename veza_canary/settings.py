@@ -589,7 +589,9 @@ class Timeouts:
                               check=_c_range(0, 3600, lo_open=True))
     up: float = knob("UP_TIMEOUT", 60.0, parse_duration, "Deadline for HAProxy to report a node UP.",
                      check=_c_range(0, 3600, lo_open=True))
-    poll_interval: float = knob("POLL_INTERVAL", 0.5, parse_duration, "Poll interval of drain/health/UP waits.",
+    poll_interval: float = knob("POLL_INTERVAL", 0.5, parse_duration,
+                                "Longest gap between two polls of a drain, health, UP or LB wait "
+                                "(the gaps start at 0.1 s and double up to it).",
                                 check=_c_range(MIN_POLL_INTERVAL, 60))
     http: float = knob("HTTP_TIMEOUT", 5.0, parse_duration, "Timeout of one HTTP request.",
                        check=_c_range(0, 300, lo_open=True))

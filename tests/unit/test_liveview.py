@@ -167,7 +167,9 @@ def test_waits_log_one_line_per_poll_and_feed_the_observer():
     health = [e for e in logs if e["event"] == "health.poll"]
     assert [e["http_status"] for e in health] == [503, 503, 503, 200]
     assert [e["attempt"] for e in health] == [1, 2, 3, 4] and health[-1]["done"] is True
-    assert health[1]["elapsed"] == 0.5 and health[1]["remaining"] == 59.5
+    # polled at once, then after 0.1, 0.2 and 0.4 s (the gaps double up to POLL_INTERVAL)
+    assert [round(e["elapsed"], 3) for e in health] == [0.0, 0.1, 0.3, 0.7]
+    assert health[1]["remaining"] == 59.9
     drain = [e for e in logs if e["event"] == "drain.poll"]
     assert [e["quiet_polls"] for e in drain] == [1, 2] and drain[0]["server"] == "backend-api-2"
     assert drain[0]["admin"] == "drain" and drain[0]["scur"] == 0

@@ -19,7 +19,7 @@ def test_drain_completes_only_after_two_consecutive_quiet_polls():
     h.set_state("backend-api-1", "drain")
     clock = FakeClock()
     wait_drained(h, "backend-api-1", timeout=10, interval=0.5, clock=clock)
-    assert clock.slept == [0.5], "one poll, a pause, a second quiet poll"
+    assert clock.slept == [0.1], "one poll, a pause of the first gap, a second quiet poll"
 
 
 def test_drain_that_never_empties_times_out_at_the_deadline():
@@ -61,4 +61,15 @@ def test_poll_until_returns_the_first_good_observation():
     values = iter([1, 2, 3, 4])
     clock = FakeClock()
     assert poll_until(lambda: next(values), lambda v: v >= 3, timeout=10, interval=1, clock=clock, what="x") == 3
-    assert clock.slept == [1, 1]
+    assert clock.slept == [0.1, 0.2]
+
+
+def test_gaps_start_short_and_double_up_to_the_poll_interval():
+    values = iter(range(100))
+    clock = FakeClock()
+    poll_until(lambda: next(values), lambda v: v >= 7, timeout=60, interval=0.5, clock=clock, what="x")
+    assert clock.slept == [0.1, 0.2, 0.4, 0.5, 0.5, 0.5, 0.5]
+    clock = FakeClock()
+    values = iter(range(100))
+    poll_until(lambda: next(values), lambda v: v >= 3, timeout=60, interval=0.05, clock=clock, what="x")
+    assert clock.slept == [0.05, 0.05, 0.05], "an interval under the first gap is never exceeded"
