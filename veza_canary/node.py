@@ -28,7 +28,8 @@ from veza_canary.transport.base import Transport
 log = get_logger(__name__)
 
 TMP_PREFIX = ".veza-api.new-"
-_SHA_RE = re.compile(r"^([0-9a-f]{64})\s")
+#: One line of ``sha256sum`` output: the digest, a space, a space or ``*`` (binary mode), the path.
+_SHA_LINE_RE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$", re.M)
 
 #: ``sh -c INSTALL_SCRIPT veza-install SHA256 TMP TARGET``, run on the node: verify, chmod, fsync (a rename
 #: is only as durable as the data behind it), rename, in one round trip. A constant: the values reach it
@@ -93,21 +94,23 @@ class Node:
     def sha256(self, path: str | None = None) -> str | None:
         """sha256 of a file on the node, or None when it does not exist."""
         path = path or self.binary_path
+        return self.sha256s(path)[path]
+
+    def sha256s(self, *paths: str) -> dict[str, str | None]:
+        """sha256 of each of ``paths`` (None: it does not exist), in one round trip."""
         for attempt in range(1, 4):
-            r = self.transport.run(("sha256sum", "--", path), timeout=60, check=False)
-            # sha256sum that succeeds always prints a line: empty stdout with exit 0 is output lost on the way
-            # (incus exec on Incus 6.0 drops it now and then). A read: safe to repeat.
-            if r.exit_code != 0 or r.stdout.strip():
-                break
-            log.warning("node.sha256.empty_output", node=self.name, path=path, attempt=attempt)
-        if r.exit_code != 0:
-            if "No such file" in r.stderr:
-                return None
-            raise CommandFailed(r.describe(), result=r)
-        m = _SHA_RE.match(r.stdout)
-        if not m:
-            raise CommandFailed(f"[{self.name}] unexpected sha256sum output: {r.stdout[:80]!r}")
-        return m.group(1)
+            r = self.transport.run(("sha256sum", "--", *paths), timeout=60, check=False)
+            found = {m.group(2): m.group(1) for m in _SHA_LINE_RE.finditer(r.stdout)}
+            missing = {p for p in paths if f"{p}: No such file" in r.stderr}
+            # Consistent: every path has a line or a "No such file", and the exit status says the same.
+            if all(p in found or p in missing for p in paths) and (r.exit_code != 0) == bool(missing):
+                return {p: found.get(p) for p in paths}
+            if r.exit_code != 0 and r.stderr.strip():  # a file it could not read (not a missing one)
+                raise CommandFailed(r.describe(), result=r)
+            # A file that exists always gets a line: none, and no error said, is output lost on the way (incus
+            # exec on Incus 6.0 drops it now and then). A read: safe to repeat.
+            log.warning("node.sha256.incomplete_output", node=self.name, paths=list(paths), attempt=attempt)
+        raise CommandFailed(f"[{self.name}] unexpected sha256sum output: {r.stdout[:80]!r}", result=r)
 
     # -- changing ------------------------------------------------------------------
     def install(self, local_path: Path, sha256: str) -> bool:

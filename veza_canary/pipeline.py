@@ -250,6 +250,9 @@ class Deploy:
         self.artifact: Artifact | None = None
         self.rollback: RollbackSource | None = None
         self.canary_sha_before: str | None = None
+        #: Every node's sha256 at preflight (None: no binary): what "unchanged" means when a node is settled.
+        self.shas_before: dict[str, str | None] = {}
+        self.canary_files: dict[str, str | None] = {}
         #: The canary already runs the artifact and is in rotation (a re-run): its change steps are skipped.
         self.canary_done = False
         #: Every node already runs the artifact and is in rotation: the deploy changes nothing.
@@ -377,12 +380,16 @@ class Deploy:
 
         # Nodes: reachable, current binary known, and whether each already runs the artifact.
         shas, done = {}, {}
+        canary = f.canary
+        # The canary's three files in one round trip: what it runs, the copy a run keeps, veza-api.previous.
+        self.canary_files = canary.sha256s(canary.binary_path, canary.last_good_path, canary.previous_path)
         for n in s.pool.nodes:
             node = f.nodes[n]
-            shas[n] = node.sha256()
+            shas[n] = self.canary_files[node.binary_path] if node is canary else node.sha256()
             in_rotation = states[n].admin == "ready" and stats[n].is_up
             done[n] = shas[n] == self.artifact.sha256 and in_rotation and node.runs_installed()
         self.canary_sha_before = shas[s.pool.canary]
+        self.shas_before = shas
         self.report.event("fleet_before", shas={n: (v or "missing") for n, v in shas.items()},
                           runs_artifact=[n for n, v in done.items() if v])
         self.runs_artifact = {n for n, v in done.items() if v}
@@ -431,8 +438,8 @@ class Deploy:
             return RollbackSource("local", Binary(local_rb.sha256, f"ROLLBACK_BINARY {local_rb.original}",
                                                   local=local_rb.path), local_rb)
         running = self.canary_sha_before
-        kept = canary.sha256(canary.last_good_path)
-        previous = canary.sha256(canary.previous_path)
+        kept = self.canary_files[canary.last_good_path]
+        previous = self.canary_files[canary.previous_path]
         if running is not None and running != self.artifact.sha256:
             if previous is not None and previous != running:
                 log.info("preflight.previous_not_running", previous=previous[:12], running=running[:12],
@@ -701,7 +708,7 @@ class Deploy:
         """One batch of peers through the node procedure; any failure or signal settles every node of it."""
         artifact = self._artifact_binary()
         names = [p.name for p in batch]
-        befores = {p.name: p.sha256() for p in batch}
+        befores = {p.name: self.shas_before[p.name] for p in batch}  # this run holds the lock since preflight
         stages: dict[str, list[str]] = {n: [] for n in names}
 
         def settle(failed: str | None, *, interrupted: bool) -> str:

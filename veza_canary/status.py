@@ -264,21 +264,8 @@ def _read_node(node: Node, row: NodeRow) -> None:
 
 def read_shas(node: Node) -> tuple[str | None, str | None]:
     """sha256 of ``veza-api`` and ``veza-api.previous`` in one command; None for a missing file."""
-    from veza_canary.errors import CommandFailed
-
-    paths = (node.binary_path, node.previous_path)
-    r = node.transport.run(("sha256sum", "--", *paths), timeout=60, check=False)
-    found: dict[str, str] = {}
-    for line in r.stdout.splitlines():
-        digest, _, path = line.partition("  ")
-        if len(digest) == 64 and path:
-            found[path.strip()] = digest
-    # A file is missing only when sha256sum says so for that path: output lost on the way (it happens with
-    # incus exec) must be an error, not "no veza-api.previous".
-    missing = {p for p in paths if f"{p}: No such file" in r.stderr}
-    if any(p not in found and p not in missing for p in paths) or (r.exit_code != 0) != bool(missing):
-        raise CommandFailed(f"[{node.name}] incomplete sha256sum reply: {r.describe()}", result=r)
-    return found.get(paths[0]), found.get(paths[1])
+    shas = node.sha256s(node.binary_path, node.previous_path)
+    return shas[node.binary_path], shas[node.previous_path]
 
 
 def version_from_body(body: str) -> str | None:

@@ -46,7 +46,7 @@ STATE = "/var/lib/veza-canary"
 LOCK = f"{STATE}/lock.json"
 BINARY = "/opt/veza/backend-api/veza-api"
 DEAD_PID = 2**22 + 4321  # above the default pid_max: never a live process
-PEER_SUBSTEPS = ("precheck", "drain", "install", "restart", "health", "ready", "lb")
+PEER_SUBSTEPS = ("drain", "install", "restart", "health", "ready", "lb")
 CHECK_STEPS = {s.name for s in STEPS if s.phase == "check"}
 CANARY_STEPS = {s.name for s in STEPS if s.phase == "canary"}
 
@@ -132,7 +132,7 @@ class _Labeller:
         self.out, self.report = out, report
         self.step = "?"
         self.peer: str | None = None
-        self.sub = "precheck"
+        self.sub = "drain"
 
     def __call__(self, e: str) -> None:
         if self.report.marks:
@@ -145,9 +145,9 @@ class _Labeller:
                 self.step = name
         if self.step == "peers" and not e.startswith("step:"):
             p = self.peer
-            parts = e.split(":")
-            if parts[0] == "node" and parts[2] == "sha256sum" and parts[1] in PEERS and parts[1] != p:
-                self.peer, self.sub = parts[1], "precheck"
+            drained = next((n for n in PEERS if e == f"haproxy:set server api_pool/{n} state drain"), None)
+            if drained and drained != p:  # a peer's roll starts with its drain
+                self.peer, self.sub = drained, "drain"
             elif p and self.sub == "drain" and e in (f"node:{p}:sha256sum", f"push:{p}"):
                 self.sub = "install"
             elif p and e == f"node:{p}:systemctl":
