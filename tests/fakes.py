@@ -36,7 +36,7 @@ from veza_canary.haproxy import (
     AdminSocket,
     HAProxy,
 )
-from veza_canary.lock import StateStore
+from veza_canary.lock import LINK_SCRIPT, StateStore
 from veza_canary.node import INSTALL_SCRIPT, TMP_PREFIX, HealthResult, Node, ServiceState
 from veza_canary.prometheus import Prometheus
 from veza_canary.settings import Settings
@@ -370,6 +370,10 @@ class SimStateTransport(Transport):
                 return 1, b"", f"ln: failed to create hard link '{dst}': File exists\n".encode()
             f[dst] = f[src]
             return 0, b"", b""
+        if cmd == "sh" and argv[2] == LINK_SCRIPT:  # ln STAGED TARGET, then rm STAGED
+            linked = self._do(("ln", "--", argv[-2], argv[-1]))
+            f.pop(argv[-2], None)
+            return linked
         if cmd == "mv":
             f[argv[-1]] = f.pop(argv[-2])
             return 0, b"", b""

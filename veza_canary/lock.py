@@ -102,7 +102,8 @@ class StateStore:
             json.dump(data, f, indent=2, sort_keys=True)
             local = f.name
         try:
-            self.transport.push(local, staged, mode=0o600, create_dirs=True)
+            # A fresh private name: no reader sees it before link_exclusive/write, so no rename of the transport's.
+            self.transport.push(local, staged, mode=0o600, create_dirs=True, atomic=False)
         finally:
             os.unlink(local)
         return staged
@@ -115,8 +116,8 @@ class StateStore:
 
     def link_exclusive(self, staged: str, name: str) -> bool:
         """Atomically create ``name`` from ``staged``; False if ``name`` exists."""
-        r = self.transport.run(("ln", "--", staged, self._path(name)), timeout=30, check=False)
-        self.transport.run(("rm", "-f", "--", staged), timeout=30, check=False)
+        r = self.transport.run(("sh", "-c", LINK_SCRIPT, "veza-lock", staged, self._path(name)), timeout=30,
+                               check=False)
         if r.exit_code == 0:
             return True
         if "File exists" in r.stderr:
@@ -129,6 +130,11 @@ class StateStore:
     def list(self, subdir: str) -> list[str]:
         r = self.transport.run(("ls", "-1", "--", self._path(subdir)), timeout=30, check=False)
         return [ln for ln in r.stdout.splitlines() if ln.strip()] if r.exit_code == 0 else []
+
+
+#: ``sh -c LINK_SCRIPT veza-lock STAGED TARGET``: hard-link STAGED to TARGET (fails if TARGET exists), then
+#: remove STAGED either way, in one round trip; exits with ln's status. Values only as positional parameters.
+LINK_SCRIPT = 'ln -- "$1" "$2"; rc=$?; rm -f -- "$1"; exit $rc'
 
 
 class FleetLock:

@@ -842,7 +842,7 @@ class Deploy:
 
     def _finish(self, error: VezaError | None) -> None:
         rep = self.report
-        if self.locked:
+        if self.locked and error is not None:  # a run that succeeded renamed every temp file it pushed
             self._remove_temps()
         self.restore_traffic()
         rep.final_state = self.fleet_state()
