@@ -114,7 +114,8 @@ def poll_until(
     The first poll is immediate; the gaps after it start at ``FIRST_GAP`` and double up to ``interval``
     (POLL_INTERVAL): most waits end within a few tenths of a second (a drain with no sessions, a service
     that starts in 50 ms), a slow one is polled no more often than the interval. Each poll logs one ``event`` line and is passed to ``on_poll`` (if given) as a ``Poll``.
-    ``abort`` (if given) is asked before each poll: a reason ends the wait at once with WaitAborted.
+    ``abort`` (if given) is asked before each poll after the first: a reason ends the wait at once with
+    WaitAborted.
     """
     start = clock.monotonic()
     last: list[object] = ["nothing observed"]
@@ -130,7 +131,7 @@ def poll_until(
             on_poll(p)
 
     def _observe() -> T:
-        why = abort() if abort is not None else None
+        why = abort() if abort is not None and attempt[0] else None  # nothing was waited for before the first
         if why:
             _report({}, False, why)
             raise WaitAborted(what, why, clock.monotonic() - start)

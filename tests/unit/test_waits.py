@@ -73,3 +73,19 @@ def test_gaps_start_short_and_double_up_to_the_poll_interval():
     values = iter(range(100))
     poll_until(lambda: next(values), lambda v: v >= 3, timeout=60, interval=0.05, clock=clock, what="x")
     assert clock.slept == [0.05, 0.05, 0.05], "an interval under the first gap is never exceeded"
+
+
+def test_abort_is_asked_before_every_poll_but_the_first():
+    asked: list[int] = []
+    polls = iter(range(100))
+
+    def abort() -> str | None:
+        asked.append(1)
+        return "unit failed" if len(asked) == 2 else None
+
+    from veza_canary.health import WaitAborted
+
+    with pytest.raises(WaitAborted, match="unit failed"):
+        poll_until(lambda: next(polls), lambda v: False, timeout=60, interval=0.5, clock=FakeClock(), what="x",
+                   abort=abort)
+    assert len(asked) == 2 and next(polls) == 2, "polled at once, asked before polls 2 and 3, aborted before 3"
