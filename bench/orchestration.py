@@ -7,13 +7,15 @@ and restores the lab after (1.0.0 on every node, all ready and UP).
 
 Each run is a real ``veza-canary --verbose --log-format json deploy`` subprocess rolling a new
 stand-in build (1.1.0 and 1.2.0 alternately, so every node changes every run) to the canary and
-its peers, with ``--allow-short-window --sli-window 1 --sli-probe-interval 1``: one SLI probe
-1 s after the canary is UP (the shortest watch the settings accept: a probe interval under 1 s is
-refused, Prometheus scrapes no faster, and the window holds at least one interval). From its JSON
+its peers, with ``--allow-short-window --sli-window 1 --sli-probe-interval 1``: the shortest watch
+the settings accept (a probe interval under 1 s is refused, Prometheus scrapes no faster, and the
+window holds at least one interval). The judge counts the canary's requests since it came UP, which
+takes two scrapes of the new process: the probe at 1 s usually finds no data yet and the one at 2 s
+decides, so the watch lasts ~2 s. From its JSON
 report (step start/end) and its log lines (every command it ran with its duration, every wait
 poll with its elapsed time), each node's roll is cut into steps:
 
-    drain    from the node's start (peers: the previous node's end, so the peer's pre-check counts)
+    drain    from the node's start (peers: the previous node's end)
              to the drain poll that saw 0 sessions twice
     push     to ``node.install.done`` (sha256 read, incus file push, sha256 verify, rename)
     restart  to the end of ``systemctl restart``
@@ -88,20 +90,30 @@ def deploy(env: dict[str, str], artifact: Path, report: Path, cwd: Path, *extra:
             "stderr_tail": p.stderr[-2000:]}
 
 
+def _gap(attempt: int, interval: float) -> float:
+    """The sleep the tool's waits take after poll number ``attempt`` (``health.poll_gaps``)."""
+    from types import SimpleNamespace
+
+    from veza_canary.health import poll_gaps
+
+    return float(poll_gaps(interval)(SimpleNamespace(attempt_number=attempt)))
+
+
 def _waiting(polls: list[dict], interval: float) -> tuple[float, float]:
     """(waiting on HAProxy/the service, drain confirmation) in one wait, in seconds.
 
-    Waiting lasts until the last "not yet" poll plus one interval (its elapsed time counts from the
-    wait's start, so it holds the earlier polls' commands and sleeps). A drain poll that already saw
-    0 sessions but waits for a second one (``quiet_polls`` >= 1) is the tool's confirmation policy,
-    counted apart.
+    Waiting lasts until the last "not yet" poll plus the gap the tool sleeps after it (its elapsed time
+    counts from the wait's start, so it holds the earlier polls' commands and sleeps; the gaps start at
+    0.1 s and double up to POLL_INTERVAL). A drain poll that already saw 0 sessions but waits for a
+    second one (``quiet_polls`` >= 1) is the tool's confirmation policy, counted apart.
     """
     not_done = [p for p in polls if not p.get("done")]
     if not not_done:
         return 0.0, 0.0
-    total = float(not_done[-1]["elapsed"]) + interval
+    last = not_done[-1]
+    total = float(last["elapsed"]) + _gap(int(last.get("attempt", 1)), interval)
     busy = [p for p in not_done if not p.get("quiet_polls")]
-    external = float(busy[-1]["elapsed"]) + interval if busy else 0.0
+    external = float(busy[-1]["elapsed"]) + _gap(int(busy[-1].get("attempt", 1)), interval) if busy else 0.0
     return external, total - external
 
 
@@ -209,7 +221,7 @@ def analyse(run: dict, canary: str, peers: list[str], interval: float) -> dict[s
         "check phase (preflight, migration gate, lock)": sum(s["duration_s"] for s in steps
                                                              if s["name"] in ("preflight", "migration-gate", "lock",
                                                                               "confirm")),
-        "SLI watch (window 1 s: one probe)": step("sli-watch")["duration_s"],
+        "SLI watch (window 1 s)": step("sli-watch")["duration_s"],
         "end (final state, report, exit)": run["t1"] - parse_ts(step("peers")["ended_at"]),
     }
     return {"wall": run["t1"] - run["t0"], "nodes": nodes, "fixed": fixed,

@@ -36,7 +36,7 @@ from veza_canary.haproxy import (
     AdminSocket,
     HAProxy,
 )
-from veza_canary.lock import LINK_SCRIPT, StateStore
+from veza_canary.lock import LINK_SCRIPT, REMOVE_IF_SCRIPT, StateStore
 from veza_canary.node import INSTALL_SCRIPT, TMP_PREFIX, HealthResult, Node, ServiceState
 from veza_canary.prometheus import Prometheus
 from veza_canary.settings import Settings
@@ -369,6 +369,12 @@ class SimStateTransport(Transport):
             if dst in f:
                 return 1, b"", f"ln: failed to create hard link '{dst}': File exists\n".encode()
             f[dst] = f[src]
+            return 0, b"", b""
+        if cmd == "sh" and argv[2] == REMOVE_IF_SCRIPT:  # rm FILE if it contains TEXT
+            path, text = argv[-2], argv[-1]
+            if text.encode() not in f.get(path, b""):
+                return 1, b"", b""
+            del f[path]
             return 0, b"", b""
         if cmd == "sh" and argv[2] == LINK_SCRIPT:  # ln STAGED TARGET, then rm STAGED
             linked = self._do(("ln", "--", argv[-2], argv[-1]))

@@ -124,6 +124,12 @@ class StateStore:
             return False
         raise TransportError(r.describe())
 
+    def remove_if_contains(self, name: str, text: str) -> bool:
+        """Remove ``name`` only if it contains ``text``, in one round trip; True if it was removed."""
+        r = self.transport.run(("sh", "-c", REMOVE_IF_SCRIPT, "veza-lock", self._path(name), text), timeout=30,
+                               check=False)
+        return r.exit_code == 0
+
     def remove(self, name: str) -> None:
         self.transport.run(("rm", "-f", "--", self._path(name)), timeout=30, check=False)
 
@@ -135,6 +141,8 @@ class StateStore:
 #: ``sh -c LINK_SCRIPT veza-lock STAGED TARGET``: hard-link STAGED to TARGET (fails if TARGET exists), then
 #: remove STAGED either way, in one round trip; exits with ln's status. Values only as positional parameters.
 LINK_SCRIPT = 'ln -- "$1" "$2"; rc=$?; rm -f -- "$1"; exit $rc'
+#: ``sh -c REMOVE_IF_SCRIPT veza-lock FILE TEXT``: remove FILE only if it contains TEXT (exit 0); else exit 1.
+REMOVE_IF_SCRIPT = 'grep -qF -- "$2" "$1" || exit 1; rm -f -- "$1"'
 
 
 class FleetLock:
@@ -199,9 +207,8 @@ class FleetLock:
         if self.held is None:
             return
         try:
-            cur = self.current()
-            if cur is not None and cur.token == self.held.token:
-                self.store.remove(self.NAME)
+            # Only a lock file that is ours (our token) is removed: a lost race or a takeover removes nothing.
+            if self.store.remove_if_contains(self.NAME, f'"token": "{self.held.token}"'):
                 log.info("lock.released")
         except VezaError as exc:
             log.error("lock.release_failed", error=str(exc))

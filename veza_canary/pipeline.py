@@ -402,9 +402,6 @@ class Deploy:
 
         # Rollback source, lock, blocked release, SLI.
         self.rollback = self._rollback_source(local_rb)
-        holder = f.lock().current()
-        if holder is not None:
-            self.report.event("lock_seen", holder=holder.describe())
         f.blocked().check(self.artifact.sha256, force=self.force)
         self._preflight_sli(states)
         if self.shaped:

@@ -251,6 +251,25 @@ def test_second_deploy_is_refused_while_the_lock_is_held(artifact, tmp_path):
     assert "/var/lib/veza-canary/lock.json" in sim.state_files, "someone else's lock must not be removed"
 
 
+def test_release_removes_only_a_lock_file_with_our_token(tmp_path):
+    from tests.fakes import SimFleet, SimStateTransport
+    from veza_canary.lock import FleetLock, LockInfo, StateStore
+
+    sim = SimFleet(["backend-api-1", "backend-api-2"])
+    lock = FleetLock(StateStore(SimStateTransport(sim), "/var/lib/veza-canary"))
+    lock.acquire(LockInfo.mine("ab" * 32, "veza-canary deploy"))
+    path = "/var/lib/veza-canary/lock.json"
+    theirs = json.loads(sim.state_files[path])
+    theirs["token"] = "someone-else"  # broken and retaken by another run meanwhile
+    sim.state_files[path] = json.dumps(theirs, indent=2).encode()
+    lock.release()
+    assert path in sim.state_files, "another run's lock must survive our release"
+    del sim.state_files[path]
+    lock.acquire(LockInfo.mine("ab" * 32, "veza-canary deploy"))
+    lock.release()
+    assert path not in sim.state_files and not [p for p in sim.state_files if "staged" in p]
+
+
 def test_a_lock_left_by_a_dead_local_process_is_taken_over(artifact, tmp_path):
     fleet, sim = make(artifact, tmp_path)
     sim.state_files["/var/lib/veza-canary/lock.json"] = json.dumps({
