@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import time
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from veza_canary.errors import HookRefused, PreflightError
 from veza_canary.log import get_logger, redact_text
 from veza_canary.notify import Event
+from veza_canary.transport.local import kill_group
 
 if TYPE_CHECKING:
     from veza_canary.settings import Settings
@@ -246,7 +246,7 @@ class Hooks:
             out, _ = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            _kill_group(proc)
+            kill_group(proc)
             try:
                 out, _ = proc.communicate(timeout=_REAP_WAIT)
             except subprocess.TimeoutExpired:  # a descendant left the group and holds the pipe: stop reading
@@ -257,7 +257,7 @@ class Hooks:
                 proc.wait()
         except BaseException:
             # A signal (the deploy's interrupt) while a hook runs: never leave it behind.
-            _kill_group(proc)
+            kill_group(proc)
             proc.wait()
             raise
         code = proc.returncode
@@ -277,12 +277,3 @@ class Hooks:
 
 def _since(start: float) -> float:
     return round(time.monotonic() - start, 3)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # start_new_session: pgid == pid
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        proc.kill()

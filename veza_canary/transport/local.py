@@ -43,12 +43,12 @@ class LocalTransport(Transport):
             # NOTE: kill the whole process group, not just the child: a grandchild
             # (``sh -c 'sleep 60; ...'``) would keep the pipes open and make the
             # communicate() below wait for it.
-            _kill_group(proc)
+            kill_group(proc)
             proc.communicate()
             raise self._timed_out(argv, timeout, self.name) from None
         except BaseException:
             # KeyboardInterrupt and friends: never leave an orphan behind.
-            _kill_group(proc)
+            kill_group(proc)
             proc.wait()
             raise
         code = proc.returncode
@@ -82,7 +82,8 @@ class LocalTransport(Transport):
             raise TransportError(f"[local] pull {remote_path}: {exc.strerror or exc}") from exc
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group of ``proc`` (started with ``start_new_session=True``): its children too."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # start_new_session: pgid == pid
     except ProcessLookupError:
