@@ -27,12 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from veza_canary.clock import Clock
 from veza_canary.errors import PrometheusError
 from veza_canary.log import get_logger
+from veza_canary.verdict import Verdict  # one enum: this module's probes give pass, fail, no-data or error
 
 if TYPE_CHECKING:
     from veza_canary.prometheus import Prometheus
@@ -41,13 +41,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 METRIC = "veza_gin_http_request_duration_seconds"
-
-
-class Verdict(StrEnum):
-    PASS = "pass"  # noqa: S105 - a verdict, not a password
-    FAIL = "fail"
-    NODATA = "no-data"
-    ERROR = "error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +197,7 @@ class WatchResult:
     samples: list[Sample] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        out = {str(v): 0 for v in Verdict}
+        out = {str(v): 0 for v in (Verdict.PASS, Verdict.FAIL, Verdict.NODATA, Verdict.ERROR)}
         for s in self.samples:
             out[str(s.verdict)] += 1
         return out
