@@ -630,21 +630,20 @@ class Deploy:
             """Ends the watch at once: the unit died, HAProxy marks the canary DOWN, or its weight was changed."""
             if (why := dead()) is not None:
                 return f"canary {canary}: {why}"
-            try:
+            try:  # HAProxy unreadable for a moment (a reload): not the canary's fault; asked again shortly
                 stat = f.haproxy.stat(canary)
+                if not stat.is_up:
+                    return f"canary {canary} is {stat.status} in HAProxy ({stat.check_status or 'no check'})"
+                if guard is not None:
+                    chk = guard.check()
+                    if chk.lost:
+                        self.report.event("weight_reapplied", stage=stage.name, reason=chk.reason)
+                    elif not chk.ok:
+                        return f"canary {canary}'s weight changed under the ramp: {chk.reason}"
+                if pins is not None and stage.pinned:
+                    pins.ensure(s.traffic.pins, canary)
             except InfraError as exc:
                 log.warning("sli.haproxy_unreadable", error=str(exc))
-                return None
-            if not stat.is_up:
-                return f"canary {canary} is {stat.status} in HAProxy ({stat.check_status or 'no check'})"
-            if guard is not None:
-                chk = guard.check()
-                if chk.lost:
-                    self.report.event("weight_reapplied", stage=stage.name, reason=chk.reason)
-                elif not chk.ok:
-                    return f"canary {canary}'s weight changed under the ramp: {chk.reason}"
-            if pins is not None and stage.pinned:
-                pins.ensure(s.traffic.pins, canary)
             return None
 
         def on_sample(smp: JudgeSample, r: JudgeResult) -> None:
