@@ -433,8 +433,8 @@ def main() -> None:
           f"Whole run: median {wall:.2f} s wall for {n_nodes} nodes ({wall / n_nodes:.2f} s per node, fixed costs "
           f"included). Tool overhead per node: median {ovh:.3f} s, worst {ovh_max:.3f} s "
           f"(target < 0.5 s: {'met' if ovh < 0.5 else 'NOT met'}). Each node also costs "
-          f"{med(lambda n: n['outside_commands']):.0f} commands outside its roll (preflight sha256, temp sweeps, "
-          f"final-state sha256): {med(lambda n: n['outside_command_s']):.3f} s, so "
+          f"{med(lambda n: n['outside_commands']):.0f} commands outside its roll (preflight sha256, the temp sweep "
+          f"under the lock, final-state sha256): {med(lambda n: n['outside_command_s']):.3f} s, so "
           f"{med(lambda n: n['overhead'] + n['outside_command_s']):.3f} s per node in all."]
     data: dict[str, Any] = {"poll_interval": args.poll_interval, "runs": results, "overhead_per_node_median": ovh}
     if cli:

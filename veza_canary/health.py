@@ -20,7 +20,7 @@ from veza_canary.clock import Clock
 from veza_canary.errors import HAProxyError, TransportError
 from veza_canary.haproxy import HAProxy, ServerStat
 from veza_canary.log import get_logger, redact_text
-from veza_canary.node import HealthResult, Node
+from veza_canary.node import HealthResult, Node, ServiceState
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -172,13 +172,18 @@ def wait_node_healthy(node: Node, *, timeout: float, interval: float, clock: Clo
 
 
 def dead_canary(node: Node) -> Callable[[], str | None]:
-    """A ``fail_fast`` / ``alive`` check for ``node``, taken now (right after its restart): the unit
-    failed, auto-restarting, stopped, or restarted by systemd since. Unknown state is never "dead"."""
-    before = node.service_state()
+    """A ``fail_fast`` / ``alive`` check for ``node``: the unit failed, auto-restarting, stopped, or restarted
+    by systemd since the check's first call. That first call reads the baseline (and already reports a unit
+    failed or restarting); call it right after the restart or at the stage's start. Unknown state is never
+    "dead"."""
+    first: list[ServiceState | None] = []
 
     def check() -> str | None:
         now = node.service_state()
-        return now.dead(before) if now is not None else None
+        if not first:
+            first.append(now)
+            return now.dead() if now is not None else None
+        return now.dead(first[0]) if now is not None else None
 
     return check
 

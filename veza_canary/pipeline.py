@@ -625,6 +625,7 @@ class Deploy:
         self.report.event("stage", stage=stage.name, percent=stage.percent, hold_s=stage.hold_s)
         log.info("sli.stage", stage=stage.name, percent=stage.percent, hold_s=stage.hold_s, pinned=stage.pinned)
         dead = dead_canary(f.canary)
+        dead()  # the baseline, now: restarts from here on are the canary dying (a dead unit: the first alive())
 
         def alive() -> str | None:
             """Ends the watch at once: the unit died, HAProxy marks the canary DOWN, or its weight was changed."""
