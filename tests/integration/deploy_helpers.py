@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,4 +170,60 @@ def wait_sli_green(lab_env: dict[str, str], timeout: float = 90) -> None:
             settle = s.sli.rate_window_s + 2.0  # + two scrapes of the lab's 1 s interval
         if now > deadline:
             raise AssertionError(f"SLI not green on every node for {settle:g}s within {timeout}s: {verdicts}")
+        time.sleep(1.0)
+
+
+#: The transient unit ``extra_load`` runs in the HAProxy container (stopped by name: only the one it started).
+EXTRA_LOAD_UNIT = "veza-test-extra-load"
+
+
+@contextmanager
+def extra_load(lab_env: dict[str, str], rate: float = 20.0, max_seconds: float = 600.0) -> Iterator[None]:
+    """A second copy of the lab's own load generator (same paths, same new-connection-per-request pattern)
+    sending ``rate`` more requests/s through HAProxy while the block runs.
+
+    For tests whose judgement is over request *counts* (the SLI judge): more requests a second gather the same
+    evidence in less time. Bounded twice: the generator stops by itself after ``max_seconds``, and the unit is
+    stopped when the block ends, whatever happened.
+    """
+    t = IncusTransport(lab_env["HAPROXY_CONTAINER"])
+    for leftover in (("stop",), ("reset-failed",)):  # one a killed session may have left
+        t.run(("systemctl", *leftover, f"{EXTRA_LOAD_UNIT}.service"), check=False, timeout=30)
+    t.run(("systemd-run", f"--unit={EXTRA_LOAD_UNIT}", "--collect", "--quiet", "/usr/bin/python3",
+           "/usr/local/bin/veza-loadgen", "--url", "http://127.0.0.1:80", "--rate", f"{rate:g}",
+           "--duration", f"{max_seconds:g}"))
+    try:
+        yield
+    finally:
+        t.run(("systemctl", "stop", f"{EXTRA_LOAD_UNIT}.service"), check=False, timeout=30)
+
+
+def wait_preflight_sli_clear(lab_env: dict[str, str], timeout: float = 60, **knobs: str) -> None:
+    """Wait until no node's SLI is red *as a deploy's preflight judges it* with these knobs.
+
+    ``wait_sli_green`` reads each node's last rate window (10 s on the lab); the preflight judges a longer span
+    (``Deploy._preflight_sli``: two rate windows, each node alone, with the watch's rules -- with a short test
+    SLI_WINDOW, one 5xx left by the test before reads as "unproven"). A test right after one that rolled back an
+    erroring build could see green here and be refused there (seen on the lab: 5xx 1/48 over 20 s).
+    """
+    import httpx
+
+    from veza_canary.evidence import PromEvidence, queries_from_settings
+    from veza_canary.prometheus import Prometheus
+    from veza_canary.settings import load_settings
+    from veza_canary.verdict import Policy, Verdict, snapshot
+
+    s = load_settings({}, {**lab_env, **knobs}, config={})
+    prom = Prometheus(httpx.Client(timeout=5), s.prometheus.url)
+    policy = Policy.from_settings(s)
+    span = min(600.0, max(2 * s.sli.rate_window_s, 2 * s.sli.probe_interval))
+    deadline = time.monotonic() + timeout
+    while True:
+        red = {n: smp.reason for n in s.pool.nodes
+               if (smp := snapshot(PromEvidence(prom, queries_from_settings(s, n)[0], None), policy, span)).verdict
+               is Verdict.FAIL}
+        if not red:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"SLI still red for a preflight after {timeout}s: {red}")
         time.sleep(1.0)

@@ -18,6 +18,7 @@ import pytest
 from tests.integration.conftest import exclusive_lab
 from tests.integration.deploy_helpers import (
     deploy_env,
+    extra_load,
     finish,
     haproxy,
     reset_state_dir,
@@ -25,6 +26,7 @@ from tests.integration.deploy_helpers import (
     signal_when,
     start_deploy,
     wait_all_up,
+    wait_preflight_sli_clear,
     wait_sli_green,
 )
 from veza_canary import traffic
@@ -38,6 +40,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.lab]
 # 10 s rate window holds a handful of requests (SLI_MIN_REQUESTS 2) and a step needs a few probes of evidence.
 RAMP = {"SLI_WINDOW": "9", "SLI_PROBE_INTERVAL": "3", "CANARY_STEPS": "5,25,100", "CANARY_STEP_HOLD": "15",
         "SLI_MIN_REQUESTS": "2"}
+#: With a second load generator (``extra_load``, twice the rate: ~1 req/s at 5 %) a 9 s hold ends with ~9 requests
+#: in its last rate window -- more than a 15 s hold saw at the lab's own rate.
+LOADED_HOLD = "9"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +63,7 @@ def fleet(lab, tmp_path):
         traffic.restore_all(haproxy(env), PIN_MAP)
         wait_all_up(env)
         wait_sli_green(env)
+        wait_preflight_sli_clear(env, **RAMP)  # after the erroring build's test, its 5xx outlast the rate window
         yield env, tmp_path
         traffic.restore_all(haproxy(env), PIN_MAP)
         reset_state_dir(env)
@@ -76,7 +82,8 @@ def stages(report: dict) -> dict[str, dict]:
 
 def test_a_good_build_ramps_5_25_100_and_every_node_ends_at_its_configured_weight(fleet, builds):
     env, tmp = fleet
-    run = run_deploy(deploy_env(env, **RAMP), builds["good"], tmp / "r.json")
+    with extra_load(env, 20.0):
+        run = run_deploy(deploy_env(env, **{**RAMP, "CANARY_STEP_HOLD": LOADED_HOLD}), builds["good"], tmp / "r.json")
     assert run.code == 0, run.stderr[-3000:]
     st = stages(run.report)
     assert list(st) == ["5%", "25%", "100%"] and all(s["outcome"] == "green" for s in st.values())
@@ -87,7 +94,8 @@ def test_a_good_build_ramps_5_25_100_and_every_node_ends_at_its_configured_weigh
 
 def test_a_bad_build_is_rolled_back_at_the_first_step_with_its_share_near_that_step(fleet, builds):
     env, tmp = fleet
-    run = run_deploy(deploy_env(env, **{**RAMP, "CANARY_STEP_HOLD": "30"}), builds["erroring"], tmp / "r.json")
+    with extra_load(env, 20.0):  # twice the errors a second at 5 %: the rules see them sooner
+        run = run_deploy(deploy_env(env, **{**RAMP, "CANARY_STEP_HOLD": "30"}), builds["erroring"], tmp / "r.json")
     assert run.code == 5, run.stderr[-3000:]
     st = stages(run.report)
     assert list(st) == ["5%"], f"rolled back at the first step: {list(st)}"

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.deploy_helpers import exclusive_lab, haproxy, wait_all_up
+from tests.integration.deploy_helpers import exclusive_lab, extra_load, haproxy, wait_all_up
 from veza_canary import traffic
 from veza_canary.errors import PreflightError
 from veza_canary.haproxy import HAProxy, IncusSocat
@@ -81,15 +81,18 @@ def test_the_canary_at_a_weight_step_serves_that_share_of_real_traffic(lab, owne
     h = owned
     prom = Prometheus(httpx.Client(timeout=5), lab.prom_url)
     seen = {}
-    for percent in (5, 25, 100):
-        m = measure(lab, h, percent, 20)
-        share = traffic.measured_share(prom, traffic.DEFAULT_SHARE_TEMPLATE, canary=lab.canary, pool=lab.nodes,
-                                       window_s=15)
-        seen[percent] = (m, share.share)
-        print(f"weight {percent}%: canary served {m['served']}/{m['total']} = {m['share']:.3f} "
-              f"(expected {m['expected']:.3f}); Prometheus over 15 s: {share.share}")
-        assert m["total"] > 200, "the loadgen sends ~20 req/s through the LB"
-        assert abs(m["share"] - m["expected"]) < 0.04, (percent, m)
+    # A second load generator doubles the lab's ~20 req/s: 12 s a step hold as many requests as 20 s did (~480),
+    # and Prometheus's 10 s window starts 2 s after the weight changed.
+    with extra_load(lab.env, 20.0):
+        for percent in (5, 25, 100):
+            m = measure(lab, h, percent, 12)
+            share = traffic.measured_share(prom, traffic.DEFAULT_SHARE_TEMPLATE, canary=lab.canary, pool=lab.nodes,
+                                           window_s=10)
+            seen[percent] = (m, share.share)
+            print(f"weight {percent}%: canary served {m['served']}/{m['total']} = {m['share']:.3f} "
+                  f"(expected {m['expected']:.3f}); Prometheus over 10 s: {share.share}")
+            assert m["total"] > 240, "the two load generators send ~40 req/s through the LB"
+            assert abs(m["share"] - m["expected"]) < 0.04, (percent, m)
     assert seen[5][0]["share"] < seen[25][0]["share"] < seen[100][0]["share"]
     assert seen[25][1] is not None and abs(seen[25][1] - seen[25][0]["expected"]) < 0.06
     assert traffic.restore_weight(h, lab.canary).current == 100

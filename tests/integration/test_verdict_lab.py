@@ -30,6 +30,7 @@ from tests.integration.deploy_helpers import (
     DeployRun,
     deploy_env,
     exclusive_lab,
+    extra_load,
     reset_state_dir,
     run_deploy,
     wait_all_up,
@@ -41,9 +42,14 @@ from veza_canary.transport import IncusTransport
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
 INSTALL_DIR = "/opt/veza/backend-api"
-#: A watch long enough to judge at the lab's ~7 req/s per node; probes every 3 s, a 10 s rate window.
-WATCH = {"SLI_WINDOW": "180", "SLI_PROBE_INTERVAL": "3", "SLI_RATE_WINDOW": "10s", "SLI_HOLD_LIMIT": "60",
+#: The judge decides on request *counts*, not on seconds. At the lab's own traffic (~7 req/s per node) a 180 s
+#: watch probed every 3 s holds ~1,260 canary requests over 60 probes. The watched deploys here run a second copy
+#: of the lab's load generator (``extra_load``: twice the rate), so a 90 s watch probed every 1.5 s holds the same
+#: counts over as many probes -- the same evidence and the same per-probe levels, in half the time.
+WATCH = {"SLI_WINDOW": "90", "SLI_PROBE_INTERVAL": "1.5", "SLI_RATE_WINDOW": "10s", "SLI_HOLD_LIMIT": "60",
          "NODE_HEALTH_TIMEOUT": "30", "UP_TIMEOUT": "20", "DRAIN_TIMEOUT": "20", "POLL_INTERVAL": "0.5"}
+#: Requests/s the second load generator adds to the lab's 20.
+EXTRA_RATE = 20.0
 
 
 @dataclass
@@ -53,9 +59,13 @@ class VerdictLab:
     canary: str
     peers: list[str]
 
-    def deploy(self, artifact: Path, **knobs: str) -> DeployRun:
+    def deploy(self, artifact: Path, *, extra_rate: float = EXTRA_RATE, **knobs: str) -> DeployRun:
+        """A deploy with the WATCH knobs, while ``extra_rate`` more requests/s go through HAProxy (0: none)."""
         report = self.tmp / f"report-{artifact.name}-{time.monotonic_ns()}.json"
-        return run_deploy(deploy_env(self.env, **{**WATCH, **knobs}), artifact, report, timeout=900)
+        if not extra_rate:
+            return run_deploy(deploy_env(self.env, **{**WATCH, **knobs}), artifact, report, timeout=900)
+        with extra_load(self.env, extra_rate):
+            return run_deploy(deploy_env(self.env, **{**WATCH, **knobs}), artifact, report, timeout=900)
 
 
 def probes(run: DeployRun) -> list[dict]:
@@ -130,23 +140,28 @@ def test_a_good_but_noisy_build_passes_the_sound_judge(vlab, builds):
     assert last.get("verdict") == "pass" and last.get("judge") == "sound"
     # The evidence is in every probe line: counts, the estimate and its bounds, the baseline.
     assert {"requests", "errors", "err_ratio", "err_lower", "err_upper", "baseline_requests"} <= set(last)
+    assert last["requests"] >= 900, "judged on as many requests as a 180 s watch at the lab's own rate (~1,200)"
     print(f"noisy build: pass after {last['at']}s: {last['reason']}")
 
 
 def test_a_build_at_twice_the_slo_is_rolled_back_and_blocked(vlab, builds):
-    run = vlab.deploy(builds["twice"])
+    # Three times the lab's rate (~1,800 canary requests in the window). With ~1,250 (the lab's own rate over a
+    # 180 s watch) neither the SPRT nor the baseline rule had decided by the window's end, where a 1 % build that
+    # read under 0.5 % passed: exit 0 in 2 of 3 runs on the lab on 2026-12-06 (one ended "unproven" at 9 5xx in
+    # 1,507). ~1,800 requests hold ~18 errors: the SPRT and the baseline rule decide before the window ends.
+    run = vlab.deploy(builds["twice"], extra_rate=2 * EXTRA_RATE)
     assert run.code == 5, (run.code, run.stderr[-3000:])
     decided = [p for p in probes(run) if p.get("verdict") == "fail"]
     assert decided and decided[-1].get("rule") in ("slo-errors", "fast-errors", "baseline-errors", "unproven")
     print(f"2x build: {decided[-1]['rule']} at {decided[-1]['at']}s: {decided[-1]['reason']}")
     st = wait_all_up(vlab.env)
     assert len({s["sha256"] for s in st.values()}) == 1  # the fleet back on one binary
-    again = vlab.deploy(builds["twice"])
+    again = vlab.deploy(builds["twice"], extra_rate=0)
     assert again.code == 9, "a release rolled back for a breach is blocked"
 
 
 def test_a_unit_failing_at_start_is_detected_within_seconds(vlab, builds):
-    run = vlab.deploy(builds["fail_start"], NODE_HEALTH_TIMEOUT="60")
+    run = vlab.deploy(builds["fail_start"], extra_rate=0, NODE_HEALTH_TIMEOUT="60")
     assert run.code == 5, (run.code, run.stderr[-3000:])
     restart = [e for e in events(run, "node.restart") if e.get("node") == vlab.canary]
     assert restart, "no node.restart line for the canary"
