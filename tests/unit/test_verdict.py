@@ -254,6 +254,19 @@ def test_snapshot_judges_a_fixed_span_for_a_preflight():
     assert snapshot(lambda _at: Evidence(error="HTTP 500"), P).verdict is Verdict.ERROR
 
 
+def test_a_snapshot_longer_than_the_window_never_calls_one_error_unproven():
+    """Seen on the lab: SLI_WINDOW=9, a 20 s preflight span, 1 5xx in 48 requests was "already red" (unproven)."""
+    from dataclasses import replace
+
+    from veza_canary.verdict import snapshot
+
+    short = replace(P, window_s=9.0, interval_s=3.0, max_extend_s=6.0, rate_window_s=10.0)
+    one_in_48 = Traffic(rate=2.4, err=1 / 48)
+    smp = snapshot(one_in_48, short, 20.0)
+    assert smp.verdict is not Verdict.FAIL and smp.rule != "unproven", smp.reason
+    assert snapshot(Traffic(rate=2.4, err=0.3), short, 20.0).verdict is Verdict.FAIL, "a clearly red node still is"
+
+
 # --- bursty counts ---------------------------------------------------------------------------------
 
 
