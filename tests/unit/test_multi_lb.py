@@ -260,6 +260,18 @@ def test_status_shows_the_skew_of_each_haproxy(tmp_path):
         {"server": CANARY, "current": 25, "initial": 100, "haproxy": "haproxy-2"}]
 
 
+def test_the_status_table_names_the_haproxy_of_each_skew_and_a_pin_held_by_one_only(tmp_path):
+    from veza_canary.status import collect, table
+
+    fleet, sim, lb2 = make(None, tmp_path)
+    at_100(sim, lb2)
+    lb2.weights[CANARY] = 25
+    lb2.maps[MAP] = {"team-veza": CANARY}
+    text = "\n".join(table(collect(fleet, sli=False)))
+    assert f"{CANARY} weight 25 (configured 100) on haproxy-2" in text
+    assert f"pin team-veza -> {CANARY} (only on haproxy-2)" in text
+
+
 def test_restore_puts_back_a_weight_and_clears_pins_left_on_the_second_haproxy_only(tmp_path):
     fleet, sim, lb2 = make(None, tmp_path)
     at_100(sim, lb2)
