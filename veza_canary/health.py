@@ -114,8 +114,8 @@ def poll_until(
     The first poll is immediate; the gaps after it start at ``FIRST_GAP`` and double up to ``interval``
     (POLL_INTERVAL): most waits end within a few tenths of a second (a drain with no sessions, a service
     that starts in 50 ms), a slow one is polled no more often than the interval. Each poll logs one
-    ``event`` line and is passed to ``on_poll`` (if given) as a ``Poll``. ``abort`` (if given) is asked before each poll after the first: a reason ends the wait at once with
-    WaitAborted.
+    ``event`` line and is passed to ``on_poll`` (if given) as a ``Poll``. ``abort`` (if given) is asked
+    before each poll after the first: a reason ends the wait at once with WaitAborted.
     """
     start = clock.monotonic()
     last: list[object] = ["nothing observed"]
