@@ -89,11 +89,6 @@ _PATH_RE = re.compile(r"/[A-Za-z0-9_.@+=/-]{1,250}")
 # --- the runtime API: commands haproxy.py has no method for ---------------------------------------------------
 
 
-def command(haproxy: HAProxy, line: str) -> str:
-    """Send one runtime-API command line through the client (``HAProxy.command``); return the raw reply."""
-    return haproxy.command(line)
-
-
 def _check_empty(reply: str, line: str) -> None:
     if reply.strip():
         raise HAProxyError(f"HAProxy refused {line!r}: {_first_line(reply)}")
@@ -175,7 +170,7 @@ def parse_weights(reply: str, backend: str) -> dict[str, Weight]:
 
 def weights_each(haproxy: HAProxy) -> dict[str, dict[str, Weight]]:
     """Each HAProxy's weight table, one read of each: HAProxy name -> server -> Weight (naming its HAProxy)."""
-    tables = haproxy.each(lambda h: parse_weights(command(h, f"show servers state {h.backend}"), h.backend))
+    tables = haproxy.each(lambda h: parse_weights(h.command(f"show servers state {h.backend}"), h.backend))
     return {name: {srv: replace(w, haproxy=name) for srv, w in table.items()} for name, table in tables.items()}
 
 
@@ -225,7 +220,7 @@ def set_weight(haproxy: HAProxy, server: str, percent: int) -> Weight:
     if not 0 <= percent <= 100:
         raise ValueError("percent must be 0..100")
     line = f"set server {haproxy.backend}/{server} weight {percent}%"
-    _check_empty(command(haproxy, line), line)
+    _check_empty(haproxy.command(line), line)
     w = read_weight(haproxy, server)
     want = step_weight(w.initial, percent)
     if w.current != want:
@@ -280,7 +275,7 @@ def parse_backend_algo(reply: str, backend: str) -> str:
 
 def backend_algo(haproxy: HAProxy) -> str:
     """One HAProxy's load-balancing algorithm for the backend, as ``show stat`` names it (several: ``each``)."""
-    return parse_backend_algo(command(haproxy, f"show stat {haproxy.backend} 2 -1"), haproxy.backend)
+    return parse_backend_algo(haproxy.command(f"show stat {haproxy.backend} 2 -1"), haproxy.backend)
 
 
 def probe_dynamic(haproxy: HAProxy, server: str) -> bool:
@@ -294,7 +289,7 @@ def probe_dynamic(haproxy: HAProxy, server: str) -> bool:
     probe = next(p for p in (w.current + 1, w.current - 1, w.current + 2)
                  if 0 < p <= MAX_WEIGHT and p != w.initial)
     be = f"{haproxy.backend}/{_name(server, 'server')}"
-    reply = command(haproxy, f"set server {be} weight {probe}; set server {be} weight {w.current}")
+    reply = haproxy.command(f"set server {be} weight {probe}; set server {be} weight {w.current}")
     after = read_weight(haproxy, server)
     if after.current != w.current:  # never leave the probe behind
         haproxy.set_weight(server, w.current)
@@ -413,7 +408,7 @@ def runtime_marker(haproxy: HAProxy) -> dict[str, RuntimeMarker]:
 
     Keep it when a weight is set and pass it to ``check_weight``: a reload of any HAProxy changes its entry.
     """
-    return haproxy.each(lambda h: parse_info(command(h, "show info")))
+    return haproxy.each(lambda h: parse_info(h.command("show info")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -665,7 +660,7 @@ class PinMap:
         hint = ("add the map file and the use-server rule to the HAProxy config "
                 "(docs/traffic-shaping.md), reload HAProxy, or leave CANARY_PINS unset")
         infos = []
-        for name, maps in self.haproxy.each(lambda h: parse_map_list(command(h, "show map"))).items():
+        for name, maps in self.haproxy.each(lambda h: parse_map_list(h.command("show map"))).items():
             info = next((m for m in maps if m.path == self.path), None)
             if info is None:
                 loaded = ", ".join(m.path for m in maps) or "none"
@@ -678,7 +673,7 @@ class PinMap:
 
     def pins_each(self) -> dict[str, dict[str, str]]:
         """Each HAProxy's entries: HAProxy name -> key -> server."""
-        return self.haproxy.each(lambda h: parse_map_entries(command(h, f"show map {self.path}")))
+        return self.haproxy.each(lambda h: parse_map_entries(h.command(f"show map {self.path}")))
 
     def pins(self) -> dict[str, str]:
         """Every entry of the map on any HAProxy: key -> server (the first HAProxy's server on a conflict)."""
@@ -691,14 +686,14 @@ class PinMap:
         if key in self.pins():
             self.remove(key)
         line = f"add map {self.path} {key} {server}"
-        _check_empty(command(self.haproxy, line), line)
+        _check_empty(self.haproxy.command(line), line)
         log.info("traffic.pin_added", map=self.path, key=key, server=server)
 
     def remove(self, key: str) -> bool:
         """Remove one key; False when it was not there (idempotent)."""
         _key(key)
         line = f"del map {self.path} {key}"
-        reply = command(self.haproxy, line)
+        reply = self.haproxy.command(line)
         if "Key not found" in reply:
             return False
         _check_empty(reply, line)
@@ -721,7 +716,7 @@ class PinMap:
         before = self.pins()
         if before:
             line = f"clear map {self.path}"
-            _check_empty(command(self.haproxy, line), line)
+            _check_empty(self.haproxy.command(line), line)
             log.info("traffic.pins_cleared", map=self.path, removed=sorted(before))
         return before
 
@@ -812,6 +807,12 @@ class Skew:
         return {"weights": [w.to_dict() for w in self.weights], "pins": dict(self.pins), "pin_map": self.pin_map,
                 "pins_unknown": self.pins_unknown or None, "pins_only_on": dict(self.pins_only_on),
                 "clean": self.clean}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> Skew:
+        """Back from ``to_dict`` (``status`` keeps the dict for its JSON and prints ``lines()``)."""
+        return cls(tuple(Weight(**w) for w in d.get("weights") or ()), dict(d.get("pins") or {}),  # type: ignore[arg-type]
+                   d.get("pin_map"), d.get("pins_unknown") or "", dict(d.get("pins_only_on") or {}))  # type: ignore[arg-type]
 
 
 def traffic_skew(haproxy: HAProxy, pin_map: str | None = None) -> Skew:
