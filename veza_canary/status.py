@@ -356,12 +356,9 @@ def table(st: FleetStatus, *, color: bool = False) -> list[str]:
         lines.append(style(line, fg="red", bold=True) if bad else style(line, fg="yellow") if r.odd_one_out
                      else line)
     if st.traffic and not st.traffic.get("clean", True):
-        skewed = [f"{w['server']} weight {w['current']} (configured {w['initial']})"
-                  + (f" on {w['haproxy']}" if w.get("haproxy") else "") for w in st.traffic["weights"]]
-        only = st.traffic.get("pins_only_on") or {}
-        skewed += [f"pin {k} -> {v}" + (f" (only on {', '.join(only[k]) or 'none'})" if k in only else "")
-                   for k, v in sorted(st.traffic["pins"].items())]
-        lines.append(style("TRAFFIC NOT AS CONFIGURED: " + "; ".join(skewed)
+        from veza_canary.traffic import Skew
+
+        lines.append(style("TRAFFIC NOT AS CONFIGURED: " + "; ".join(Skew.from_dict(st.traffic).lines())
                            + "  (restore: veza-canary haproxy weight --restore)", fg="yellow", bold=True))
     if st.mixed:
         parts = []

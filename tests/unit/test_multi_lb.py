@@ -268,8 +268,8 @@ def test_the_status_table_names_the_haproxy_of_each_skew_and_a_pin_held_by_one_o
     lb2.weights[CANARY] = 25
     lb2.maps[MAP] = {"team-veza": CANARY}
     text = "\n".join(table(collect(fleet, sli=False)))
-    assert f"{CANARY} weight 25 (configured 100) on haproxy-2" in text
-    assert f"pin team-veza -> {CANARY} (only on haproxy-2)" in text
+    assert f"{CANARY}: weight 25, configured 100 on HAProxy haproxy-2" in text
+    assert f"pin team-veza -> {CANARY} (map {MAP}, only on haproxy-2)" in text
 
 
 def test_restore_puts_back_a_weight_and_clears_pins_left_on_the_second_haproxy_only(tmp_path):

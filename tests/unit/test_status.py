@@ -268,5 +268,6 @@ def test_status_shows_a_weight_off_its_configured_value_and_a_pin_left_behind():
     st = collect(fleet, sli=False)
     assert st.traffic is not None and not st.traffic["clean"]
     text = "\n".join(table(st))
-    assert "TRAFFIC NOT AS CONFIGURED: backend-api-2 weight 25 (configured 100); pin team-veza -> backend-api-2" in text
+    assert ("TRAFFIC NOT AS CONFIGURED: backend-api-2: weight 25, configured 100; "
+            "pin team-veza -> backend-api-2 (map /etc/haproxy/canary-pin.map)") in text
     assert st.to_dict()["traffic"]["weights"] == [{"server": "backend-api-2", "current": 25, "initial": 100}]
