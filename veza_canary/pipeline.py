@@ -249,7 +249,6 @@ class Deploy:
                                   on_poll=observer.on_poll if observer else None)
         self.artifact: Artifact | None = None
         self.rollback: RollbackSource | None = None
-        self.canary_sha_before: str | None = None
         #: Every node's sha256 at preflight (None: no binary): what "unchanged" means when a node is settled.
         self.shas_before: dict[str, str | None] = {}
         self.canary_files: dict[str, str | None] = {}
@@ -388,7 +387,6 @@ class Deploy:
             shas[n] = self.canary_files[node.binary_path] if node is canary else node.sha256()
             in_rotation = states[n].admin == "ready" and stats[n].is_up
             done[n] = shas[n] == self.artifact.sha256 and in_rotation and node.runs_installed()
-        self.canary_sha_before = shas[s.pool.canary]
         self.shas_before = shas
         self.report.event("fleet_before", shas={n: (v or "missing") for n, v in shas.items()},
                           runs_artifact=[n for n, v in done.items() if v])
@@ -434,7 +432,7 @@ class Deploy:
         if local_rb is not None:
             return RollbackSource("local", Binary(local_rb.sha256, f"ROLLBACK_BINARY {local_rb.original}",
                                                   local=local_rb.path), local_rb)
-        running = self.canary_sha_before
+        running = self.shas_before[s.pool.canary]
         kept = self.canary_files[canary.last_good_path]
         previous = self.canary_files[canary.previous_path]
         if running is not None and running != self.artifact.sha256:
@@ -796,7 +794,7 @@ class Deploy:
             live = None
         # Touched = has (or may have) anything but what it had before, or the artifact itself (a re-run).
         # Decided from live state, not from memory, so a push that failed before its rename counts as untouched.
-        touched = live is None or live != self.canary_sha_before or (
+        touched = live is None or live != self.shas_before.get(self.s.pool.canary) or (
             self.artifact is not None and live == self.artifact.sha256)
         if not touched:
             if node.name not in self.proc.drained:
