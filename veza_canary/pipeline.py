@@ -467,7 +467,6 @@ class Deploy:
         worse than the others is not refused here."""
         s, f = self.s, self.fleet
         policy = JudgePolicy.from_settings(s)
-        span = min(600.0, max(2 * s.sli.rate_window_s, 2 * s.sli.probe_interval))
         scoped = "{node}" in s.sli.selector
         targets = [n for n in s.pool.nodes if not states[n].drained and not states[n].in_maint] if scoped else [None]
         nodata, held = [], []
@@ -475,7 +474,7 @@ class Deploy:
             # The node alone, against the SLO: no baseline (its regex of every other node would make a preflight
             # of N nodes cost N^2, and the baseline rules do not refuse here anyway).
             node_only = PromEvidence(f.prom, queries_from_settings(s, n or s.pool.canary)[0], None)
-            sample = judge_snapshot(node_only, policy, span)
+            sample = judge_snapshot(node_only, policy, policy.recent_s)
             where = f" on {n}" if n else ""
             verdict = str(sample.verdict)
             if verdict == "error":

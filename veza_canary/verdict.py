@@ -191,6 +191,11 @@ class Policy:
         return max(5 * self.rate_window_s, 2 * self.interval_s)
 
     @property
+    def recent_s(self) -> float:
+        """The recent past a preflight judges (two rate windows, at least two probe intervals, at most 10 min)."""
+        return min(600.0, max(2 * self.rate_window_s, 2 * self.interval_s))
+
+    @property
     def alpha(self) -> float:
         return 1.0 - self.confidence
 

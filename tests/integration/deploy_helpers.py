@@ -202,9 +202,8 @@ def wait_preflight_sli_clear(lab_env: dict[str, str], timeout: float = 60, **kno
     """Wait until no node's SLI is red *as a deploy's preflight judges it* with these knobs.
 
     ``wait_sli_green`` reads each node's last rate window (10 s on the lab); the preflight judges a longer span
-    (``Deploy._preflight_sli``: two rate windows, each node alone, with the watch's rules -- with a short test
-    SLI_WINDOW, one 5xx left by the test before reads as "unproven"). A test right after one that rolled back an
-    erroring build could see green here and be refused there (seen on the lab: 5xx 1/48 over 20 s).
+    (``Policy.recent_s``: two rate windows, each node alone, with the judge's rules), so a test right after one
+    that rolled back an erroring build could see green there and be refused here.
     """
     import httpx
 
@@ -216,11 +215,10 @@ def wait_preflight_sli_clear(lab_env: dict[str, str], timeout: float = 60, **kno
     s = load_settings({}, {**lab_env, **knobs}, config={})
     prom = Prometheus(httpx.Client(timeout=5), s.prometheus.url)
     policy = Policy.from_settings(s)
-    span = min(600.0, max(2 * s.sli.rate_window_s, 2 * s.sli.probe_interval))
     deadline = time.monotonic() + timeout
     while True:
         red = {n: smp.reason for n in s.pool.nodes
-               if (smp := snapshot(PromEvidence(prom, queries_from_settings(s, n)[0], None), policy, span)).verdict
+               if (smp := snapshot(PromEvidence(prom, queries_from_settings(s, n)[0], None), policy, policy.recent_s)).verdict
                is Verdict.FAIL}
         if not red:
             return
