@@ -156,7 +156,7 @@ def _rollback_canary(d: Deploy) -> None:
 STEPS: tuple[Step, ...] = (
     Step("preflight", "check", _preflight,
          "validate artifact + rollback source; HAProxy, nodes, Prometheus reachable; fleet UP; SLI green; "
-         "lock free; release not blocked; what already runs the artifact"),
+         "release not blocked; what already runs the artifact"),
     Step("migration-gate", "check", _migration_gate, "backward-compat lint of migrations new since MIGRATIONS_SINCE"),
     Step("lock", "check", _lock, "take the fleet lock on the HAProxy host"),
     Step("confirm", "check", _confirm, "ask before the first change (TTY only; --yes skips)"),
